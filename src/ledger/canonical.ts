@@ -11,9 +11,12 @@ export const MAX_JSON_DEPTH = 100;
 /** Thrown-from-inside signal that the caller's size budget ran out; converted by the caller. */
 class BudgetExceeded extends Error {}
 
-function fail(path: (string | number)[], why: string): never {
-  const where = path.length === 0 ? "value" : path.map((p) => (typeof p === "number" ? `[${p}]` : `.${p}`)).join("");
-  throw new LedgerError("not-canonicalisable", `${where.startsWith(".") ? where.slice(1) : where}: ${why}`);
+type Path = (string | number)[];
+
+/** Throws naming where the problem is, e.g. `payload.rules[2].period: undefined is not JSON`. */
+function fail(path: Path, why: string): never {
+  const where = path.map((p, i) => (typeof p === "number" ? `[${p}]` : i === 0 ? p : `.${p}`)).join("");
+  throw new LedgerError("not-canonicalisable", `${where}: ${why}`);
 }
 
 /**
@@ -23,7 +26,7 @@ function fail(path: (string | number)[], why: string): never {
  * (so a Date would hash as its string), emits `[1,,2]` for sparse arrays and throws plain Errors. Returns a lower
  * bound on the UTF-8 size of the canonical form, used to reject oversized input before serialising it.
  */
-function check(value: unknown, path: (string | number)[], budget: number): number {
+function check(value: unknown, path: Path, budget: number): number {
   switch (typeof value) {
     case "string":
       if (!value.isWellFormed()) fail(path, "string contains a lone surrogate");
@@ -35,7 +38,7 @@ function check(value: unknown, path: (string | number)[], budget: number): numbe
       return 4;
     case "object": {
       if (value === null) return 4;
-      if (path.length >= MAX_JSON_DEPTH) fail(path, `nested deeper than ${MAX_JSON_DEPTH} levels (or circular)`);
+      if (path.length > MAX_JSON_DEPTH) fail(path, `nested deeper than ${MAX_JSON_DEPTH} levels (or circular)`);
       let size = 2;
       if (Array.isArray(value)) {
         if (Object.getPrototypeOf(value) !== Array.prototype) fail(path, "not a plain Array");
@@ -75,7 +78,7 @@ function check(value: unknown, path: (string | number)[], budget: number): numbe
  * bytes. Throws `LedgerError("not-canonicalisable")` naming the offending path for anything that is not plain JSON.
  */
 export function canonicalJson(value: unknown): string {
-  check(value, [], Number.POSITIVE_INFINITY);
+  check(value, ["value"], Number.POSITIVE_INFINITY);
   return serialise(value);
 }
 
@@ -87,10 +90,11 @@ export function canonicalBytes(value: unknown): Uint8Array {
 /**
  * Like `canonicalJson`, but gives up with `undefined` as soon as the output is certain to exceed `maxBytes` UTF-8
  * bytes, so an oversized input costs a cheap walk instead of a full serialisation. Callers still check the exact size.
+ * `label` names the root in error messages.
  */
-export function canonicalJsonWithin(value: unknown, maxBytes: number): string | undefined {
+export function canonicalJsonWithin(value: unknown, maxBytes: number, label = "value"): string | undefined {
   try {
-    check(value, [], maxBytes);
+    check(value, [label], maxBytes);
   } catch (error) {
     if (error instanceof BudgetExceeded) return undefined;
     throw error;

@@ -1,0 +1,97 @@
+import { canonicalBytes, canonicalJson } from "./canonical.ts";
+import { concatBytes, fromHex, isHex32, toHex, utf8 } from "./encoding.ts";
+import { LedgerError } from "./errors.ts";
+import { sha256Hex } from "./hash.ts";
+import { hashLeaf, merkleRootOf } from "./merkle.ts";
+import { txId } from "./tx.ts";
+import type { Block, BlockEntry, BlockHeader, Hex32, TxResult } from "./types.ts";
+
+/** prevHash of the genesis block (height 0). */
+export const GENESIS_PREV_HASH: Hex32 = "0".repeat(64);
+
+/** stateDigest before any tx has been applied. */
+export const INITIAL_STATE_DIGEST: Hex32 = "0".repeat(64);
+
+const BLOCK_HASH_PREFIX = "careledger/block/v1\n";
+
+/**
+ * The bytes a log leaf commits to. The tx body is covered through its id, and the signature and result are included
+ * so that neither can be altered after the fact without changing the root.
+ */
+export function leafBytes(entry: BlockEntry): Uint8Array {
+  return canonicalBytes({ code: entry.result.code, id: entry.id, sig: entry.tx.sig, valid: entry.result.valid });
+}
+
+function hex32Bytes(value: Hex32, what: string): Uint8Array {
+  if (!isHex32(value)) throw new LedgerError("bad-hex", `${what}: must be 64 lowercase hex characters`);
+  return fromHex(value);
+}
+
+/**
+ * Folds one applied tx into the running state digest: SHA-256(prev || id || validity byte || UTF-8 code). Only the
+ * code is variable-length and it comes last, so the encoding is unambiguous.
+ */
+export function nextStateDigest(prev: Hex32, id: Hex32, result: TxResult): Hex32 {
+  if (typeof result.valid !== "boolean" || typeof result.code !== "string") {
+    throw new LedgerError("bad-result", "result: must be { valid: boolean, code: string }");
+  }
+  return sha256Hex(
+    concatBytes(hex32Bytes(prev, "prev"), hex32Bytes(id, "id"), Uint8Array.of(result.valid ? 1 : 0), utf8(result.code)),
+  );
+}
+
+/**
+ * Exactly the seven header fields. Accepts a whole Block (or anything with extra fields) so a header can never
+ * silently pick up `txs` or other fields on its way into a hash.
+ */
+export function blockHeaderOf(block: BlockHeader): BlockHeader {
+  const { height, prevHash, txRoot, time, proposer, size, stateDigest } = block;
+  return { height, prevHash, txRoot, time, proposer, size, stateDigest };
+}
+
+/** SHA-256("careledger/block/v1\n" || canonical header). Only the seven header fields count, even if given a Block. */
+export function blockHash(header: BlockHeader): Hex32 {
+  return sha256Hex(BLOCK_HASH_PREFIX + canonicalJson(blockHeaderOf(header)));
+}
+
+/** RFC 9162 root over this block's entries (EMPTY_ROOT for an empty block). */
+export function computeTxRoot(entries: BlockEntry[]): Hex32 {
+  return toHex(merkleRootOf(entries.map((entry) => hashLeaf(leafBytes(entry)))));
+}
+
+/**
+ * Why `block` cannot follow `prev` (undefined: it is the genesis block), or undefined if it can. Checks height,
+ * prevHash and that `size` grows by exactly the number of entries (every tx, valid or not, is a log leaf).
+ */
+export function checkBlockLinks(prev: BlockHeader | undefined, block: Block): string | undefined {
+  const count = Array.isArray(block.txs) ? block.txs.length : 0;
+  if (prev === undefined) {
+    if (block.height !== 0) return `genesis block must have height 0, not ${block.height}`;
+    if (block.prevHash !== GENESIS_PREV_HASH) return "genesis block must have a prevHash of 64 zeros";
+    if (block.size !== count) return `genesis block size ${block.size} is not its ${count} txs`;
+    return undefined;
+  }
+  if (block.height !== prev.height + 1) return `height ${block.height} does not follow ${prev.height}`;
+  if (block.prevHash !== blockHash(prev)) return `prevHash is not the hash of block ${prev.height}`;
+  if (block.size !== prev.size + count) return `size ${block.size} is not ${prev.size} + ${count} txs`;
+  return undefined;
+}
+
+/**
+ * Why a block's body does not match its header, or undefined: every entry id must be its tx's id and txRoot must
+ * be the root over the entries. With a trusted block hash this detects any change to a block (signatures and
+ * results are checked separately, by re-verifying and re-applying).
+ */
+export function checkBlockContents(block: Block): string | undefined {
+  if (!Array.isArray(block.txs)) return "txs: must be an array";
+  try {
+    for (let i = 0; i < block.txs.length; i++) {
+      const entry = block.txs[i] as BlockEntry;
+      if (entry.id !== txId(entry.tx)) return `txs[${i}].id is not the id of its tx`;
+    }
+    if (computeTxRoot(block.txs) !== block.txRoot) return "txRoot does not match the block's entries";
+  } catch (error) {
+    return error instanceof LedgerError ? error.message : "txs: malformed";
+  }
+  return undefined;
+}
