@@ -1,0 +1,60 @@
+// The machine's own limits, measured in the same run as a benchmark, so that results are compared as ratios on
+// shared, noisy machines.
+
+import { generateKeyPairSync, sign, verify } from "node:crypto";
+import { closeSync, fdatasyncSync, mkdtempSync, openSync, rmSync, writeSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+/** Ed25519 verifications per second on one core (this thread), over `ms` of wall time. */
+export function ed25519VerifyPerSecond(ms = 1000): number {
+  const { privateKey, publicKey } = generateKeyPairSync("ed25519");
+  const message = Buffer.alloc(32, 7);
+  const signature = sign(null, message, privateKey);
+  let count = 0;
+  const start = performance.now();
+  let now = start;
+  while (now - start < ms) {
+    for (let i = 0; i < 100; i++) verify(null, message, publicKey, signature);
+    count += 100;
+    now = performance.now();
+  }
+  return Math.round((count / (now - start)) * 1000);
+}
+
+/** fdatasync'd 4 KiB appends per second in `dir` (the filesystem the data dir lives on). */
+export function fsyncPerSecond(dir: string = tmpdir(), ms = 1000): number {
+  const work = mkdtempSync(join(dir, "careledger-fsync-"));
+  const fd = openSync(join(work, "probe"), "w");
+  const page = Buffer.alloc(4096, 1);
+  let count = 0;
+  const start = performance.now();
+  let now = start;
+  try {
+    while (now - start < ms) {
+      writeSync(fd, page);
+      fdatasyncSync(fd);
+      count++;
+      now = performance.now();
+    }
+  } finally {
+    closeSync(fd);
+    rmSync(work, { recursive: true, force: true });
+  }
+  return Math.round((count / (now - start)) * 1000);
+}
+
+export function machineLimits(dir?: string) {
+  return {
+    ed25519_verify_per_s_1core: ed25519VerifyPerSecond(),
+    fsync_per_s: fsyncPerSecond(dir),
+    cores: (globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator?.hardwareConcurrency ?? 0,
+  };
+}
+
+/** Percentile of a sorted copy. */
+export function percentile(values: ArrayLike<number>, p: number): number {
+  const sorted = Array.from(values).sort((a, b) => a - b);
+  if (sorted.length === 0) return 0;
+  return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] as number;
+}

@@ -1,0 +1,138 @@
+import { DatabaseSync, type StatementSync } from "node:sqlite";
+import type { KeyId, SignedTx } from "../ledger/types.ts";
+import { type Batch, type BatchHandler, type Orderer, OrdererError } from "./orderer.ts";
+
+const RECENT_BATCHES = 64;
+
+function defaultOnError(error: unknown): void {
+  queueMicrotask(() => {
+    throw error;
+  });
+}
+
+interface Subscriber {
+  next: number;
+  onBatch: BatchHandler;
+  onError: (error: unknown) => void;
+  active: boolean;
+  running: boolean;
+}
+
+/**
+ * The embedded orderer: an append-only SQLite log in one process. Several nodes in the same process may share one
+ * instance (the demo does), each with its own subscription. A batch is fsynced before `submit` resolves.
+ */
+export class EmbeddedOrderer implements Orderer {
+  private readonly db: DatabaseSync;
+  private readonly insert: StatementSync;
+  private readonly selectFrom: StatementSync;
+  private readonly subscribers = new Set<Subscriber>();
+  private readonly recent = new Map<number, Batch>();
+  private seq: number;
+  private lastTime: number;
+  private readonly clock: () => number;
+  private closed = false;
+
+  constructor(path: string, clock: () => number = Date.now) {
+    this.clock = clock;
+    this.db = new DatabaseSync(path);
+    this.db.exec(`
+      PRAGMA journal_mode = WAL;
+      PRAGMA synchronous = FULL;
+      CREATE TABLE IF NOT EXISTS batches (
+        seq INTEGER PRIMARY KEY,
+        time INTEGER NOT NULL,
+        proposer TEXT NOT NULL,
+        txs TEXT NOT NULL
+      );
+    `);
+    this.insert = this.db.prepare("INSERT INTO batches (seq, time, proposer, txs) VALUES (?, ?, ?, ?)");
+    this.selectFrom = this.db.prepare(
+      "SELECT seq, time, proposer, txs FROM batches WHERE seq >= ? ORDER BY seq LIMIT ?",
+    );
+    const last = this.db.prepare("SELECT seq, time FROM batches ORDER BY seq DESC LIMIT 1").get() as
+      | { seq: number; time: number }
+      | undefined;
+    this.seq = last?.seq ?? 0;
+    this.lastTime = last?.time ?? 0;
+  }
+
+  async submit(proposer: KeyId, txs: SignedTx[]): Promise<number> {
+    if (this.closed) throw new OrdererError("closed", "the orderer is closed");
+    const seq = this.seq + 1;
+    // Time never goes backwards along the log, even if the wall clock does.
+    const time = Math.max(this.lastTime, this.clock());
+    this.insert.run(seq, time, proposer, JSON.stringify(txs));
+    this.seq = seq;
+    this.lastTime = time;
+    // Recently appended batches are handed to in-process subscribers without a re-read and re-parse.
+    this.recent.set(seq, { seq, time, proposer, txs });
+    if (this.recent.size > RECENT_BATCHES) this.recent.delete(seq - RECENT_BATCHES);
+    for (const sub of this.subscribers) this.pump(sub);
+    return seq;
+  }
+
+  subscribe(fromSeq: number, onBatch: BatchHandler, onError: (error: unknown) => void = defaultOnError): () => void {
+    if (!Number.isSafeInteger(fromSeq) || fromSeq < 1) {
+      throw new OrdererError("bad-seq", `fromSeq must be ≥ 1, got ${fromSeq}`);
+    }
+    const sub: Subscriber = { next: fromSeq, onBatch, onError, active: true, running: false };
+    this.subscribers.add(sub);
+    queueMicrotask(() => this.pump(sub));
+    return () => {
+      sub.active = false;
+      this.subscribers.delete(sub);
+    };
+  }
+
+  lastSeq(): number {
+    return this.seq;
+  }
+
+  /** Reads batches from the log (not from memory), so a late or restarted subscriber sees exactly what is durable. */
+  private async pump(sub: Subscriber): Promise<void> {
+    if (sub.running || !sub.active) return;
+    sub.running = true;
+    try {
+      while (sub.active && !this.closed && sub.next <= this.seq) {
+        const rows = this.selectFrom.all(sub.next, 256) as {
+          seq: number;
+          time: number;
+          proposer: string;
+          txs: string;
+        }[];
+        if (rows.length === 0) break;
+        for (const row of rows) {
+          if (!sub.active || this.closed) break;
+          const batch = this.recent.get(row.seq) ?? {
+            seq: row.seq,
+            time: row.time,
+            proposer: row.proposer,
+            txs: JSON.parse(row.txs),
+          };
+          await sub.onBatch(batch);
+          sub.next = row.seq + 1;
+        }
+      }
+    } catch (error) {
+      // A handler that fails stops its own subscription; the subscriber resubscribes from where it stands.
+      sub.active = false;
+      this.subscribers.delete(sub);
+      sub.onError(error);
+    } finally {
+      sub.running = false;
+    }
+    // A batch may have been appended while the handler ran.
+    if (sub.active && !this.closed && sub.next <= this.seq) queueMicrotask(() => this.pump(sub));
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const sub of this.subscribers) sub.active = false;
+    this.subscribers.clear();
+    this.db.close();
+  }
+}
+
+export type { Batch, SignedTx };
