@@ -1,0 +1,124 @@
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, test } from "node:test";
+import { blockHash, leafBytes } from "../ledger/block.ts";
+import { toHex } from "../ledger/encoding.ts";
+import { keyPairFromSeed } from "../ledger/keys.ts";
+import {
+  appendLeaf,
+  EMPTY_FRONTIER,
+  type Frontier,
+  frontierRoot,
+  hashLeaf,
+  type MerkleNode,
+} from "../ledger/merkle.ts";
+import { signTreeHead } from "../ledger/sth.ts";
+import { signTx, txId } from "../ledger/tx.ts";
+import type { Block, BlockEntry } from "../ledger/types.ts";
+import { LedgerStore, StoreError } from "./ledger-store.ts";
+
+const dir = mkdtempSync(join(tmpdir(), "careledger-store-"));
+after(() => rmSync(dir, { recursive: true, force: true }));
+const key = keyPairFromSeed(new Uint8Array(32).fill(3));
+
+function entry(n: number): BlockEntry {
+  const tx = signTx(
+    { type: "test.tx", payload: { n }, signer: key.keyId, nonce: n.toString(16).padStart(16, "0"), createdAt: n },
+    key,
+  );
+  return { id: txId(tx), tx, result: { valid: n % 3 !== 0, code: n % 3 === 0 ? "unauthorised" : "ok" } };
+}
+
+function makeBlock(height: number, prevHash: string, frontier: Frontier, entries: BlockEntry[]) {
+  let f = frontier;
+  const nodes: MerkleNode[] = [];
+  for (const e of entries) {
+    const r = appendLeaf(f, hashLeaf(leafBytes(e)));
+    f = r.frontier;
+    nodes.push(...r.newNodes);
+  }
+  const block: Block = {
+    height,
+    prevHash,
+    txRoot: "0".repeat(64),
+    time: 1000 + height,
+    proposer: key.keyId,
+    size: f.size,
+    stateDigest: "1".repeat(64),
+    txs: entries,
+  };
+  const sth = signTreeHead(
+    { size: f.size, root: toHex(frontierRoot(f)), height, stateDigest: block.stateDigest, time: block.time },
+    key,
+  );
+  return { block, hash: blockHash(block), nodes, frontier: f, sth };
+}
+
+test("blocks, tx index, Merkle nodes and state survive a reopen, and the frontier is rebuilt from stored nodes", () => {
+  const path = join(dir, "a.db");
+  const store = LedgerStore.open(path);
+  assert.equal(store.head(), undefined);
+  const b0 = makeBlock(0, "0".repeat(64), EMPTY_FRONTIER, [entry(1), entry(2), entry(3)]);
+  store.state.put("k/1", { a: 1 });
+  store.commitBlock(b0.block, b0.hash, b0.nodes, b0.sth);
+  const b1 = makeBlock(1, b0.hash, b0.frontier, [entry(4), entry(5)]);
+  store.state.put("k/2", { b: 2 });
+  store.state.del("k/1");
+  store.commitBlock(b1.block, b1.hash, b1.nodes, b1.sth);
+  store.close();
+
+  const reopened = LedgerStore.open(path);
+  assert.equal(reopened.head()?.height, 1);
+  assert.equal(reopened.head()?.hash, b1.hash);
+  assert.equal(reopened.head()?.size, 5);
+  assert.deepEqual(toHex(frontierRoot(reopened.frontier())), toHex(frontierRoot(b1.frontier)));
+  const e4 = entry(4);
+  const got = reopened.getTx(e4.id);
+  assert.equal(got?.height, 1);
+  assert.equal(got?.index, 3);
+  assert.deepEqual(got?.entry, e4);
+  assert.equal(reopened.getTx("f".repeat(64)), undefined);
+  assert.equal(reopened.nonceUsed(key.keyId, e4.tx.nonce), true);
+  assert.equal(reopened.nonceUsed(key.keyId, "ff".repeat(8)), false);
+  assert.equal(reopened.state.get("k/1"), undefined);
+  assert.deepEqual(reopened.state.get("k/2"), { b: 2 });
+  assert.deepEqual(reopened.latestTreeHead(), b1.sth);
+  assert.deepEqual(reopened.getBlock(0)?.txs, b0.block.txs);
+  assert.deepEqual(
+    [...reopened.blocks(0)].map((b) => b.hash),
+    [b0.hash, b1.hash],
+  );
+  assert.equal(reopened.countTxs(), 5);
+  assert.deepEqual(reopened.quickCheck(), []);
+  reopened.close();
+});
+
+test("a block that does not follow the head is refused and leaves nothing behind, pending state included", () => {
+  const store = LedgerStore.open(join(dir, "b.db"));
+  const b0 = makeBlock(0, "0".repeat(64), EMPTY_FRONTIER, [entry(10)]);
+  store.commitBlock(b0.block, b0.hash, b0.nodes, b0.sth);
+  const skip = makeBlock(2, b0.hash, b0.frontier, [entry(11)]);
+  assert.throws(
+    () => store.commitBlock(skip.block, skip.hash, skip.nodes, skip.sth),
+    (e: unknown) => e instanceof StoreError && e.code === "out-of-order",
+  );
+  // A failed write (duplicate tx id) rolls back the whole block and its pending state.
+  const dup = makeBlock(1, b0.hash, b0.frontier, [entry(10)]);
+  store.state.put("k/x", 1);
+  assert.throws(() => store.commitBlock(dup.block, dup.hash, dup.nodes, dup.sth), /could not store block 1/);
+  assert.equal(store.head()?.height, 0);
+  assert.equal(store.state.get("k/x"), undefined);
+  assert.equal(store.getBlock(1), undefined);
+  store.close();
+});
+
+test("opening something that is not a ledger store fails with a clear error", () => {
+  const bogus = join(dir, "bogus.db");
+  writeFileSync(bogus, "this is not sqlite at all, just text that is long enough to look like a header..........");
+  assert.throws(
+    () => LedgerStore.open(bogus),
+    (e: unknown) => e instanceof StoreError && /cannot open ledger store/.test(e.message),
+  );
+});

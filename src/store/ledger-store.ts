@@ -1,0 +1,371 @@
+import { DatabaseSync, type StatementSync } from "node:sqlite";
+import type { StateStore } from "../contract/index.ts";
+import { fromHex } from "../ledger/encoding.ts";
+import { EMPTY_FRONTIER, type Frontier, type MerkleNodeReader } from "../ledger/merkle.ts";
+import type { Block, BlockEntry, BlockHeader, Hex32, SignedTreeHead } from "../ledger/types.ts";
+
+export class StoreError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string) {
+    super(message);
+    this.code = code;
+  }
+}
+
+/** Where the ledger stands after its last durable block. */
+export interface StoreHead {
+  height: number;
+  hash: Hex32;
+  size: number;
+  stateDigest: Hex32;
+  time: number;
+}
+
+export interface StoredTx {
+  entry: BlockEntry;
+  height: number;
+  /** Index of the tx in the global Merkle log. */
+  index: number;
+}
+
+export interface MerkleNodeRow {
+  level: number;
+  index: number;
+  hash: Uint8Array;
+}
+
+const SCHEMA_VERSION = "1";
+
+/**
+ * SQLite persistence of blocks, the tx index, the Merkle log's perfect-subtree nodes and contract state. One block is
+ * one SQLite transaction, committed with synchronous=FULL, so after a crash the store holds whole blocks only.
+ */
+export class LedgerStore implements MerkleNodeReader {
+  readonly path: string;
+  readonly state: SqliteState;
+  private readonly db: DatabaseSync;
+  private readonly stmts: ReturnType<typeof prepareStatements>;
+  private headCache: StoreHead | undefined;
+
+  private constructor(path: string, db: DatabaseSync) {
+    this.path = path;
+    this.db = db;
+    this.stmts = prepareStatements(db);
+    this.state = new SqliteState(this.stmts.stateGet);
+    this.headCache = this.readHead();
+  }
+
+  static open(path: string, options: { readOnly?: boolean } = {}): LedgerStore {
+    let db: DatabaseSync;
+    try {
+      db = new DatabaseSync(path, { readOnly: options.readOnly ?? false });
+      if (!options.readOnly) {
+        db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;");
+      }
+      db.exec("PRAGMA foreign_keys = OFF; PRAGMA cache_size = -65536;");
+      if (!options.readOnly) createSchema(db);
+      const version = (db.prepare("SELECT value FROM meta WHERE key = 'schema'").get() as { value: string } | undefined)
+        ?.value;
+      if (version !== SCHEMA_VERSION) {
+        throw new StoreError("schema", `unsupported store schema ${version ?? "(none)"} in ${path}`);
+      }
+    } catch (error) {
+      if (error instanceof StoreError) throw error;
+      throw new StoreError("open", `cannot open ledger store ${path}: ${(error as Error).message}`);
+    }
+    return new LedgerStore(path, db);
+  }
+
+  head(): StoreHead | undefined {
+    return this.headCache;
+  }
+
+  private readHead(): StoreHead | undefined {
+    const row = this.stmts.lastBlock.get() as BlockRow | undefined;
+    if (!row) return undefined;
+    const header = JSON.parse(row.header) as BlockHeader;
+    return {
+      height: header.height,
+      hash: row.hash,
+      size: header.size,
+      stateDigest: header.stateDigest,
+      time: header.time,
+    };
+  }
+
+  /** The right edge of the Merkle log, rebuilt from stored perfect nodes: one per set bit of the size. */
+  frontier(): Frontier {
+    const size = this.headCache?.size ?? 0;
+    if (size === 0) return EMPTY_FRONTIER;
+    const hashes: Uint8Array[] = [];
+    let start = 0;
+    for (let level = 52; level >= 0; level--) {
+      const width = 2 ** level;
+      if (size - start >= width) {
+        hashes.push(this.node(level, start / width));
+        start += width;
+      }
+    }
+    return { size, hashes };
+  }
+
+  node(level: number, index: number): Uint8Array {
+    const row = this.stmts.merkleGet.get(level, index) as { hash: Uint8Array } | undefined;
+    if (!row) throw new StoreError("missing-node", `Merkle node ${level}/${index} is missing from the store`);
+    return row.hash;
+  }
+
+  blockRow(height: number): { hash: Hex32; header: string; txs: string } | undefined {
+    return this.stmts.blockGet.get(height) as BlockRow | undefined;
+  }
+
+  getBlock(height: number): Block | undefined {
+    const row = this.blockRow(height);
+    if (!row) return undefined;
+    return { ...(JSON.parse(row.header) as BlockHeader), txs: JSON.parse(row.txs) as BlockEntry[] };
+  }
+
+  getHeader(height: number): (BlockHeader & { hash: Hex32 }) | undefined {
+    const row = this.blockRow(height);
+    if (!row) return undefined;
+    return { ...(JSON.parse(row.header) as BlockHeader), hash: row.hash };
+  }
+
+  /** Iterates blocks in height order without loading them all. */
+  *blocks(fromHeight = 0): Generator<{ block: Block; hash: Hex32 }> {
+    let next = fromHeight;
+    for (;;) {
+      const rows = this.stmts.blockRange.all(next, 64) as unknown as BlockRow[];
+      if (rows.length === 0) return;
+      for (const row of rows) {
+        const block = { ...(JSON.parse(row.header) as BlockHeader), txs: JSON.parse(row.txs) as BlockEntry[] };
+        yield { block, hash: row.hash };
+        next = block.height + 1;
+      }
+    }
+  }
+
+  getTx(id: Hex32): StoredTx | undefined {
+    const row = this.stmts.txGet.get(fromHex(id)) as { height: number; idx: number; pos: number } | undefined;
+    if (!row) return undefined;
+    const block = this.getBlock(row.height);
+    const entry = block?.txs[row.pos];
+    if (!entry || entry.id !== id) {
+      throw new StoreError(
+        "corrupt",
+        `tx index points at height ${row.height} position ${row.pos}, which is not ${id}`,
+      );
+    }
+    return { entry, height: row.height, index: row.idx };
+  }
+
+  hasTx(id: Hex32): boolean {
+    return this.stmts.txGet.get(fromHex(id)) !== undefined;
+  }
+
+  nonceUsed(signer: string, nonce: string): boolean {
+    return this.stmts.nonceGet.get(fromHex(signer), nonce) !== undefined;
+  }
+
+  /**
+   * Writes a block, its tx index rows, the Merkle nodes it completes, the contract state it changed and the node's
+   * latest signed tree head — all in one transaction, fsynced before returning.
+   */
+  commitBlock(block: Block, hash: Hex32, merkleNodes: MerkleNodeRow[], sth: SignedTreeHead | undefined): void {
+    const expected = (this.headCache?.height ?? -1) + 1;
+    if (block.height !== expected) {
+      throw new StoreError("out-of-order", `block ${block.height} does not follow stored head ${expected - 1}`);
+    }
+    const { txs, ...header } = block;
+    const s = this.stmts;
+    this.db.exec("BEGIN IMMEDIATE");
+    try {
+      s.blockPut.run(block.height, hash, JSON.stringify(header), JSON.stringify(txs));
+      const firstIndex = block.size - txs.length;
+      for (let pos = 0; pos < txs.length; pos++) {
+        const entry = txs[pos] as BlockEntry;
+        s.txPut.run(
+          fromHex(entry.id),
+          block.height,
+          firstIndex + pos,
+          pos,
+          fromHex(entry.tx.signer),
+          entry.tx.nonce,
+          entry.result.valid ? 1 : 0,
+        );
+      }
+      for (const n of merkleNodes) s.merklePut.run(n.level, n.index, n.hash);
+      this.state.flush(s.statePut, s.stateDel);
+      if (sth) s.metaPut.run("sth", JSON.stringify(sth));
+      this.db.exec("COMMIT");
+      this.state.committed();
+    } catch (error) {
+      if (this.db.isTransaction) this.db.exec("ROLLBACK");
+      this.state.discard();
+      throw new StoreError("write", `could not store block ${block.height}: ${(error as Error).message}`);
+    }
+    this.headCache = {
+      height: block.height,
+      hash,
+      size: block.size,
+      stateDigest: block.stateDigest,
+      time: block.time,
+    };
+  }
+
+  latestTreeHead(): SignedTreeHead | undefined {
+    const value = this.getMeta("sth");
+    return value === undefined ? undefined : (JSON.parse(value) as SignedTreeHead);
+  }
+
+  getMeta(key: string): string | undefined {
+    return (this.stmts.metaGet.get(key) as { value: string } | undefined)?.value;
+  }
+
+  setMeta(key: string, value: string): void {
+    this.stmts.metaPut.run(key, value);
+  }
+
+  /** Every stored state row, for `verify` to compare with a replay. */
+  *stateRows(): Generator<{ key: string; value: string }> {
+    for (const row of this.db.prepare("SELECT key, value FROM state ORDER BY key").iterate()) {
+      yield row as { key: string; value: string };
+    }
+  }
+
+  countTxs(): number {
+    return (this.db.prepare("SELECT count(*) AS n FROM txs").get() as { n: number }).n;
+  }
+
+  countMerkleNodes(): number {
+    return (this.db.prepare("SELECT count(*) AS n FROM merkle").get() as { n: number }).n;
+  }
+
+  /** SQLite's own structural check; returns the problems found (empty when healthy). */
+  quickCheck(): string[] {
+    const rows = this.db.prepare("PRAGMA quick_check").all() as { quick_check: string }[];
+    return rows.map((r) => r.quick_check).filter((r) => r !== "ok");
+  }
+
+  close(): void {
+    if (this.db.isOpen) this.db.close();
+  }
+}
+
+interface BlockRow {
+  height: number;
+  hash: Hex32;
+  header: string;
+  txs: string;
+}
+
+function createSchema(db: DatabaseSync): void {
+  db.exec(`
+    CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS blocks (
+      height INTEGER PRIMARY KEY,
+      hash TEXT NOT NULL,
+      header TEXT NOT NULL,
+      txs TEXT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS txs (
+      id BLOB PRIMARY KEY,
+      height INTEGER NOT NULL,
+      idx INTEGER NOT NULL,
+      pos INTEGER NOT NULL,
+      signer BLOB NOT NULL,
+      nonce TEXT NOT NULL,
+      valid INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX IF NOT EXISTS txs_signer_nonce ON txs (signer, nonce);
+    CREATE TABLE IF NOT EXISTS merkle (
+      level INTEGER NOT NULL,
+      idx INTEGER NOT NULL,
+      hash BLOB NOT NULL,
+      PRIMARY KEY (level, idx)
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+    INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '${SCHEMA_VERSION}');
+  `);
+}
+
+function prepareStatements(db: DatabaseSync) {
+  return {
+    lastBlock: db.prepare("SELECT height, hash, header, '' AS txs FROM blocks ORDER BY height DESC LIMIT 1"),
+    blockGet: db.prepare("SELECT height, hash, header, txs FROM blocks WHERE height = ?"),
+    blockRange: db.prepare("SELECT height, hash, header, txs FROM blocks WHERE height >= ? ORDER BY height LIMIT ?"),
+    blockPut: db.prepare("INSERT INTO blocks (height, hash, header, txs) VALUES (?, ?, ?, ?)"),
+    txGet: db.prepare("SELECT height, idx, pos FROM txs WHERE id = ?"),
+    txPut: db.prepare("INSERT INTO txs (id, height, idx, pos, signer, nonce, valid) VALUES (?, ?, ?, ?, ?, ?, ?)"),
+    nonceGet: db.prepare("SELECT 1 FROM txs WHERE signer = ? AND nonce = ? LIMIT 1"),
+    merkleGet: db.prepare("SELECT hash FROM merkle WHERE level = ? AND idx = ?"),
+    merklePut: db.prepare("INSERT INTO merkle (level, idx, hash) VALUES (?, ?, ?)"),
+    stateGet: db.prepare("SELECT value FROM state WHERE key = ?"),
+    statePut: db.prepare(
+      "INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    ),
+    stateDel: db.prepare("DELETE FROM state WHERE key = ?"),
+    metaGet: db.prepare("SELECT value FROM meta WHERE key = ?"),
+    metaPut: db.prepare(
+      "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    ),
+  };
+}
+
+const DELETED = Symbol("deleted");
+const CACHE_LIMIT = 500_000;
+
+/**
+ * Contract state backed by SQLite. Reads are cached; writes are held as pending until the block that made them is
+ * committed (or discarded if it is not), so state on disk always matches a whole block.
+ */
+export class SqliteState implements StateStore {
+  private readonly select: StatementSync;
+  private readonly cache = new Map<string, unknown>();
+  private readonly pending = new Map<string, unknown>();
+
+  constructor(select: StatementSync) {
+    this.select = select;
+  }
+
+  get(key: string): unknown {
+    const p = this.pending.get(key);
+    if (p !== undefined) return p === DELETED ? undefined : p;
+    if (this.cache.has(key)) return this.cache.get(key);
+    const row = this.select.get(key) as { value: string } | undefined;
+    const value = row === undefined ? undefined : JSON.parse(row.value);
+    if (this.cache.size >= CACHE_LIMIT) this.cache.clear();
+    this.cache.set(key, value);
+    return value;
+  }
+
+  put(key: string, value: unknown): void {
+    this.pending.set(key, value);
+  }
+
+  del(key: string): void {
+    this.pending.set(key, DELETED);
+  }
+
+  hasPending(): boolean {
+    return this.pending.size > 0;
+  }
+
+  /** Writes pending changes inside the caller's transaction; `committed` or `discard` follows. */
+  flush(put: StatementSync, del: StatementSync): void {
+    for (const [key, value] of this.pending) {
+      if (value === DELETED) del.run(key);
+      else put.run(key, JSON.stringify(value));
+    }
+  }
+
+  committed(): void {
+    if (this.cache.size + this.pending.size > CACHE_LIMIT) this.cache.clear();
+    for (const [key, value] of this.pending) this.cache.set(key, value === DELETED ? undefined : value);
+    this.pending.clear();
+  }
+
+  discard(): void {
+    this.pending.clear();
+  }
+}
