@@ -1,0 +1,30 @@
+import { ConfigError } from "../node/datadir.ts";
+import { initJoin, initNetwork } from "../node/network.ts";
+
+export async function initCommand(options: {
+  dir: string;
+  org: string;
+  genesis?: string;
+  port?: number;
+}): Promise<void> {
+  const config = options.port === undefined ? undefined : { port: options.port };
+  if (options.genesis) {
+    const joined = initJoin(options.dir, options.genesis, { config });
+    process.stdout.write(
+      `initialised ${options.dir}: a node joining the network from ${options.genesis}\n` +
+        `  node key id: ${joined.node}\n` +
+        "  an admin of your organisation registers this node key on the network before the node's anchors count\n" +
+        `  start it with: careledger start --dir ${options.dir}\n`,
+    );
+    return;
+  }
+  if (options.org.trim() === "") throw new ConfigError("--org must not be empty");
+  const created = initNetwork(options.dir, { orgName: options.org.trim(), config });
+  process.stdout.write(
+    `initialised ${options.dir}: a new network with one organisation, ${created.orgId}\n` +
+      `  admin key: ${options.dir}/keys/admin.key (id ${created.admin.slice(0, 16)}…) — keep it safe, it signs for the organisation\n` +
+      `  node key:  ${options.dir}/node.key (id ${created.node.slice(0, 16)}…)\n` +
+      `  genesis:   ${options.dir}/genesis.json — give it to nodes that join\n` +
+      `  start it with: careledger start --dir ${options.dir}\n`,
+  );
+}

@@ -1,0 +1,118 @@
+import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
+import { ConfigError } from "../node/datadir.ts";
+import { NodeError } from "../node/ledger-node.ts";
+import { StoreError } from "../store/ledger-store.ts";
+import { benchCommand } from "./bench.ts";
+import { demoCommand } from "./demo.ts";
+import { exportCommand } from "./export.ts";
+import { initCommand } from "./init.ts";
+import { startCommand } from "./start.ts";
+import { verifyCommand } from "./verify.ts";
+
+/** Exit codes: 0 ok, 1 a check failed (verify), 2 bad usage or a problem the user must fix. */
+export const EXIT_USAGE = 2;
+
+export function parsePort(raw: string): number {
+  if (!/^\d{1,5}$/.test(raw) || Number(raw) > 65535) throw new InvalidArgumentError("must be a port number 0-65535");
+  return Number(raw);
+}
+
+function program(): Command {
+  const cli = new Command("careledger")
+    .description("CareLedger: a permissioned ledger through which patients control who may see their health records")
+    .version("0.1.0")
+    .showSuggestionAfterError(true)
+    .exitOverride()
+    .configureOutput({
+      // commander's own errors become one line; --help and --version still print in full.
+      outputError: (message, write) => write(`careledger: ${message.replace(/^error: /, "").trim()}\n`),
+    });
+
+  cli
+    .command("init")
+    .description("create a data dir: a new single-organisation network, or a node joining from a genesis file")
+    .requiredOption("--dir <dir>", "data dir to create")
+    .option("--org <name>", "the organisation's name (a new network)", "My Organisation")
+    .option("--genesis <file>", "join an existing network from its genesis file instead")
+    .option("--port <port>", "HTTP port to store in the config", parsePort)
+    .action(initCommand);
+
+  cli
+    .command("start")
+    .description("run a node from its data dir until SIGTERM/SIGINT")
+    .requiredOption("--dir <dir>", "the node's data dir")
+    .option("--port <port>", "HTTP port (overrides config.json and CARELEDGER_PORT)", parsePort)
+    .option("--host <host>", "address to listen on (default 127.0.0.1)")
+    .action(startCommand);
+
+  cli
+    .command("demo")
+    .description("generate a demo network (3 organisations, staff, patients, consent) and run its nodes")
+    .option("--dir <dir>", "where to put the demo's data dirs", ".data/demo")
+    .option("--port <port>", "first HTTP port; the nodes use this and the next two", parsePort, 7600)
+    .option("--patients <n>", "how many patients to generate", (v) => positiveInt(v, 10_000), 12)
+    .option("--fresh", "delete an existing demo in --dir first")
+    .action(demoCommand);
+
+  cli
+    .command("verify")
+    .description(
+      "replay the ledger from genesis and check everything; exit 0 when all holds, 1 at the first bad height",
+    )
+    .addOption(new Option("--dir <dir>", "a node's data dir").conflicts("export"))
+    .addOption(new Option("--export <file>", "an export file (JSON lines) instead of a data dir"))
+    .option("--json", "print the report as JSON")
+    .action(verifyCommand);
+
+  cli
+    .command("export")
+    .description("write the ledger's blocks as JSON lines, one block per line")
+    .requiredOption("--dir <dir>", "the node's data dir")
+    .option("--out <file>", "file to write (default: standard output)")
+    .action(exportCommand);
+
+  cli
+    .command("bench")
+    .description("run a benchmark: ledger | consent | verify")
+    .argument("<name>", "which benchmark")
+    .option("--json", "print the result as one JSON object on the last line")
+    .option("--quick", "a short run with smaller parameters (for smoke tests)")
+    .action(benchCommand);
+
+  return cli;
+}
+
+function positiveInt(raw: string, max: number): number {
+  if (!/^\d+$/.test(raw) || Number(raw) < 1 || Number(raw) > max) {
+    throw new InvalidArgumentError(`must be a whole number from 1 to ${max}`);
+  }
+  return Number(raw);
+}
+
+export async function main(argv: string[]): Promise<number> {
+  try {
+    await program().parseAsync(argv, { from: "user" });
+    return Number(process.exitCode ?? 0);
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      // help and version are "errors" to commander but successes to the user.
+      if (
+        error.code === "commander.helpDisplayed" ||
+        error.code === "commander.version" ||
+        error.code === "commander.help"
+      ) {
+        return 0;
+      }
+      return EXIT_USAGE;
+    }
+    if (error instanceof ConfigError || error instanceof StoreError || error instanceof NodeError) {
+      process.stderr.write(`careledger: ${error.message}\n`);
+      return EXIT_USAGE;
+    }
+    process.stderr.write(`careledger: unexpected error: ${(error as Error).message}\n`);
+    if (process.env.CARELEDGER_DEBUG) process.stderr.write(`${(error as Error).stack}\n`);
+    return 1;
+  }
+}
+
+if (import.meta.main) process.exitCode = await main(process.argv.slice(2));

@@ -1,0 +1,24 @@
+import { openNode } from "../node/runtime.ts";
+
+export async function startCommand(options: { dir: string; port?: number; host?: string }): Promise<void> {
+  const running = await openNode(options.dir, { flags: { port: options.port, host: options.host } });
+  const head = running.node.store.head();
+  process.stdout.write(
+    `careledger node ${running.node.key.keyId.slice(0, 16)}… at height ${head?.height ?? 0}, listening on ${running.url}\n` +
+      `  try: curl ${running.url}/ledger/head\n`,
+  );
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string) => {
+      process.stdout.write(`${signal}: stopping (finishing txs already accepted)…\n`);
+      running
+        .close()
+        .catch((error: Error) => process.stderr.write(`careledger: error while stopping: ${error.message}\n`))
+        .finally(resolve);
+    };
+    process.once("SIGTERM", () => stop("SIGTERM"));
+    process.once("SIGINT", () => stop("SIGINT"));
+    running.node.once("halt", (reason: string) => {
+      process.stderr.write(`careledger: node halted and refuses writes: ${reason}\n`);
+    });
+  });
+}

@@ -1,0 +1,204 @@
+import { randomBytes } from "node:crypto";
+import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { Type } from "typebox";
+import { Compile } from "typebox/compile";
+import { fromHex, toHex } from "../ledger/encoding.ts";
+import { type KeyPair, keyPairFromSeed, seedOf } from "../ledger/keys.ts";
+import type { Block } from "../ledger/types.ts";
+
+/** A user-facing problem with the data dir or configuration: reported as one line, exit code 2. */
+export class ConfigError extends Error {}
+
+export function dataPaths(dir: string) {
+  return {
+    dir,
+    config: join(dir, "config.json"),
+    genesis: join(dir, "genesis.json"),
+    nodeKey: join(dir, "node.key"),
+    ledger: join(dir, "ledger.db"),
+    orderer: join(dir, "orderer.db"),
+    keys: join(dir, "keys"),
+  };
+}
+
+const ConfigSchema = Type.Object(
+  {
+    host: Type.String({ minLength: 1, maxLength: 255 }),
+    port: Type.Integer({ minimum: 0, maximum: 65535 }),
+    batchMaxTxs: Type.Integer({ minimum: 1, maximum: 10_000 }),
+    batchMaxWaitMs: Type.Integer({ minimum: 0, maximum: 10_000 }),
+    maxPendingTxs: Type.Integer({ minimum: 1, maximum: 10_000_000 }),
+    workers: Type.Integer({ minimum: 1, maximum: 256 }),
+    logLevel: Type.Union(["fatal", "error", "warn", "info", "debug", "trace", "silent"].map((l) => Type.Literal(l))),
+    orderer: Type.Object({ kind: Type.Literal("embedded") }, { additionalProperties: false }),
+  },
+  { additionalProperties: false },
+);
+
+export interface NodeConfig {
+  host: string;
+  port: number;
+  batchMaxTxs: number;
+  batchMaxWaitMs: number;
+  maxPendingTxs: number;
+  workers: number;
+  logLevel: string;
+  orderer: { kind: "embedded" };
+}
+
+export const DEFAULT_CONFIG: NodeConfig = {
+  host: "127.0.0.1",
+  port: 7600,
+  batchMaxTxs: 500,
+  batchMaxWaitMs: 5,
+  maxPendingTxs: 100_000,
+  workers: 2,
+  logLevel: "info",
+  orderer: { kind: "embedded" },
+};
+
+const checkConfig = Compile(ConfigSchema);
+
+const ENV_KEYS: Record<string, keyof NodeConfig> = {
+  CARELEDGER_HOST: "host",
+  CARELEDGER_PORT: "port",
+  CARELEDGER_BATCH_MAX_TXS: "batchMaxTxs",
+  CARELEDGER_BATCH_MAX_WAIT_MS: "batchMaxWaitMs",
+  CARELEDGER_MAX_PENDING_TXS: "maxPendingTxs",
+  CARELEDGER_WORKERS: "workers",
+  CARELEDGER_LOG_LEVEL: "logLevel",
+};
+
+const NUMERIC = new Set<keyof NodeConfig>(["port", "batchMaxTxs", "batchMaxWaitMs", "maxPendingTxs", "workers"]);
+
+/**
+ * Configuration: defaults < the data dir's config.json < CARELEDGER_* environment < command-line flags. Validated
+ * once at start; a bad value stops the node with a message naming the setting and where it came from.
+ */
+export function loadConfig(
+  dir: string,
+  flags: Partial<NodeConfig> = {},
+  env: NodeJS.ProcessEnv = process.env,
+): NodeConfig {
+  const paths = dataPaths(dir);
+  let fromFile: Record<string, unknown> = {};
+  if (existsSync(paths.config)) {
+    try {
+      fromFile = JSON.parse(readFileSync(paths.config, "utf8"));
+    } catch (error) {
+      throw new ConfigError(`${paths.config} is not valid JSON: ${(error as Error).message}`);
+    }
+    if (typeof fromFile !== "object" || fromFile === null || Array.isArray(fromFile)) {
+      throw new ConfigError(`${paths.config} must hold a JSON object`);
+    }
+    explain(fromFile, paths.config, true);
+  }
+  const fromEnv: Record<string, unknown> = {};
+  for (const [name, key] of Object.entries(ENV_KEYS)) {
+    const raw = env[name];
+    if (raw === undefined || raw === "") continue;
+    fromEnv[key] = NUMERIC.has(key) ? (/^\d+$/.test(raw) ? Number(raw) : raw) : raw;
+  }
+  explain(fromEnv, "the environment (CARELEDGER_*)", true);
+  const config = { ...DEFAULT_CONFIG, ...fromFile, ...fromEnv, ...stripUndefined(flags) };
+  explain(config, "the command line", false);
+  return config as NodeConfig;
+}
+
+function stripUndefined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+function explain(candidate: Record<string, unknown>, source: string, partial: boolean): void {
+  const full = partial ? { ...DEFAULT_CONFIG, ...candidate } : candidate;
+  if (checkConfig.Check(full)) return;
+  const errors = [...checkConfig.Errors(full)].filter((e) => e.keyword !== "boolean");
+  const first = errors[0];
+  if (!first) throw new ConfigError(`invalid configuration in ${source}`);
+  if (first.keyword === "additionalProperties") {
+    const unknown = Object.keys(full).filter((k) => !(k in DEFAULT_CONFIG));
+    throw new ConfigError(
+      `unknown setting ${unknown.join(", ")} in ${source}; known: ${Object.keys(DEFAULT_CONFIG).join(", ")}`,
+    );
+  }
+  const setting = first.instancePath.slice(1).replaceAll("/", ".") || "configuration";
+  throw new ConfigError(`setting ${setting} in ${source} ${first.message}`);
+}
+
+export function writeConfig(dir: string, config: Partial<NodeConfig>): void {
+  writeFileAtomic(dataPaths(dir).config, `${JSON.stringify(config, null, 2)}\n`, 0o644);
+}
+
+/** Writes via a temporary file and rename, so a crash never leaves a half-written file. */
+export function writeFileAtomic(path: string, content: string, mode: number): void {
+  const tmp = `${path}.${randomBytes(4).toString("hex")}.tmp`;
+  writeFileSync(tmp, content, { mode, flag: "wx" });
+  chmodSync(tmp, mode);
+  renameSync(tmp, path);
+}
+
+interface KeyFile {
+  kind: "ed25519-seed";
+  keyId: string;
+  seed: string;
+  label?: string;
+}
+
+/** Key files hold a private seed: mode 0600, and never printed or logged. */
+export function writeKeyFile(path: string, key: KeyPair, label?: string): void {
+  const body: KeyFile = { kind: "ed25519-seed", keyId: key.keyId, seed: toHex(seedOf(key)), label };
+  writeFileAtomic(path, `${JSON.stringify(body, null, 2)}\n`, 0o600);
+}
+
+export function readKeyFile(path: string): KeyPair {
+  let body: KeyFile;
+  try {
+    body = JSON.parse(readFileSync(path, "utf8"));
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === "ENOENT") throw new ConfigError(`key file ${path} does not exist`);
+    throw new ConfigError(`key file ${path} is unreadable or not JSON`);
+  }
+  if (body?.kind !== "ed25519-seed" || typeof body.seed !== "string" || !/^[0-9a-f]{64}$/.test(body.seed)) {
+    throw new ConfigError(`key file ${path} is not a CareLedger Ed25519 key`);
+  }
+  const key = keyPairFromSeed(fromHex(body.seed));
+  if (key.keyId !== body.keyId)
+    throw new ConfigError(`key file ${path} is damaged: its key id does not match its seed`);
+  const mode = statSync(path).mode & 0o077;
+  if (mode !== 0) throw new ConfigError(`key file ${path} is readable by group or others; run: chmod 600 ${path}`);
+  return key;
+}
+
+export function ensureDir(dir: string): void {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+}
+
+export function readGenesis(path: string): Block {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(readFileSync(path, "utf8"));
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === "ENOENT") throw new ConfigError(`genesis file ${path} does not exist`);
+    throw new ConfigError(`genesis file ${path} is not valid JSON`);
+  }
+  const block = (parsed as { block?: unknown })?.block ?? parsed;
+  if (typeof block !== "object" || block === null || !Array.isArray((block as Block).txs)) {
+    throw new ConfigError(`genesis file ${path} does not hold a block`);
+  }
+  return block as Block;
+}
+
+export function requireDataDir(dir: string): ReturnType<typeof dataPaths> {
+  const paths = dataPaths(dir);
+  if (!existsSync(dir))
+    throw new ConfigError(`data dir ${dir} does not exist; create one with: careledger init --dir ${dir}`);
+  if (!existsSync(paths.genesis) || !existsSync(paths.nodeKey)) {
+    throw new ConfigError(
+      `${dir} is not a CareLedger data dir (no genesis.json/node.key); create one with: careledger init --dir ${dir}`,
+    );
+  }
+  return paths;
+}

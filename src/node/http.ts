@@ -1,0 +1,240 @@
+import Fastify, {
+  type FastifyBaseLogger,
+  type FastifyError,
+  type FastifyInstance,
+  type FastifyReply,
+  type FastifyRequest,
+  LogController,
+} from "fastify";
+import { toHex } from "../ledger/encoding.ts";
+import { consistencyProof, inclusionProof } from "../ledger/merkle.ts";
+import { parseSignedTx } from "../ledger/tx.ts";
+import type { Hex32, SignedTx } from "../ledger/types.ts";
+import { parseDecisionRequest } from "./decision-request.ts";
+import { type CommitResult, type LedgerNode, NodeError } from "./ledger-node.ts";
+import type { Logger } from "./logger.ts";
+
+/** Body limits: one tx is at most 64 KiB canonical; a batch request carries up to MAX_BATCH of them. */
+export const MAX_TX_BODY_BYTES = 128 * 1024;
+export const MAX_BATCH = 5000;
+export const MAX_BATCH_BODY_BYTES = 16 * 1024 * 1024;
+const COMMIT_WAIT_MS = 30_000;
+
+export interface HttpOptions {
+  node: LedgerNode;
+  log: Logger;
+  /** Whether `POST /consent/decide` answers callers that are not on loopback. Off by default. */
+  decideFromAnywhere?: boolean;
+}
+
+/** A FHIR OperationOutcome: every API error, whatever the route, has this one shape. */
+export function operationOutcome(code: string, diagnostics: string, severity: "error" | "warning" = "error") {
+  return { resourceType: "OperationOutcome", issue: [{ severity, code, diagnostics }] };
+}
+
+const FHIR_ISSUE_BY_STATUS: Record<number, string> = {
+  400: "invalid",
+  403: "forbidden",
+  404: "not-found",
+  406: "not-supported",
+  409: "conflict",
+  413: "too-costly",
+  415: "not-supported",
+  422: "business-rule",
+  429: "throttled",
+  503: "transient",
+  504: "timeout",
+};
+
+function fail(reply: FastifyReply, status: number, message: string) {
+  return reply
+    .code(status)
+    .type("application/fhir+json")
+    .send(operationOutcome(FHIR_ISSUE_BY_STATUS[status] ?? "exception", message));
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number, message: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new NodeError("timeout", 504, message)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+function parseHeight(raw: string): number | undefined {
+  if (!/^(0|[1-9]\d{0,14})$/.test(raw)) return undefined;
+  return Number(raw);
+}
+
+function isLoopback(address: string): boolean {
+  return address === "::1" || address.startsWith("127.") || address.startsWith("::ffff:127.");
+}
+
+export function buildHttpServer(options: HttpOptions): FastifyInstance {
+  const { node } = options;
+  const app = Fastify({
+    loggerInstance: options.log.child({ component: "http" }) as FastifyBaseLogger,
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: MAX_TX_BODY_BYTES,
+    // A txs body that is valid JSON but deeply nested is refused by the envelope check, not by a stack overflow.
+    onProtoPoisoning: "error",
+    onConstructorPoisoning: "error",
+    return503OnClosing: true,
+  });
+
+  app.setErrorHandler((error: FastifyError, _request, reply) => {
+    if (error instanceof NodeError) return fail(reply, error.status, error.message);
+    const status = error.statusCode ?? 500;
+    if (error.code === "FST_ERR_CTP_BODY_TOO_LARGE") {
+      return fail(
+        reply,
+        413,
+        `request body too large: the limit for this endpoint is ${reply.request.routeOptions.bodyLimit} bytes`,
+      );
+    }
+    if (error.code === "FST_ERR_CTP_INVALID_MEDIA_TYPE") {
+      return fail(reply, 415, "unsupported content type: send application/json");
+    }
+    if (error.code === "FST_ERR_CTP_INVALID_JSON_BODY" || error instanceof SyntaxError) {
+      return fail(reply, 400, "malformed JSON body");
+    }
+    if (error.code === "FST_ERR_CTP_EMPTY_JSON_BODY") return fail(reply, 400, "empty JSON body");
+    if (error.validation) return fail(reply, 400, `invalid request: ${error.message}`);
+    if (status >= 400 && status < 500) return fail(reply, status, error.message);
+    options.log.error({ err: error.message, stack: error.stack }, "unhandled error in request");
+    return fail(reply, 500, "internal error; the node's log has the details");
+  });
+
+  app.setNotFoundHandler((request, reply) =>
+    fail(reply, 404, `no route ${request.method} ${request.url.split("?")[0]}`),
+  );
+
+  const submitOne = async (request: FastifyRequest<{ Querystring: { wait?: string } }>, reply: FastifyReply) => {
+    const parsed = parseSignedTx(request.body);
+    if (!parsed.ok) return fail(reply, 400, `invalid tx: ${parsed.error}`);
+    const wait = parseWait(request.query.wait);
+    if (wait === undefined) return fail(reply, 400, "query parameter wait must be true or false");
+    const [answer] = await node.submit([{ tx: parsed.tx, id: parsed.id }]);
+    if (!wait) {
+      answer?.catch(() => {});
+      return reply.code(202).send({ id: parsed.id, status: "accepted" });
+    }
+    const result = await withTimeout(
+      answer as Promise<CommitResult>,
+      COMMIT_WAIT_MS,
+      `tx ${parsed.id} not committed within ${COMMIT_WAIT_MS} ms; ask GET /ledger/tx/${parsed.id} later`,
+    );
+    return reply.code(result.valid ? 200 : 422).send(commitBody(result));
+  };
+
+  app.post("/ledger/tx", submitOne);
+
+  app.post(
+    "/ledger/txs",
+    { bodyLimit: MAX_BATCH_BODY_BYTES },
+    async (request: FastifyRequest<{ Querystring: { wait?: string } }>, reply) => {
+      const body = request.body as { txs?: unknown } | unknown[];
+      const list = Array.isArray(body) ? body : (body as { txs?: unknown })?.txs;
+      if (!Array.isArray(list)) return fail(reply, 400, 'body must be a JSON array of txs, or {"txs": [...]}');
+      if (list.length === 0) return fail(reply, 400, "no txs in the batch");
+      if (list.length > MAX_BATCH) return fail(reply, 413, `at most ${MAX_BATCH} txs per request (got ${list.length})`);
+      const wait = parseWait(request.query.wait);
+      if (wait === undefined) return fail(reply, 400, "query parameter wait must be true or false");
+      const items: { tx: SignedTx; id: Hex32 }[] = [];
+      for (let i = 0; i < list.length; i++) {
+        const parsed = parseSignedTx(list[i]);
+        if (!parsed.ok)
+          return fail(reply, 400, `invalid tx at index ${i}: ${parsed.error}; no tx of the batch was accepted`);
+        items.push({ tx: parsed.tx, id: parsed.id });
+      }
+      const answers = await node.submit(items);
+      if (!wait) {
+        for (const a of answers) a.catch(() => {});
+        return reply.code(202).send({ accepted: items.map((i) => i.id) });
+      }
+      const results = await withTimeout(
+        Promise.all(answers),
+        COMMIT_WAIT_MS,
+        `batch not committed within ${COMMIT_WAIT_MS} ms`,
+      );
+      return reply.send({ results: results.map(commitBody) });
+    },
+  );
+
+  app.get("/ledger/head", async (_request, reply) => {
+    const head = node.store.head();
+    const treeHead = node.store.latestTreeHead();
+    if (!head || !treeHead) return fail(reply, 503, "the ledger has no blocks yet");
+    return { height: head.height, hash: head.hash, size: head.size, stateDigest: head.stateDigest, treeHead };
+  });
+
+  app.get<{ Params: { h: string } }>("/ledger/blocks/:h", async (request, reply) => {
+    const height = parseHeight(request.params.h);
+    if (height === undefined) return fail(reply, 400, "block height must be a non-negative integer");
+    const row = node.store.blockRow(height);
+    if (!row) return fail(reply, 404, `no block at height ${height} (head is ${node.height})`);
+    // Stored JSON is served as is: no parse and re-serialise on the read path.
+    return reply
+      .type("application/json")
+      .send(`{"hash":${JSON.stringify(row.hash)},"block":${row.header.slice(0, -1)},"txs":${row.txs}}}`);
+  });
+
+  app.get<{ Params: { id: string } }>("/ledger/tx/:id", async (request, reply) => {
+    const id = request.params.id;
+    if (!/^[0-9a-f]{64}$/.test(id)) return fail(reply, 400, "tx id must be 64 lowercase hex characters");
+    const stored = node.store.getTx(id);
+    const treeHead = node.store.latestTreeHead();
+    if (!stored || !treeHead) return fail(reply, 404, `no tx ${id} in the ledger`);
+    const path = inclusionProof(node.store, stored.index, treeHead.size).map(toHex);
+    return {
+      ...stored.entry,
+      height: stored.height,
+      index: stored.index,
+      proof: { index: stored.index, size: treeHead.size, path },
+      treeHead,
+    };
+  });
+
+  app.get<{ Querystring: { from?: string; to?: string } }>("/ledger/consistency", async (request, reply) => {
+    const treeHead = node.store.latestTreeHead();
+    if (!treeHead) return fail(reply, 503, "the ledger has no blocks yet");
+    const from = parseHeight(request.query.from ?? "");
+    const to = request.query.to === undefined ? treeHead.size : parseHeight(request.query.to);
+    if (from === undefined)
+      return fail(reply, 400, "query parameter from (a tree size) is required and must be a non-negative integer");
+    if (to === undefined) return fail(reply, 400, "query parameter to must be a non-negative integer");
+    if (from > to) return fail(reply, 400, `from (${from}) must not exceed to (${to})`);
+    if (to > treeHead.size) return fail(reply, 400, `to (${to}) exceeds the log size (${treeHead.size})`);
+    const path = consistencyProof(node.store, from, to).map(toHex);
+    return { from, to, path, treeHead };
+  });
+
+  app.post("/consent/decide", async (request, reply) => {
+    if (!options.decideFromAnywhere && !isLoopback(request.socket.remoteAddress ?? "")) {
+      return fail(reply, 403, "the decision endpoint answers loopback callers only");
+    }
+    const parsed = parseDecisionRequest(request.body);
+    if (!parsed.ok) return fail(reply, 400, `invalid decision request: ${parsed.error}`);
+    return { ...node.decide(parsed.request), height: node.height };
+  });
+
+  app.get("/healthz", async (_request, reply) => {
+    const halted = node.halted;
+    const body = { status: halted ? "halted" : "ok", height: node.height, reason: halted };
+    return reply.code(halted ? 503 : 200).send(body);
+  });
+
+  app.get("/metrics", async (_request, reply) => reply.type("text/plain; version=0.0.4").send(node.metrics.render()));
+
+  return app;
+}
+
+function parseWait(raw: string | undefined): boolean | undefined {
+  if (raw === undefined || raw === "true") return true;
+  if (raw === "false") return false;
+  return undefined;
+}
+
+function commitBody(result: CommitResult) {
+  return { id: result.id, height: result.height, index: result.index, valid: result.valid, code: result.code };
+}

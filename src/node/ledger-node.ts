@@ -1,0 +1,373 @@
+import { EventEmitter } from "node:events";
+import { type Decision, type DecisionRequest, decide } from "../contract/index.ts";
+import { blockHash, GENESIS_PREV_HASH, INITIAL_STATE_DIGEST } from "../ledger/block.ts";
+import { toHex } from "../ledger/encoding.ts";
+import type { KeyPair } from "../ledger/keys.ts";
+import { type Frontier, frontierRoot } from "../ledger/merkle.ts";
+import { signTreeHead } from "../ledger/sth.ts";
+import { parseSignedTx, txId, verifyTxSignature } from "../ledger/tx.ts";
+import type { Block, Hex32, SignedTreeHead, SignedTx } from "../ledger/types.ts";
+import type { Batch, Orderer } from "../ordering/orderer.ts";
+import type { LedgerStore } from "../store/ledger-store.ts";
+import { type BlockInput, type BuiltBlock, buildBlock } from "./block-builder.ts";
+import type { Logger } from "./logger.ts";
+import { Metrics } from "./metrics.ts";
+import type { VerifyPool } from "./verify-pool.ts";
+
+export interface NodeOptions {
+  store: LedgerStore;
+  orderer: Orderer;
+  key: KeyPair;
+  pool: VerifyPool;
+  log: Logger;
+  /** Cut a batch when this many txs are waiting. */
+  batchMaxTxs: number;
+  /** …or when the oldest waiting tx has waited this long (ms). */
+  batchMaxWaitMs: number;
+  /** Refuse new txs (503) while this many are waiting to commit: back-pressure instead of unbounded memory. */
+  maxPendingTxs: number;
+}
+
+/** What a client is told about its tx once the block holding it is durable. */
+export interface CommitResult {
+  id: Hex32;
+  height: number;
+  index: number;
+  valid: boolean;
+  code: string;
+}
+
+export class NodeError extends Error {
+  readonly code: string;
+  readonly status: number;
+  constructor(code: string, status: number, message: string) {
+    super(message);
+    this.code = code;
+    this.status = status;
+  }
+}
+
+interface Waiter {
+  resolve: (result: CommitResult) => void;
+  reject: (error: Error) => void;
+}
+
+/**
+ * A peer: takes txs in, has them ordered, then — for every ordered batch, its own or another node's — checks
+ * signatures, applies the contract, extends the Merkle log and stores the block before telling anyone it committed.
+ */
+export class LedgerNode extends EventEmitter {
+  readonly store: LedgerStore;
+  readonly key: KeyPair;
+  readonly metrics = new Metrics();
+  private readonly orderer: Orderer;
+  private readonly pool: VerifyPool;
+  private readonly log: Logger;
+  private readonly options: NodeOptions;
+  private frontier: Frontier;
+  private queue: SignedTx[] = [];
+  private queueIds: Hex32[] = [];
+  private queueTimer: NodeJS.Timeout | undefined;
+  private readonly waiters = new Map<Hex32, Waiter[]>();
+  /** Ids this node has itself signature-checked at intake and not yet seen committed: no need to check twice. */
+  private readonly checkedHere = new Set<Hex32>();
+  private unsubscribe: (() => void) | undefined;
+  private haltReason: string | undefined;
+  private inflight = 0;
+  private closing = false;
+
+  constructor(options: NodeOptions) {
+    super();
+    this.options = options;
+    this.store = options.store;
+    this.orderer = options.orderer;
+    this.key = options.key;
+    this.pool = options.pool;
+    this.log = options.log;
+    this.frontier = this.store.frontier();
+  }
+
+  get height(): number {
+    return this.store.head()?.height ?? -1;
+  }
+
+  /** Why the node refuses writes, if it does. */
+  get halted(): string | undefined {
+    return this.haltReason;
+  }
+
+  /** Stops accepting writes and says why (corrupt store, fork, internal fault). Reads keep working. */
+  halt(reason: string): void {
+    if (this.haltReason) return;
+    this.haltReason = reason;
+    this.metrics.set("careledger_halted", 1);
+    this.log.error({ reason }, "node halted: refusing writes");
+    this.unsubscribe?.();
+    this.unsubscribe = undefined;
+    const error = new NodeError("halted", 503, `node halted: ${reason}`);
+    for (const list of this.waiters.values()) for (const w of list) w.reject(error);
+    this.waiters.clear();
+    this.emit("halt", reason);
+  }
+
+  /** Applies the genesis block (height 0) to an empty store, checking it rebuilds to exactly the given block. */
+  applyGenesis(genesis: Block): void {
+    if (this.store.head()) throw new NodeError("not-empty", 409, "the store already holds a ledger");
+    if (genesis.height !== 0) throw new NodeError("bad-genesis", 400, "the genesis block must have height 0");
+    for (const entry of genesis.txs) {
+      if (!verifyTxSignature(entry.tx, txId(entry.tx))) {
+        throw new NodeError("bad-genesis", 400, `genesis tx ${entry.id} has an invalid signature`);
+      }
+    }
+    const rebuilt = this.buildNext({
+      height: 0,
+      time: genesis.time,
+      proposer: genesis.proposer,
+      txs: genesis.txs.map((e) => ({ tx: e.tx, id: txId(e.tx), sigOk: true })),
+    });
+    const expectedHash = blockHash(genesis);
+    if (rebuilt.hash !== expectedHash) {
+      this.store.state.discard();
+      throw new NodeError("bad-genesis", 400, "the genesis file does not rebuild to the block it claims");
+    }
+    const invalid = rebuilt.block.txs.find((e) => !e.result.valid);
+    if (invalid) {
+      this.store.state.discard();
+      throw new NodeError("bad-genesis", 400, `genesis tx ${invalid.id} is invalid (${invalid.result.code})`);
+    }
+    this.persist(rebuilt);
+  }
+
+  /** Starts following the orderer from the block after the stored head. */
+  start(): void {
+    if (!this.store.head()) throw new NodeError("no-genesis", 500, "the store has no genesis block");
+    this.metrics.set("careledger_height", this.height);
+    this.subscribe();
+  }
+
+  private subscribe(): void {
+    this.unsubscribe = this.orderer.subscribe(
+      this.height + 1,
+      (batch) => this.onBatch(batch),
+      (error) => this.halt(`applying ordered batches failed: ${(error as Error).message}`),
+    );
+  }
+
+  /**
+   * Takes txs that already passed envelope validation. Returns, per tx, a promise of its commit result. Txs already
+   * in the ledger resolve at once with their stored result (resubmission is idempotent).
+   */
+  async submit(items: { tx: SignedTx; id: Hex32 }[]): Promise<Promise<CommitResult>[]> {
+    if (this.haltReason) throw new NodeError("halted", 503, `node halted: ${this.haltReason}`);
+    if (this.closing) throw new NodeError("closing", 503, "the node is shutting down");
+    if (this.inflight + items.length > this.options.maxPendingTxs) {
+      this.metrics.inc("careledger_tx_refused_busy_total", items.length);
+      throw new NodeError("busy", 503, "too many txs waiting to commit; retry shortly");
+    }
+    const fresh: { tx: SignedTx; id: Hex32 }[] = [];
+    const answers: Promise<CommitResult>[] = [];
+    const slots: number[] = [];
+    for (const item of items) {
+      const stored = this.store.getTx(item.id);
+      if (stored) {
+        answers.push(
+          Promise.resolve({ id: item.id, height: stored.height, index: stored.index, ...stored.entry.result }),
+        );
+      } else {
+        slots.push(answers.length);
+        answers.push(Promise.resolve(undefined as unknown as CommitResult));
+        fresh.push(item);
+      }
+    }
+    if (fresh.length === 0) return answers;
+    this.inflight += fresh.length;
+    let ok: boolean[];
+    try {
+      ok = await this.pool.verify(fresh);
+    } catch (error) {
+      this.inflight -= fresh.length;
+      throw error;
+    }
+    const bad = ok.indexOf(false);
+    if (bad >= 0) {
+      this.inflight -= fresh.length;
+      this.metrics.inc("careledger_tx_bad_signature_total");
+      throw new NodeError(
+        "bad-signature",
+        400,
+        `tx ${fresh[bad]?.id} has an invalid signature (signer ${fresh[bad]?.tx.signer})${fresh.length > 1 ? `; it is item ${slots[bad]} of the batch, and no tx of the batch was accepted` : ""}`,
+      );
+    }
+    if (this.haltReason) {
+      this.inflight -= fresh.length;
+      throw new NodeError("halted", 503, `node halted: ${this.haltReason}`);
+    }
+    fresh.forEach((item, i) => {
+      answers[slots[i] as number] = this.enqueue(item.tx, item.id);
+    });
+    return answers;
+  }
+
+  private enqueue(tx: SignedTx, id: Hex32): Promise<CommitResult> {
+    const promise = new Promise<CommitResult>((resolve, reject) => {
+      const list = this.waiters.get(id);
+      if (list) {
+        // Already waiting: the same tx submitted twice before it committed. Order it once.
+        list.push({ resolve, reject });
+        this.inflight--;
+        return;
+      }
+      this.waiters.set(id, [{ resolve, reject }]);
+      this.checkedHere.add(id);
+      this.queue.push(tx);
+      this.queueIds.push(id);
+    });
+    if (this.queue.length >= this.options.batchMaxTxs) this.cut();
+    else if (!this.queueTimer && this.queue.length > 0) {
+      this.queueTimer = setTimeout(() => this.cut(), this.options.batchMaxWaitMs);
+    }
+    return promise;
+  }
+
+  private cut(): void {
+    if (this.queueTimer) {
+      clearTimeout(this.queueTimer);
+      this.queueTimer = undefined;
+    }
+    while (this.queue.length > 0) {
+      const txs = this.queue.splice(0, this.options.batchMaxTxs);
+      const ids = this.queueIds.splice(0, txs.length);
+      this.orderer.submit(this.key.keyId, txs).catch((error: Error) => {
+        this.log.error({ err: error.message }, "the orderer refused a batch");
+        const failure = new NodeError("ordering", 503, `could not order the batch: ${error.message}`);
+        for (const id of ids) {
+          this.checkedHere.delete(id);
+          const list = this.waiters.get(id);
+          this.waiters.delete(id);
+          if (list) {
+            this.inflight--;
+            for (const w of list) w.reject(failure);
+          }
+        }
+      });
+    }
+  }
+
+  private async onBatch(batch: Batch): Promise<void> {
+    if (this.haltReason) return;
+    const expected = this.height + 1;
+    if (batch.seq < expected) {
+      this.metrics.inc("careledger_batches_duplicate_total");
+      this.log.warn({ seq: batch.seq, expected }, "ignoring a batch already applied");
+      return;
+    }
+    if (batch.seq > expected) {
+      throw new Error(`the orderer delivered batch ${batch.seq} but ${expected} comes next`);
+    }
+    const started = performance.now();
+    const txs = Array.isArray(batch.txs) ? batch.txs : [];
+    // Signatures of txs this node did not check at intake are checked now, off the main thread.
+    const toCheck: { tx: SignedTx; id: Hex32; at: number }[] = [];
+    const sigOk: boolean[] = new Array(txs.length).fill(true);
+    const parsed = txs.map((raw, at) => {
+      const p = parseSignedTx(raw);
+      if (p.ok && !this.checkedHere.has(p.id)) toCheck.push({ tx: p.tx, id: p.id, at });
+      return p;
+    });
+    if (toCheck.length > 0) {
+      const ok = await this.pool.verify(toCheck);
+      ok.forEach((good, i) => {
+        sigOk[(toCheck[i] as { at: number }).at] = good;
+      });
+    }
+    if (this.haltReason || batch.seq !== this.height + 1) return;
+    const wellFormed: BlockInput["txs"] = [];
+    parsed.forEach((p, at) => {
+      if (p.ok) wellFormed.push({ tx: p.tx, id: p.id, sigOk: sigOk[at] as boolean });
+      else {
+        this.metrics.inc("careledger_tx_malformed_from_orderer_total");
+        this.log.warn({ seq: batch.seq, at, error: p.error }, "dropping a malformed tx delivered by the orderer");
+      }
+    });
+    const built = this.buildNext({ height: batch.seq, time: batch.time, proposer: batch.proposer, txs: wellFormed });
+    this.persist(built);
+    this.metrics.observe("careledger_block_apply_ms", performance.now() - started);
+  }
+
+  /** Builds the next block on top of the stored head; state writes stay pending until `persist`. */
+  private buildNext(input: BlockInput): BuiltBlock {
+    const head = this.store.head();
+    const tip = {
+      height: head?.height ?? -1,
+      hash: head?.hash ?? GENESIS_PREV_HASH,
+      stateDigest: head?.stateDigest ?? INITIAL_STATE_DIGEST,
+      frontier: this.frontier,
+    };
+    try {
+      const built = buildBlock(tip, input, this.store.state, {
+        inLog: (id) => this.store.hasTx(id),
+        nonceUsed: (signer, nonce) => this.store.nonceUsed(signer, nonce),
+      });
+      if (built.skipped > 0) this.metrics.inc("careledger_tx_duplicate_total", built.skipped);
+      return built;
+    } catch (error) {
+      this.store.state.discard();
+      throw error;
+    }
+  }
+
+  private persist(built: BuiltBlock): void {
+    const { block, hash, nodes, frontier } = built;
+    const sth: SignedTreeHead = signTreeHead(
+      {
+        size: frontier.size,
+        root: toHex(frontierRoot(frontier)),
+        height: block.height,
+        stateDigest: block.stateDigest,
+        time: block.time,
+      },
+      this.key,
+    );
+    this.store.commitBlock(block, hash, nodes, sth);
+    this.frontier = frontier;
+    this.metrics.set("careledger_height", block.height);
+    this.metrics.set("careledger_log_size", frontier.size);
+    this.metrics.inc("careledger_blocks_total");
+    const firstIndex = block.size - block.txs.length;
+    block.txs.forEach((entry, pos) => {
+      this.metrics.inc(
+        entry.result.valid ? "careledger_tx_committed_valid_total" : "careledger_tx_committed_invalid_total",
+      );
+      this.checkedHere.delete(entry.id);
+      const list = this.waiters.get(entry.id);
+      if (!list) return;
+      this.waiters.delete(entry.id);
+      this.inflight--;
+      const result: CommitResult = { id: entry.id, height: block.height, index: firstIndex + pos, ...entry.result };
+      for (const w of list) w.resolve(result);
+    });
+    this.emit("block", block, hash);
+  }
+
+  decide(request: DecisionRequest): Decision {
+    return decide(this.store.state, request);
+  }
+
+  /**
+   * Stops taking part. Txs already accepted are ordered and, within `drainMs`, committed and answered; whatever is
+   * still waiting after that is failed (clients may resubmit: submission is idempotent). Nothing is half-written.
+   */
+  async close(drainMs = 5000): Promise<void> {
+    this.closing = true;
+    this.cut();
+    const deadline = Date.now() + drainMs;
+    while (this.waiters.size > 0 && !this.haltReason && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    this.unsubscribe?.();
+    this.unsubscribe = undefined;
+    const error = new NodeError("closing", 503, "the node is shutting down");
+    for (const list of this.waiters.values()) for (const w of list) w.reject(error);
+    this.waiters.clear();
+  }
+}

@@ -1,0 +1,127 @@
+import { randomBytes, randomUUID } from "node:crypto";
+import { copyFileSync, existsSync, readdirSync } from "node:fs";
+import { join } from "node:path";
+import { MemoryState } from "../contract/index.ts";
+import { blockHash, GENESIS_PREV_HASH, INITIAL_STATE_DIGEST } from "../ledger/block.ts";
+import { type KeyPair, keyPairFromSeed } from "../ledger/keys.ts";
+import { EMPTY_FRONTIER } from "../ledger/merkle.ts";
+import { signTx, txId } from "../ledger/tx.ts";
+import type { Block, KeyId, SignedTx } from "../ledger/types.ts";
+import { buildBlock } from "./block-builder.ts";
+import {
+  ConfigError,
+  dataPaths,
+  ensureDir,
+  type NodeConfig,
+  readGenesis,
+  writeConfig,
+  writeFileAtomic,
+  writeKeyFile,
+} from "./datadir.ts";
+
+export function newKey(): KeyPair {
+  return keyPairFromSeed(randomBytes(32));
+}
+
+export function newNonce(): string {
+  return randomBytes(16).toString("hex");
+}
+
+/** Signs a tx with a fresh random nonce. */
+export function signNew(key: KeyPair, type: string, payload: Record<string, unknown>, createdAt: number): SignedTx {
+  return signTx({ type, payload, signer: key.keyId, nonce: newNonce(), createdAt }, key);
+}
+
+/**
+ * The genesis block (height 0) from a signed `network.genesis` tx and any txs that follow it in block 0. Built by
+ * the same code every node uses, and checked by every node when it applies it.
+ */
+export function genesisBlock(txs: SignedTx[], time: number, proposer: KeyId): Block {
+  const built = buildBlock(
+    { height: -1, hash: GENESIS_PREV_HASH, stateDigest: INITIAL_STATE_DIGEST, frontier: EMPTY_FRONTIER },
+    { height: 0, time, proposer, txs: txs.map((tx) => ({ tx, id: txId(tx), sigOk: true })) },
+    new MemoryState(),
+    { inLog: () => false, nonceUsed: () => false },
+  );
+  const invalid = built.block.txs.find((e) => !e.result.valid);
+  if (invalid) throw new ConfigError(`genesis tx ${invalid.tx.type} is invalid: ${invalid.result.code}`);
+  return built.block;
+}
+
+export function slug(name: string): string {
+  const s = name
+    .toLowerCase()
+    .normalize("NFKD")
+    .replace(/[^a-z0-9]+/g, "-")
+    .replace(/^-+|-+$/g, "")
+    .slice(0, 60)
+    .replace(/-+$/, "");
+  return s.length >= 2 ? s : `org-${s || "x"}`;
+}
+
+function refuseNonEmpty(dir: string): void {
+  if (existsSync(dir) && readdirSync(dir).length > 0) {
+    throw new ConfigError(`${dir} is not empty; choose a new directory for the data dir`);
+  }
+}
+
+/**
+ * `careledger init --dir DIR`: a new network of one organisation. Its admin key signs the genesis; the node key signs
+ * blocks' tree heads and the organisation's anchors and access logs.
+ */
+export function initNetwork(dir: string, options: { orgName: string; config?: Partial<NodeConfig>; now?: number }) {
+  refuseNonEmpty(dir);
+  const now = options.now ?? Date.now();
+  const admin = newKey();
+  const node = newKey();
+  const orgId = slug(options.orgName);
+  const adminMember = randomUUID();
+  const genesisTx = signNew(
+    admin,
+    "network.genesis",
+    {
+      network: { id: `${orgId}-net`.slice(0, 64), name: `${options.orgName} network`.slice(0, 120) },
+      orgs: [
+        {
+          id: orgId,
+          name: options.orgName.slice(0, 120),
+          kind: "other",
+          admins: [{ member: adminMember, key: admin.keyId }],
+          nodes: [node.keyId],
+        },
+      ],
+    },
+    now,
+  );
+  const genesis = genesisBlock([genesisTx], now, node.keyId);
+  const paths = dataPaths(dir);
+  ensureDir(dir);
+  ensureDir(paths.keys);
+  writeKeyFile(paths.nodeKey, node, `${orgId} node`);
+  writeKeyFile(join(paths.keys, "admin.key"), admin, `${orgId} admin`);
+  writeFileAtomic(paths.genesis, `${JSON.stringify(genesis)}\n`, 0o644);
+  if (options.config) writeConfig(dir, options.config);
+  return { orgId, adminMember, admin: admin.keyId, node: node.keyId, genesis };
+}
+
+/** `careledger init --dir DIR --genesis FILE`: a node joining an existing network. */
+export function initJoin(dir: string, genesisFile: string, options: { config?: Partial<NodeConfig> } = {}) {
+  const genesis = readGenesis(genesisFile);
+  refuseNonEmpty(dir);
+  // Rebuild it now, so a bad genesis file is refused at init rather than at first start.
+  const rebuilt = genesisBlock(
+    genesis.txs.map((e) => e.tx),
+    genesis.time,
+    genesis.proposer,
+  );
+  if (blockHash(rebuilt) !== blockHash(genesis)) {
+    throw new ConfigError(`${genesisFile} does not rebuild to the block it holds; get the genesis file again`);
+  }
+  const node = newKey();
+  const paths = dataPaths(dir);
+  ensureDir(dir);
+  writeKeyFile(paths.nodeKey, node, "node");
+  copyFileSync(genesisFile, paths.genesis);
+  if (options.config) writeConfig(dir, options.config);
+  return { node: node.keyId, genesis };
+}

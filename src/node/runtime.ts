@@ -1,0 +1,138 @@
+import type { FastifyInstance } from "fastify";
+import { blockHash } from "../ledger/block.ts";
+import { toHex } from "../ledger/encoding.ts";
+import { frontierRoot } from "../ledger/merkle.ts";
+import { verifyTreeHead } from "../ledger/sth.ts";
+import { EmbeddedOrderer } from "../ordering/embedded.ts";
+import type { Orderer } from "../ordering/orderer.ts";
+import { LedgerStore } from "../store/ledger-store.ts";
+import { ConfigError, loadConfig, type NodeConfig, readGenesis, readKeyFile, requireDataDir } from "./datadir.ts";
+import { buildHttpServer } from "./http.ts";
+import { LedgerNode } from "./ledger-node.ts";
+import { createLogger, type Logger } from "./logger.ts";
+import { VerifyPool } from "./verify-pool.ts";
+
+export interface RunningNode {
+  node: LedgerNode;
+  app: FastifyInstance;
+  config: NodeConfig;
+  /** Base URL the HTTP API listens on. */
+  url: string;
+  close(): Promise<void>;
+}
+
+export interface OpenOptions {
+  flags?: Partial<NodeConfig>;
+  /** Share an orderer (and its lifetime is the caller's): several nodes in one process, as the demo runs. */
+  orderer?: Orderer;
+  pool?: VerifyPool;
+  log?: Logger;
+  listen?: boolean;
+}
+
+/**
+ * Opens a node from its data dir: configuration validated, keys loaded, store checked, genesis applied on first start,
+ * then following the orderer and (unless told not to) serving HTTP.
+ */
+export async function openNode(dir: string, options: OpenOptions = {}): Promise<RunningNode> {
+  const paths = requireDataDir(dir);
+  const config = loadConfig(dir, options.flags);
+  const log = options.log ?? createLogger(config.logLevel);
+  const key = readKeyFile(paths.nodeKey);
+  const genesis = readGenesis(paths.genesis);
+  const genesisHash = blockHash(genesis);
+  const store = LedgerStore.open(paths.ledger);
+  const ownOrderer = options.orderer === undefined;
+  const orderer = options.orderer ?? new EmbeddedOrderer(paths.orderer);
+  const ownPool = options.pool === undefined;
+  const pool = options.pool ?? new VerifyPool(config.workers);
+  const cleanup = async () => {
+    if (ownPool) await pool.close();
+    if (ownOrderer) await orderer.close();
+    store.close();
+  };
+  let node: LedgerNode;
+  try {
+    checkStoreAtStart(store, genesisHash);
+    node = new LedgerNode({
+      store,
+      orderer,
+      key,
+      pool,
+      log: log.child({ node: key.keyId.slice(0, 12) }),
+      batchMaxTxs: config.batchMaxTxs,
+      batchMaxWaitMs: config.batchMaxWaitMs,
+      maxPendingTxs: config.maxPendingTxs,
+    });
+    if (!store.head()) node.applyGenesis(genesis);
+    node.start();
+  } catch (error) {
+    await cleanup();
+    throw error;
+  }
+  const app = buildHttpServer({ node, log });
+  let url = "";
+  if (options.listen !== false) {
+    try {
+      url = await app.listen({ host: config.host, port: config.port });
+    } catch (error) {
+      await node.close(0);
+      await cleanup();
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === "EADDRINUSE")
+        throw new ConfigError(`port ${config.port} on ${config.host} is already in use; pick another with --port`);
+      throw new ConfigError(`cannot listen on ${config.host}:${config.port}: ${(error as Error).message}`);
+    }
+  }
+  let closed = false;
+  return {
+    node,
+    app,
+    config,
+    url,
+    async close() {
+      if (closed) return;
+      closed = true;
+      await app.close();
+      await node.close();
+      await cleanup();
+    },
+  };
+}
+
+/**
+ * Cheap checks before serving anything: SQLite's structure, the genesis, the head block's hash and the signed tree
+ * head against the stored Merkle frontier. A full replay is `careledger verify`.
+ */
+export function checkStoreAtStart(store: LedgerStore, genesisHash: string): void {
+  const problems = store.quickCheck();
+  if (problems.length > 0) {
+    throw new ConfigError(
+      `the ledger store ${store.path} is damaged (${problems[0]}); restore it from a peer or backup`,
+    );
+  }
+  const head = store.head();
+  if (!head) return;
+  const corrupt = (why: string) =>
+    new ConfigError(`the ledger store ${store.path} is inconsistent: ${why}; run careledger verify for details`);
+  const genesis = store.getHeader(0);
+  if (!genesis || genesis.hash !== genesisHash) throw corrupt("block 0 is not this network's genesis");
+  const tip = store.getBlock(head.height);
+  if (!tip || blockHash(tip) !== head.hash) throw corrupt(`block ${head.height} does not match its stored hash`);
+  if (head.height > 0) {
+    const prev = store.getHeader(head.height - 1);
+    if (!prev || prev.hash !== tip.prevHash)
+      throw corrupt(`block ${head.height} does not link to block ${head.height - 1}`);
+  }
+  const sth = store.latestTreeHead();
+  if (!sth || !verifyTreeHead(sth)) throw corrupt("the signed tree head is missing or its signature is invalid");
+  let root: string;
+  try {
+    root = toHex(frontierRoot(store.frontier()));
+  } catch (error) {
+    throw corrupt((error as Error).message);
+  }
+  if (sth.size !== head.size || sth.root !== root || sth.height !== head.height) {
+    throw corrupt("the signed tree head does not match the stored Merkle log");
+  }
+}

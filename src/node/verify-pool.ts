@@ -1,0 +1,96 @@
+import { availableParallelism } from "node:os";
+import { Worker } from "node:worker_threads";
+import type { SignedTx } from "../ledger/types.ts";
+import type { VerifyAnswer, VerifyJob } from "./verify-worker.ts";
+
+interface Pending {
+  resolve: (ok: boolean[]) => void;
+  reject: (error: Error) => void;
+}
+
+interface PooledWorker {
+  worker: Worker;
+  /** Items sent and not yet answered, used to pick the least loaded worker. */
+  load: number;
+  jobs: Map<number, { pending: Pending; size: number }>;
+}
+
+/** Jobs smaller than this are split no further: the message round trip would cost more than it saves. */
+const MIN_SLICE = 32;
+
+/** A pool of worker threads that verify tx signatures in parallel. */
+export class VerifyPool {
+  private readonly workers: PooledWorker[] = [];
+  private nextJob = 1;
+  private closed = false;
+
+  constructor(size: number = availableParallelism()) {
+    const count = Math.max(1, Math.floor(size));
+    for (let i = 0; i < count; i++) this.workers.push(this.spawn());
+  }
+
+  get size(): number {
+    return this.workers.length;
+  }
+
+  private spawn(): PooledWorker {
+    const worker = new Worker(new URL("./verify-worker.ts", import.meta.url));
+    const pooled: PooledWorker = { worker, load: 0, jobs: new Map() };
+    worker.unref();
+    worker.on("message", (answer: VerifyAnswer) => {
+      const job = pooled.jobs.get(answer.job);
+      if (!job) return;
+      pooled.jobs.delete(answer.job);
+      pooled.load -= job.size;
+      job.pending.resolve(answer.ok);
+    });
+    worker.on("error", (error) => this.failAll(pooled, error));
+    worker.on("exit", (code) => {
+      if (!this.closed) this.failAll(pooled, new Error(`signature worker exited with code ${code}`));
+    });
+    return pooled;
+  }
+
+  private failAll(pooled: PooledWorker, error: Error): void {
+    for (const job of pooled.jobs.values()) job.pending.reject(error);
+    pooled.jobs.clear();
+    pooled.load = 0;
+    const index = this.workers.indexOf(pooled);
+    if (index >= 0 && !this.closed) this.workers[index] = this.spawn();
+  }
+
+  /** Verifies each tx's signature over its id; the answer is in input order. */
+  async verify(items: { id: string; tx: SignedTx }[]): Promise<boolean[]> {
+    if (this.closed) throw new Error("the signature pool is closed");
+    if (items.length === 0) return [];
+    const slices = Math.min(this.workers.length, Math.ceil(items.length / MIN_SLICE));
+    if (slices <= 1) return this.send(this.leastLoaded(), items);
+    const per = Math.ceil(items.length / slices);
+    const parts: Promise<boolean[]>[] = [];
+    for (let start = 0; start < items.length; start += per) {
+      parts.push(this.send(this.leastLoaded(), items.slice(start, start + per)));
+    }
+    return (await Promise.all(parts)).flat();
+  }
+
+  private leastLoaded(): PooledWorker {
+    let best = this.workers[0] as PooledWorker;
+    for (const w of this.workers) if (w.load < best.load) best = w;
+    return best;
+  }
+
+  private send(pooled: PooledWorker, items: { id: string; tx: SignedTx }[]): Promise<boolean[]> {
+    const job = this.nextJob++;
+    return new Promise((resolve, reject) => {
+      pooled.jobs.set(job, { pending: { resolve, reject }, size: items.length });
+      pooled.load += items.length;
+      pooled.worker.postMessage({ job, items } satisfies VerifyJob);
+    });
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    await Promise.all(this.workers.map((w) => w.worker.terminate()));
+    this.workers.length = 0;
+  }
+}
