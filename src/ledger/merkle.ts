@@ -1,6 +1,7 @@
 import { hash } from "node:crypto";
-import { bytesEqual, plainBytes } from "./encoding.ts";
+import { bytesEqual } from "./encoding.ts";
 import { LedgerError } from "./errors.ts";
+import { sha256 } from "./hash.ts";
 
 // RFC 9162 (Certificate Transparency 2.0) Merkle tree with SHA-256. Domain separation between leaves (0x00) and
 // interior nodes (0x01) is what stops a leaf from being passed off as a subtree.
@@ -11,14 +12,14 @@ import { LedgerError } from "./errors.ts";
 const HASH_BYTES = 32;
 
 /** MTH({}) = SHA-256 of the empty string: the root of an empty log (and the txRoot of an empty block). */
-export const EMPTY_ROOT: Uint8Array = plainBytes(hash("sha256", new Uint8Array(0), "buffer"));
+export const EMPTY_ROOT: Uint8Array = sha256(new Uint8Array(0));
 
 /** Leaf hash: SHA-256(0x00 || data). */
 export function hashLeaf(data: Uint8Array): Uint8Array {
   const buf = Buffer.allocUnsafe(data.byteLength + 1);
   buf[0] = 0;
   buf.set(data, 1);
-  return plainBytes(hash("sha256", buf, "buffer"));
+  return sha256(buf);
 }
 
 // One reusable buffer for the common 32+32 case: interior hashing dominates building a large tree.
@@ -30,13 +31,20 @@ export function hashChildren(left: Uint8Array, right: Uint8Array): Uint8Array {
   if (left.byteLength === HASH_BYTES && right.byteLength === HASH_BYTES) {
     childScratch.set(left, 1);
     childScratch.set(right, 1 + HASH_BYTES);
-    return plainBytes(hash("sha256", childScratch, "buffer"));
+    return sha256(childScratch);
   }
   const buf = Buffer.allocUnsafe(1 + left.byteLength + right.byteLength);
   buf[0] = 1;
   buf.set(left, 1);
   buf.set(right, 1 + left.byteLength);
-  return plainBytes(hash("sha256", buf, "buffer"));
+  return sha256(buf);
+}
+
+/** hashChildren written straight into `target` (no intermediate array): building a large log is all this. */
+function hashChildrenInto(left: Uint8Array, right: Uint8Array, target: Buffer, offset: number): void {
+  childScratch.set(left, 1);
+  childScratch.set(right, 1 + HASH_BYTES);
+  target.write(hash("sha256", childScratch, "binary"), offset, HASH_BYTES, "latin1");
 }
 
 function isHash(h: unknown): h is Uint8Array {
@@ -333,7 +341,7 @@ export function verifyConsistency(
  * about 64 MB and no per-node objects.
  */
 export class MemoryMerkleLog implements MerkleNodeReader {
-  #levels: Uint8Array[] = [];
+  #levels: Buffer[] = [];
   #counts: number[] = [];
 
   /** Number of leaves. */
@@ -341,30 +349,33 @@ export class MemoryMerkleLog implements MerkleNodeReader {
     return this.#counts[0] ?? 0;
   }
 
-  /** A view of a stored node (valid for ever: nodes are immutable). Throws `bad-range` if it is not complete yet. */
+  /** A copy of a stored node. Throws `bad-range` if that node is not complete yet. */
   node(level: number, index: number): Uint8Array {
+    const offset = this.#offset(level, index);
+    return new Uint8Array((this.#levels[level] as Buffer).subarray(offset, offset + HASH_BYTES));
+  }
+
+  #offset(level: number, index: number): number {
     const count = this.#counts[level];
     if (count === undefined || !isCount(index) || index >= count) {
       throw new LedgerError("bad-range", `no node at level ${level}, index ${index}`);
     }
-    const offset = index * HASH_BYTES;
-    return (this.#levels[level] as Uint8Array).subarray(offset, offset + HASH_BYTES);
+    return index * HASH_BYTES;
   }
 
-  #put(level: number, hash: Uint8Array): number {
+  /** Makes room for one more node at `level` and returns its index. */
+  #reserve(level: number): number {
     if (level === this.#levels.length) {
-      this.#levels.push(new Uint8Array(HASH_BYTES * 64));
+      this.#levels.push(Buffer.alloc(HASH_BYTES * 64));
       this.#counts.push(0);
     }
-    let buf = this.#levels[level] as Uint8Array;
+    const buf = this.#levels[level] as Buffer;
     const index = this.#counts[level] as number;
     if ((index + 1) * HASH_BYTES > buf.byteLength) {
-      const grown = new Uint8Array(buf.byteLength * 2);
-      grown.set(buf);
+      const grown = Buffer.alloc(buf.byteLength * 2);
+      buf.copy(grown);
       this.#levels[level] = grown;
-      buf = grown;
     }
-    buf.set(hash, index * HASH_BYTES);
     this.#counts[level] = index + 1;
     return index;
   }
@@ -372,13 +383,17 @@ export class MemoryMerkleLog implements MerkleNodeReader {
   /** Appends a leaf hash and returns its index. */
   append(leafHash: Uint8Array): number {
     if (!isHash(leafHash)) throw new LedgerError("bad-hash", "a leaf hash must be 32 bytes");
-    const leafIndex = this.#put(0, leafHash);
+    const leafIndex = this.#reserve(0);
+    (this.#levels[0] as Buffer).set(leafHash, leafIndex * HASH_BYTES);
     let level = 0;
     let index = leafIndex;
     while (index % 2 === 1) {
-      const parent = hashChildren(this.node(level, index - 1), this.node(level, index));
+      const children = this.#levels[level] as Buffer;
+      const left = children.subarray((index - 1) * HASH_BYTES, index * HASH_BYTES);
+      const right = children.subarray(index * HASH_BYTES, (index + 1) * HASH_BYTES);
       level++;
-      index = this.#put(level, parent);
+      index = this.#reserve(level);
+      hashChildrenInto(left, right, this.#levels[level] as Buffer, index * HASH_BYTES);
     }
     return leafIndex;
   }
