@@ -372,24 +372,29 @@ const orgSuspend: Handler<"org.suspend"> = (c, p) => {
 
 const keyRotate: Handler<"key.rotate"> = (c, p) => {
   if (p.old === p.new) reject("key-in-use");
-  const old = read.key(c.s, p.old);
-  if (old === undefined) reject("not-found");
-  if (old.status !== "active") reject("inactive");
-  // Who may rotate: the key itself, or for member and node keys an admin of the owning org.
+  const found = read.key(c.s, p.old);
+  // Who may rotate: the key itself, or for member and node keys an admin of the owning org. Lost patient keys are
+  // replaced through patient.recover.
   if (c.tx.signer === p.old) {
-    if (old.kind !== "patient") {
-      const org = read.org(c.s, old.org);
+    if (found === undefined) reject("unauthorised");
+    if (found.status !== "active") reject("revoked-signer");
+    if (found.kind === "member") requireMember(c);
+    else if (found.kind === "node") {
+      const org = read.org(c.s, found.org);
       if (org?.status === "suspended") reject("suspended-org");
       if (org?.status !== "active") reject("unauthorised");
     }
+  } else if (found === undefined) {
+    requireMember(c, { roles: ["admin"] });
+    reject("not-found");
+  } else if (found.kind === "patient") {
+    requireMember(c);
+    reject("unauthorised");
   } else {
-    if (old.kind === "patient") {
-      // Lost patient keys are replaced through patient.recover.
-      requireMember(c);
-      reject("unauthorised");
-    }
-    requireMember(c, { org: old.org, roles: ["admin"] });
+    requireMember(c, { org: found.org, roles: ["admin"] });
   }
+  const old = found as KeyRec;
+  if (old.status !== "active") reject("inactive");
   requireKeyFree(c, p.new);
   c.s.put(K.key(p.old), { ...old, status: "revoked" } satisfies KeyRec);
   c.s.put(K.key(p.new), { ...old, status: "active" } satisfies KeyRec);
