@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { readdirSync, readFileSync } from "node:fs";
 import { describe, test } from "node:test";
+import canonicalize from "canonicalize";
+import fc from "fast-check";
 import { canonicalBytes, canonicalJson, canonicalJsonWithin, MAX_JSON_DEPTH } from "./canonical.ts";
 import { toHex } from "./encoding.ts";
 import { LedgerError } from "./errors.ts";
@@ -106,5 +108,62 @@ describe("canonicalJson", () => {
     const exact = Buffer.byteLength(canonicalJson(value));
     assert.equal(canonicalJsonWithin(value, exact), canonicalJson(value));
     assert.throws(() => canonicalJsonWithin({ a: undefined }, 10, "payload"), /^LedgerError: payload\.a:/);
+  });
+});
+
+describe("canonicalJson against the canonicalize package (differential)", () => {
+  // Strings stressing escaping and sort order: control characters, quotes, backslashes, U+2028, astral characters.
+  const tricky = fc.constantFrom(
+    "\u0000",
+    "\u001f",
+    '"',
+    "\\",
+    "/",
+    "\u2028",
+    "\u007f",
+    "é",
+    "\u{1f602}",
+    "\ufb33",
+    "a",
+    "B",
+  );
+  const anyString = fc.oneof(
+    fc.string({ unit: "binary", maxLength: 6 }),
+    fc.string({ unit: "grapheme", maxLength: 6 }),
+    fc.string({ unit: tricky, maxLength: 6 }),
+  );
+  const json = fc.letrec((tie) => ({
+    value: fc.oneof(
+      { depthSize: "small" },
+      fc.constant(null),
+      fc.boolean(),
+      fc.integer(),
+      fc.double({ noNaN: true, noDefaultInfinity: true }),
+      anyString,
+      fc.array(tie("value"), { maxLength: 5 }),
+      fc.dictionary(anyString, tie("value"), { maxKeys: 6 }),
+    ),
+  })).value;
+
+  test("produces identical text for arbitrary JSON values, and is idempotent", () => {
+    fc.assert(
+      fc.property(json, (value) => {
+        const ours = canonicalJson(value);
+        assert.equal(ours, canonicalize(value));
+        assert.equal(canonicalJson(JSON.parse(ours)), ours);
+      }),
+      { numRuns: 1000 },
+    );
+  });
+
+  test("rejects lone surrogates wherever the package does", () => {
+    const lone = fc.constantFrom("\ud800", "\udbff", "\udc00", "\udfff", "a\ud83d", "\ude02b");
+    fc.assert(
+      fc.property(lone, fc.boolean(), (s, asKey) => {
+        const value = asKey ? { [s]: 1 } : [s];
+        assert.throws(() => canonicalize(value));
+        assert.throws(() => canonicalJson(value), /lone surrogate/);
+      }),
+    );
   });
 });
