@@ -106,7 +106,7 @@ export function withDefaults(p: Partial<NetworkPolicy> | undefined): NetworkPoli
 }
 
 export function roleMayUse(role: string, purpose: string, action: string): boolean {
+  if (!Object.hasOwn(ROLE_PERMISSIONS, role)) return false;
   const p = ROLE_PERMISSIONS[role as Role];
-  if (p === undefined) return false;
   return (p.purposes as readonly string[]).includes(purpose) && (p.actions as readonly string[]).includes(action);
 }
