@@ -1,6 +1,7 @@
 import { Type } from "typebox";
 import { Compile } from "typebox/compile";
 import type { DecisionRequest } from "../contract/index.ts";
+import { UUID_PATTERN } from "../contract/schemas.ts";
 
 const Hex32 = Type.String({ pattern: "^[0-9a-f]{64}$" });
 const Code = Type.String({ minLength: 1, maxLength: 64, pattern: "^[A-Za-z0-9._:-]+$" });
@@ -22,6 +23,8 @@ const DecisionRequestSchema = Type.Object(
       { additionalProperties: false },
     ),
     at: Type.Optional(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })),
+    /** Research requests name the study they are made under (study grants match on it). */
+    study: Type.Optional(Type.String({ pattern: UUID_PATTERN, maxLength: 36 })),
   },
   { additionalProperties: false },
 );

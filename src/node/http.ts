@@ -82,6 +82,17 @@ export function buildHttpServer(options: HttpOptions): FastifyInstance {
     return503OnClosing: true,
   });
 
+  // JSON only: fastify's text/plain parser would hand a string to the tx parser (400) where the answer is 415. Its
+  // JSON parser drops the parse error's message; this one says where the body breaks and which key was refused.
+  app.removeContentTypeParser(["application/json", "text/plain"]);
+  app.addContentTypeParser("application/json", { parseAs: "string" }, (_request, body, done) => {
+    try {
+      done(null, parseJsonBody(body as string));
+    } catch (error) {
+      done(error as Error, undefined);
+    }
+  });
+
   app.setErrorHandler((error: FastifyError, _request, reply) => {
     if (error instanceof NodeError) return fail(reply, error.status, error.message);
     const status = error.statusCode ?? 500;
@@ -203,6 +214,8 @@ export function buildHttpServer(options: HttpOptions): FastifyInstance {
     if (from === undefined)
       return fail(reply, 400, "query parameter from (a tree size) is required and must be a non-negative integer");
     if (to === undefined) return fail(reply, 400, "query parameter to must be a non-negative integer");
+    // RFC 9162 defines no proof from the empty tree: any root would "extend" it, so there is nothing to prove.
+    if (from === 0) return fail(reply, 400, "query parameter from must be at least 1 (there is no proof from size 0)");
     if (from > to) return fail(reply, 400, `from (${from}) must not exceed to (${to})`);
     if (to > treeHead.size) return fail(reply, 400, `to (${to}) exceeds the log size (${treeHead.size})`);
     const path = consistencyProof(node.store, from, to).map(toHex);
@@ -227,6 +240,39 @@ export function buildHttpServer(options: HttpOptions): FastifyInstance {
   app.get("/metrics", async (_request, reply) => reply.type("text/plain; version=0.0.4").send(node.metrics.render()));
 
   return app;
+}
+
+/** Parses a request body; a `NodeError` (400) says what is wrong with it. */
+export function parseJsonBody(body: string): unknown {
+  if (body.length === 0) throw new NodeError("bad-json", 400, "empty JSON body: send a JSON value");
+  let value: unknown;
+  try {
+    value = JSON.parse(body);
+  } catch (error) {
+    throw new NodeError("bad-json", 400, `malformed JSON body: ${(error as Error).message}`);
+  }
+  // Only a body that spells "proto" (directly or through \u escapes) can carry __proto__ or constructor.prototype.
+  if (body.includes("proto") || body.includes("\\u")) {
+    const key = poisonKey(value);
+    if (key) throw new NodeError("bad-json", 400, `forbidden key ${key} in the JSON body`);
+  }
+  return value;
+}
+
+/** The first key that could poison a prototype if the value were merged into an object (walks without recursion). */
+function poisonKey(root: unknown): string | undefined {
+  const stack: unknown[] = [root];
+  while (stack.length > 0) {
+    const value = stack.pop();
+    if (typeof value !== "object" || value === null) continue;
+    if (!Array.isArray(value)) {
+      if (Object.hasOwn(value, "__proto__")) return "__proto__";
+      const ctor = Object.hasOwn(value, "constructor") ? (value as { constructor: unknown }).constructor : undefined;
+      if (typeof ctor === "object" && ctor !== null && Object.hasOwn(ctor, "prototype")) return "constructor.prototype";
+    }
+    for (const child of Object.values(value)) stack.push(child);
+  }
+  return undefined;
 }
 
 function parseWait(raw: string | undefined): boolean | undefined {
