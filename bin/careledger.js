@@ -5,4 +5,5 @@ if (major < 24) {
   console.error(`careledger: needs Node 24 (found ${process.versions.node}); run it as \`npx careledger …\``);
   process.exit(2);
 }
-await import("../src/cli/main.ts");
+const { main } = await import("../src/cli/main.ts");
+process.exitCode = await main(process.argv.slice(2));

@@ -12,7 +12,9 @@ import { postJson, runCli, startNode, tempDir } from "./helpers.ts";
 const work = tempDir("crash");
 after(() => work.remove());
 
-test("a node killed with SIGKILL mid-write restarts consistent, with no acknowledged tx lost", { timeout: 240_000 }, async () => {
+test("a node killed with SIGKILL mid-write restarts consistent, with no acknowledged tx lost", {
+  timeout: 240_000,
+}, async () => {
   const dir = join(work.path, "node");
   initNetwork(dir, { orgName: "Crash Test Practice" });
   const nodeKey = readKeyFile(join(dir, "node.key"));

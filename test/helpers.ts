@@ -1,9 +1,9 @@
 // Shared helpers for cross-layer and end-to-end tests: real data dirs, real child processes on loopback.
 import { type ChildProcess, spawn } from "node:child_process";
+import { once } from "node:events";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { once } from "node:events";
 
 export const REPO = new URL("..", import.meta.url).pathname;
 export const CLI = join(REPO, "src/cli/main.ts");
@@ -21,7 +21,10 @@ export interface CliResult {
 }
 
 /** Runs `careledger ARGS…` to completion with the same Node that runs the tests. */
-export async function runCli(args: string[], options: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<CliResult> {
+export async function runCli(
+  args: string[],
+  options: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {},
+): Promise<CliResult> {
   const child = spawn(process.execPath, [CLI, ...args], {
     cwd: REPO,
     env: { ...process.env, CARELEDGER_LOG_LEVEL: "warn", ...options.env },
@@ -46,7 +49,11 @@ export interface StartedNode {
 }
 
 /** Starts `careledger start --dir DIR --port 0` and waits until it says where it listens. */
-export async function startNode(dir: string, extraArgs: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<StartedNode> {
+export async function startNode(
+  dir: string,
+  extraArgs: string[] = [],
+  env: NodeJS.ProcessEnv = {},
+): Promise<StartedNode> {
   const child = spawn(process.execPath, [CLI, "start", "--dir", dir, "--port", "0", ...extraArgs], {
     cwd: REPO,
     env: { ...process.env, CARELEDGER_LOG_LEVEL: "warn", ...env },
@@ -74,7 +81,10 @@ export async function startNode(dir: string, extraArgs: string[] = [], env: Node
   return { child, url, stderr: () => stderr, exited };
 }
 
-export async function stopNode(node: StartedNode, signal: NodeJS.Signals = "SIGTERM"): Promise<[number | null, NodeJS.Signals | null]> {
+export async function stopNode(
+  node: StartedNode,
+  signal: NodeJS.Signals = "SIGTERM",
+): Promise<[number | null, NodeJS.Signals | null]> {
   if (node.child.exitCode === null && node.child.signalCode === null) node.child.kill(signal);
   return node.exited;
 }

@@ -47,19 +47,27 @@ export function buildBlock(
   const seenIds = new Set<Hex32>();
   const usedNonces = new Set<string>();
   let skipped = 0;
+  // The (signer, nonce) lookup answers both questions: a tx whose nonce is unused cannot already be in the log.
+  let current = "";
+  let currentUsed = false;
   const ctx = {
     height: input.height,
     time: input.time,
-    nonceUsed: (signer: string, nonce: string) => usedNonces.has(`${signer}:${nonce}`) || log.nonceUsed(signer, nonce),
+    nonceUsed: (signer: string, nonce: string) =>
+      `${signer}:${nonce}` === current
+        ? currentUsed
+        : usedNonces.has(`${signer}:${nonce}`) || log.nonceUsed(signer, nonce),
   };
   for (const { tx, id, sigOk } of input.txs) {
-    if (seenIds.has(id) || log.inLog(id)) {
+    current = `${tx.signer}:${tx.nonce}`;
+    currentUsed = usedNonces.has(current) || log.nonceUsed(tx.signer, tx.nonce);
+    if (currentUsed && (seenIds.has(id) || log.inLog(id))) {
       skipped++;
       continue;
     }
     seenIds.add(id);
     const result: TxResult = sigOk ? applyTx(state, tx, id, ctx) : { valid: false, code: "bad-signature" };
-    usedNonces.add(`${tx.signer}:${tx.nonce}`);
+    usedNonces.add(current);
     const entry: BlockEntry = { id, tx, result };
     entries.push(entry);
     stateDigest = nextStateDigest(stateDigest, id, result);

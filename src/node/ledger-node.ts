@@ -71,6 +71,8 @@ export class LedgerNode extends EventEmitter {
   private readonly waiters = new Map<Hex32, Waiter[]>();
   /** Ids this node has itself signature-checked at intake and not yet seen committed: no need to check twice. */
   private readonly checkedHere = new Set<Hex32>();
+  /** Txs parsed at intake, by object: an in-process orderer hands the same objects back, so they need no re-parse. */
+  private readonly parsedIds = new WeakMap<object, Hex32>();
   private unsubscribe: (() => void) | undefined;
   private haltReason: string | undefined;
   private inflight = 0;
@@ -168,7 +170,7 @@ export class LedgerNode extends EventEmitter {
     const answers: Promise<CommitResult>[] = [];
     const slots: number[] = [];
     for (const item of items) {
-      const stored = this.store.getTx(item.id);
+      const stored = this.store.hasTx(item.id) ? this.store.getTx(item.id) : undefined;
       if (stored) {
         answers.push(
           Promise.resolve({ id: item.id, height: stored.height, index: stored.index, ...stored.entry.result }),
@@ -219,6 +221,7 @@ export class LedgerNode extends EventEmitter {
       }
       this.waiters.set(id, [{ resolve, reject }]);
       this.checkedHere.add(id);
+      this.parsedIds.set(tx, id);
       this.queue.push(tx);
       this.queueIds.push(id);
     });
@@ -270,7 +273,8 @@ export class LedgerNode extends EventEmitter {
     const toCheck: { tx: SignedTx; id: Hex32; at: number }[] = [];
     const sigOk: boolean[] = new Array(txs.length).fill(true);
     const parsed = txs.map((raw, at) => {
-      const p = parseSignedTx(raw);
+      const known = typeof raw === "object" && raw !== null ? this.parsedIds.get(raw) : undefined;
+      const p: ReturnType<typeof parseSignedTx> = known ? { ok: true, tx: raw, id: known } : parseSignedTx(raw);
       if (p.ok && !this.checkedHere.has(p.id)) toCheck.push({ tx: p.tx, id: p.id, at });
       return p;
     });
@@ -328,7 +332,9 @@ export class LedgerNode extends EventEmitter {
       },
       this.key,
     );
+    const writing = performance.now();
     this.store.commitBlock(block, hash, nodes, sth);
+    this.metrics.observe("careledger_block_store_ms", performance.now() - writing);
     this.frontier = frontier;
     this.metrics.set("careledger_height", block.height);
     this.metrics.set("careledger_log_size", frontier.size);

@@ -1,5 +1,5 @@
 import type { FastifyInstance } from "fastify";
-import { blockHash } from "../ledger/block.ts";
+import { blockHash, checkBlockContents } from "../ledger/block.ts";
 import { toHex } from "../ledger/encoding.ts";
 import { frontierRoot } from "../ledger/merkle.ts";
 import { verifyTreeHead } from "../ledger/sth.ts";
@@ -101,8 +101,8 @@ export async function openNode(dir: string, options: OpenOptions = {}): Promise<
 }
 
 /**
- * Cheap checks before serving anything: SQLite's structure, the genesis, the head block's hash and the signed tree
- * head against the stored Merkle frontier. A full replay is `careledger verify`.
+ * Cheap checks before serving anything: SQLite's structure, the genesis, the head block's hash and txs, the signed tree
+ * head against the stored Merkle frontier, and the tx index's row count. A full replay is `careledger verify`.
  */
 export function checkStoreAtStart(store: LedgerStore, genesisHash: string): void {
   const problems = store.quickCheck();
@@ -119,6 +119,9 @@ export function checkStoreAtStart(store: LedgerStore, genesisHash: string): void
   if (!genesis || genesis.hash !== genesisHash) throw corrupt("block 0 is not this network's genesis");
   const tip = store.getBlock(head.height);
   if (!tip || blockHash(tip) !== head.hash) throw corrupt(`block ${head.height} does not match its stored hash`);
+  // The block hash covers the header only: the tip's txs must still be the ones its txRoot commits to.
+  const contents = checkBlockContents(tip);
+  if (contents) throw corrupt(`block ${head.height}'s txs do not match its header (${contents})`);
   if (head.height > 0) {
     const prev = store.getHeader(head.height - 1);
     if (!prev || prev.hash !== tip.prevHash)
@@ -135,4 +138,7 @@ export function checkStoreAtStart(store: LedgerStore, genesisHash: string): void
   if (sth.size !== head.size || sth.root !== root || sth.height !== head.height) {
     throw corrupt("the signed tree head does not match the stored Merkle log");
   }
+  // A missing index row would let that tx, or its (signer, nonce), be logged a second time.
+  const indexed = store.countTxs();
+  if (indexed !== head.size) throw corrupt(`the tx index holds ${indexed} rows but the log holds ${head.size} txs`);
 }

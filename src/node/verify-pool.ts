@@ -84,7 +84,12 @@ export class VerifyPool {
     return new Promise((resolve, reject) => {
       pooled.jobs.set(job, { pending: { resolve, reject }, size: items.length });
       pooled.load += items.length;
-      pooled.worker.postMessage({ job, items } satisfies VerifyJob);
+      pooled.worker.postMessage({
+        job,
+        ids: items.map((i) => i.id),
+        signers: items.map((i) => i.tx.signer),
+        sigs: items.map((i) => i.tx.sig),
+      } satisfies VerifyJob);
     });
   }
 

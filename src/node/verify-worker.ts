@@ -3,9 +3,12 @@ import { parentPort } from "node:worker_threads";
 import { verifyTxSignature } from "../ledger/tx.ts";
 import type { SignedTx } from "../ledger/types.ts";
 
+/** Only what the check needs crosses the thread boundary: cloning whole payloads would cost the main thread. */
 export interface VerifyJob {
   job: number;
-  items: { id: string; tx: SignedTx }[];
+  ids: string[];
+  signers: string[];
+  sigs: string[];
 }
 
 export interface VerifyAnswer {
@@ -14,6 +17,8 @@ export interface VerifyAnswer {
 }
 
 parentPort?.on("message", (message: VerifyJob) => {
-  const ok = message.items.map((item) => verifyTxSignature(item.tx, item.id));
+  const ok = message.ids.map((id, i) =>
+    verifyTxSignature({ signer: message.signers[i], sig: message.sigs[i] } as SignedTx, id),
+  );
   parentPort?.postMessage({ job: message.job, ok } satisfies VerifyAnswer);
 });

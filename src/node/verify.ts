@@ -98,6 +98,11 @@ export async function replayLedger(
       usedNonces.add(`${replayed.tx.signer}:${replayed.tx.nonce}`);
     });
     if (options.store) {
+      for (const [pos, entry] of rebuilt.block.txs.entries()) {
+        if (!options.store.hasTx(entry.id)) {
+          throw new Bad(h, `tx ${pos} (${entry.id.slice(0, 16)}…) is missing from the store's tx index`);
+        }
+      }
       for (const n of rebuilt.nodes) {
         let stored: Uint8Array;
         try {

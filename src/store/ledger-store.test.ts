@@ -122,3 +122,30 @@ test("opening something that is not a ledger store fails with a clear error", ()
     (e: unknown) => e instanceof StoreError && /cannot open ledger store/.test(e.message),
   );
 });
+
+test("every stored Merkle node matches an in-memory log, whatever the block sizes", async () => {
+  const { MemoryMerkleLog } = await import("../ledger/merkle.ts");
+  const store = LedgerStore.open(join(dir, "merkle.db"));
+  const memory = new MemoryMerkleLog();
+  let frontier: Frontier = EMPTY_FRONTIER;
+  let prev = "0".repeat(64);
+  const sizes = [1, 0, 3, 7, 1, 16, 5, 0, 2, 31, 9];
+  let n = 100;
+  sizes.forEach((count, height) => {
+    const entries = Array.from({ length: count }, () => entry(n++));
+    for (const e of entries) memory.append(hashLeaf(leafBytes(e)));
+    const b = makeBlock(height, prev, frontier, entries);
+    store.commitBlock(b.block, b.hash, b.nodes, b.sth);
+    frontier = b.frontier;
+    prev = b.hash;
+  });
+  const size = memory.size;
+  for (let level = 0; 2 ** level <= size; level++) {
+    for (let index = 0; (index + 1) * 2 ** level <= size; index++) {
+      assert.equal(toHex(store.node(level, index)), toHex(memory.node(level, index)), `node ${level}/${index}`);
+    }
+  }
+  assert.throws(() => store.node(0, size), /missing/);
+  assert.throws(() => store.node(3, 100), /missing/);
+  store.close();
+});

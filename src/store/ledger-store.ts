@@ -3,6 +3,7 @@ import type { StateStore } from "../contract/index.ts";
 import { fromHex } from "../ledger/encoding.ts";
 import { EMPTY_FRONTIER, type Frontier, type MerkleNodeReader } from "../ledger/merkle.ts";
 import type { Block, BlockEntry, BlockHeader, Hex32, SignedTreeHead } from "../ledger/types.ts";
+import { BloomFilter } from "./bloom.ts";
 
 export class StoreError extends Error {
   readonly code: string;
@@ -34,7 +35,7 @@ export interface MerkleNodeRow {
   hash: Uint8Array;
 }
 
-const SCHEMA_VERSION = "1";
+const SCHEMA_VERSION = "2";
 
 /**
  * SQLite persistence of blocks, the tx index, the Merkle log's perfect-subtree nodes and contract state. One block is
@@ -46,6 +47,12 @@ export class LedgerStore implements MerkleNodeReader {
   private readonly db: DatabaseSync;
   private readonly stmts: ReturnType<typeof prepareStatements>;
   private headCache: StoreHead | undefined;
+  /** First leaf index and height of every block that added leaves, ascending: finds a leaf's Merkle row. */
+  private readonly segStarts: number[] = [];
+  private readonly segHeights: number[] = [];
+  private readonly merkleCache = new Map<number, Uint8Array>();
+  private ids!: BloomFilter;
+  private nonces!: BloomFilter;
 
   private constructor(path: string, db: DatabaseSync) {
     this.path = path;
@@ -53,6 +60,24 @@ export class LedgerStore implements MerkleNodeReader {
     this.stmts = prepareStatements(db);
     this.state = new SqliteState(this.stmts.stateGet);
     this.headCache = this.readHead();
+    for (const row of db.prepare("SELECT height, start FROM merkle_blocks ORDER BY height").iterate()) {
+      const r = row as { height: number; start: number };
+      this.segStarts.push(r.start);
+      this.segHeights.push(r.height);
+    }
+    this.rebuildFilters();
+  }
+
+  /** Rebuilds the in-memory filters from the tx index, sized for twice what it holds. */
+  private rebuildFilters(): void {
+    const count = (this.db.prepare("SELECT count(*) AS n FROM txs").get() as { n: number }).n;
+    this.ids = new BloomFilter(2 * count + 100_000);
+    this.nonces = new BloomFilter(2 * count + 100_000);
+    for (const row of this.db.prepare("SELECT id, signer, nonce FROM txs").iterate()) {
+      const r = row as { id: Uint8Array; signer: Uint8Array; nonce: string };
+      this.ids.add(Buffer.from(r.id).toString("hex"));
+      this.nonces.add(`${Buffer.from(r.signer).toString("hex")}:${r.nonce}`);
+    }
   }
 
   static open(path: string, options: { readOnly?: boolean } = {}): LedgerStore {
@@ -109,10 +134,43 @@ export class LedgerStore implements MerkleNodeReader {
     return { size, hashes };
   }
 
+  /**
+   * The perfect subtree node (level, index). Nodes are stored packed, one row per block, in the order appends made
+   * them, so the node closed by leaf L sits at nodesBefore(L) − nodesBefore(block start) + level in its block's row.
+   */
   node(level: number, index: number): Uint8Array {
-    const row = this.stmts.merkleGet.get(level, index) as { hash: Uint8Array } | undefined;
-    if (!row) throw new StoreError("missing-node", `Merkle node ${level}/${index} is missing from the store`);
-    return row.hash;
+    const leaf = (index + 1) * 2 ** level - 1;
+    const missing = () => new StoreError("missing-node", `Merkle node ${level}/${index} is missing from the store`);
+    if (!Number.isSafeInteger(leaf) || leaf < 0 || leaf >= (this.headCache?.size ?? 0)) throw missing();
+    const seg = this.segmentOf(leaf);
+    if (!seg) throw missing();
+    const nodes = this.merkleRow(seg.height);
+    const at = (nodesBefore(leaf) - nodesBefore(seg.start) + level) * 32;
+    if (!nodes || at + 32 > nodes.length) throw missing();
+    return nodes.subarray(at, at + 32);
+  }
+
+  private segmentOf(leaf: number): { height: number; start: number } | undefined {
+    const starts = this.segStarts;
+    let lo = 0;
+    let hi = starts.length - 1;
+    if (hi < 0 || leaf < (starts[0] as number)) return undefined;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >>> 1;
+      if ((starts[mid] as number) <= leaf) lo = mid;
+      else hi = mid - 1;
+    }
+    return { height: this.segHeights[lo] as number, start: starts[lo] as number };
+  }
+
+  private merkleRow(height: number): Uint8Array | undefined {
+    const cached = this.merkleCache.get(height);
+    if (cached) return cached;
+    const row = this.stmts.merkleGet.get(height) as { nodes: Uint8Array } | undefined;
+    if (!row) return undefined;
+    if (this.merkleCache.size >= 256) this.merkleCache.delete(this.merkleCache.keys().next().value as number);
+    this.merkleCache.set(height, row.nodes);
+    return row.nodes;
   }
 
   blockRow(height: number): { hash: Hex32; header: string; txs: string } | undefined {
@@ -160,10 +218,12 @@ export class LedgerStore implements MerkleNodeReader {
   }
 
   hasTx(id: Hex32): boolean {
+    if (!this.ids.mayContain(id)) return false;
     return this.stmts.txGet.get(fromHex(id)) !== undefined;
   }
 
   nonceUsed(signer: string, nonce: string): boolean {
+    if (!this.nonces.mayContain(`${signer}:${nonce}`)) return false;
     return this.stmts.nonceGet.get(fromHex(signer), nonce) !== undefined;
   }
 
@@ -176,6 +236,15 @@ export class LedgerStore implements MerkleNodeReader {
     if (block.height !== expected) {
       throw new StoreError("out-of-order", `block ${block.height} does not follow stored head ${expected - 1}`);
     }
+    const start = block.size - block.txs.length;
+    if (merkleNodes.length !== nodesBefore(block.size) - nodesBefore(start)) {
+      throw new StoreError(
+        "bad-nodes",
+        `block ${block.height} comes with ${merkleNodes.length} Merkle nodes, not ${nodesBefore(block.size) - nodesBefore(start)}`,
+      );
+    }
+    const packed = new Uint8Array(merkleNodes.length * 32);
+    merkleNodes.forEach((n, i) => packed.set(n.hash, i * 32));
     const { txs, ...header } = block;
     const s = this.stmts;
     this.db.exec("BEGIN IMMEDIATE");
@@ -194,7 +263,7 @@ export class LedgerStore implements MerkleNodeReader {
           entry.result.valid ? 1 : 0,
         );
       }
-      for (const n of merkleNodes) s.merklePut.run(n.level, n.index, n.hash);
+      if (packed.length > 0) s.merklePut.run(block.height, start, packed);
       this.state.flush(s.statePut, s.stateDel);
       if (sth) s.metaPut.run("sth", JSON.stringify(sth));
       this.db.exec("COMMIT");
@@ -204,6 +273,15 @@ export class LedgerStore implements MerkleNodeReader {
       this.state.discard();
       throw new StoreError("write", `could not store block ${block.height}: ${(error as Error).message}`);
     }
+    if (packed.length > 0) {
+      this.segStarts.push(start);
+      this.segHeights.push(block.height);
+    }
+    for (const entry of txs) {
+      this.ids.add(entry.id);
+      this.nonces.add(`${entry.tx.signer}:${entry.tx.nonce}`);
+    }
+    if (this.ids.full) this.rebuildFilters();
     this.headCache = {
       height: block.height,
       hash,
@@ -237,10 +315,6 @@ export class LedgerStore implements MerkleNodeReader {
     return (this.db.prepare("SELECT count(*) AS n FROM txs").get() as { n: number }).n;
   }
 
-  countMerkleNodes(): number {
-    return (this.db.prepare("SELECT count(*) AS n FROM merkle").get() as { n: number }).n;
-  }
-
   /** SQLite's own structural check; returns the problems found (empty when healthy). */
   quickCheck(): string[] {
     const rows = this.db.prepare("PRAGMA quick_check").all() as { quick_check: string }[];
@@ -250,6 +324,13 @@ export class LedgerStore implements MerkleNodeReader {
   close(): void {
     if (this.db.isOpen) this.db.close();
   }
+}
+
+/** How many perfect-subtree nodes a log of n leaves has: Σ floor(n / 2^l) = 2n − popcount(n). */
+function nodesBefore(n: number): number {
+  let ones = 0;
+  for (let m = n; m > 0; m = Math.floor(m / 2)) ones += m % 2;
+  return 2 * n - ones;
 }
 
 interface BlockRow {
@@ -278,12 +359,11 @@ function createSchema(db: DatabaseSync): void {
       valid INTEGER NOT NULL
     ) WITHOUT ROWID;
     CREATE INDEX IF NOT EXISTS txs_signer_nonce ON txs (signer, nonce);
-    CREATE TABLE IF NOT EXISTS merkle (
-      level INTEGER NOT NULL,
-      idx INTEGER NOT NULL,
-      hash BLOB NOT NULL,
-      PRIMARY KEY (level, idx)
-    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS merkle_blocks (
+      height INTEGER PRIMARY KEY,
+      start INTEGER NOT NULL,
+      nodes BLOB NOT NULL
+    );
     CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
     INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '${SCHEMA_VERSION}');
   `);
@@ -298,8 +378,8 @@ function prepareStatements(db: DatabaseSync) {
     txGet: db.prepare("SELECT height, idx, pos FROM txs WHERE id = ?"),
     txPut: db.prepare("INSERT INTO txs (id, height, idx, pos, signer, nonce, valid) VALUES (?, ?, ?, ?, ?, ?, ?)"),
     nonceGet: db.prepare("SELECT 1 FROM txs WHERE signer = ? AND nonce = ? LIMIT 1"),
-    merkleGet: db.prepare("SELECT hash FROM merkle WHERE level = ? AND idx = ?"),
-    merklePut: db.prepare("INSERT INTO merkle (level, idx, hash) VALUES (?, ?, ?)"),
+    merkleGet: db.prepare("SELECT nodes FROM merkle_blocks WHERE height = ?"),
+    merklePut: db.prepare("INSERT INTO merkle_blocks (height, start, nodes) VALUES (?, ?, ?)"),
     stateGet: db.prepare("SELECT value FROM state WHERE key = ?"),
     statePut: db.prepare(
       "INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",

@@ -1,0 +1,138 @@
+// The load process for `careledger bench ledger`: pre-signs txs, then submits them over HTTP to a node running in
+// another process and measures commit latency. Prints one JSON object on stdout.
+import { randomUUID } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { Agent, request } from "undici";
+import { readKeyFile } from "../src/node/datadir.ts";
+import { signNew } from "../src/node/network.ts";
+import type { SignedTx } from "../src/ledger/types.ts";
+
+interface LoadArgs {
+  url: string;
+  nodeKeyFile: string;
+  custodian: string;
+  patientsFile: string;
+  mode: "full" | "rate";
+  seconds: number;
+  /** full: requests in flight at once */
+  concurrency: number;
+  /** txs per request */
+  batch: number;
+  /** rate: offered txs per second */
+  rate: number;
+}
+
+const args = JSON.parse(process.argv[2] ?? "{}") as LoadArgs;
+const nodeKey = readKeyFile(args.nodeKeyFile);
+const patients = JSON.parse(readFileSync(args.patientsFile, "utf8")) as string[];
+const agent = new Agent({ connections: Math.max(args.concurrency, 64), pipelining: 1, keepAliveTimeout: 60_000 });
+
+const perSecond = args.mode === "full" ? 14_000 : args.rate;
+const total = Math.ceil(perSecond * args.seconds * 1.1) + args.batch * args.concurrency;
+let counter = 0;
+function accessLogTx(): SignedTx {
+  const patient = patients[counter % patients.length] as string;
+  counter++;
+  return signNew(
+    nodeKey,
+    "access.log",
+    {
+      entries: [
+        {
+          requester: nodeKey.keyId,
+          patient,
+          custodian: args.custodian,
+          resourceType: "Observation",
+          resourceId: randomUUID(),
+          purpose: "TREAT",
+          action: "read",
+          decision: "permit",
+          step: 7,
+          rule: "default:custodian-treat",
+          height: 1,
+        },
+      ],
+    },
+    Date.now(),
+  );
+}
+
+// Pre-sign and pre-serialise every request body, so the measured loop only sends.
+const bodies: string[] = [];
+for (let made = 0; made < total; made += args.batch) {
+  const txs = Array.from({ length: args.batch }, accessLogTx);
+  bodies.push(JSON.stringify(txs));
+}
+process.stderr.write(`load: pre-signed ${bodies.length * args.batch} txs\n`);
+
+const latencies: number[] = [];
+let committed = 0;
+let valid = 0;
+let failures = 0;
+let next = 0;
+
+async function send(): Promise<void> {
+  const body = bodies[next++];
+  if (body === undefined) return;
+  const started = performance.now();
+  const response = await request(`${args.url}/ledger/txs`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body,
+    dispatcher: agent,
+  });
+  const text = await response.body.text();
+  const elapsed = performance.now() - started;
+  if (response.statusCode !== 200) {
+    failures++;
+    if (failures <= 3) process.stderr.write(`load: HTTP ${response.statusCode}: ${text.slice(0, 200)}\n`);
+    return;
+  }
+  const results = (JSON.parse(text) as { results: { valid: boolean }[] }).results;
+  committed += results.length;
+  for (const r of results) if (r.valid) valid++;
+  latencies.push(elapsed);
+}
+
+const started = performance.now();
+const deadline = started + args.seconds * 1000;
+if (args.mode === "full") {
+  await Promise.all(
+    Array.from({ length: args.concurrency }, async () => {
+      while (performance.now() < deadline && next < bodies.length) await send();
+    }),
+  );
+} else {
+  // Open loop: requests go out on schedule whether or not earlier ones have answered.
+  const inflight = new Set<Promise<void>>();
+  let sentTxs = 0;
+  while (performance.now() < deadline && next < bodies.length) {
+    const due = ((performance.now() - started) / 1000) * args.rate;
+    while (sentTxs + args.batch <= due && next < bodies.length) {
+      const p = send().finally(() => inflight.delete(p));
+      inflight.add(p);
+      sentTxs += args.batch;
+    }
+    await new Promise((r) => setTimeout(r, 2));
+  }
+  await Promise.all(inflight);
+}
+const elapsedS = (performance.now() - started) / 1000;
+await agent.close();
+latencies.sort((a, b) => a - b);
+const q = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))] ?? 0;
+process.stdout.write(
+  `${JSON.stringify({
+    mode: args.mode,
+    seconds: Number(elapsedS.toFixed(2)),
+    committed,
+    valid,
+    failures,
+    tx_per_s: Math.round(committed / elapsedS),
+    p50_ms: Number(q(0.5).toFixed(2)),
+    p99_ms: Number(q(0.99).toFixed(2)),
+    batch: args.batch,
+    concurrency: args.mode === "full" ? args.concurrency : undefined,
+    offered_tx_per_s: args.mode === "rate" ? args.rate : undefined,
+  })}\n`,
+);

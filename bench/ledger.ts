@@ -1,0 +1,104 @@
+// `careledger bench ledger`: a node in its own process, pre-signed txs submitted over HTTP by a separate load process.
+// Reports committed tx/s and commit latency at full load and at 5,000 tx/s offered, with this machine's limits.
+import { spawn } from "node:child_process";
+import { randomUUID } from "node:crypto";
+import { once } from "node:events";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { readKeyFile } from "../src/node/datadir.ts";
+import { initNetwork, newKey, signNew } from "../src/node/network.ts";
+import { machineLimits } from "./limits.ts";
+
+const REPO = new URL("..", import.meta.url).pathname;
+const CLI = join(REPO, "src/cli/main.ts");
+
+async function startNode(dir: string) {
+  const child = spawn(process.execPath, [CLI, "start", "--dir", dir, "--port", "0"], {
+    env: { ...process.env, CARELEDGER_LOG_LEVEL: "warn" },
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  const url = await new Promise<string>((resolve, reject) => {
+    let out = "";
+    child.stdout.setEncoding("utf8").on("data", (d: string) => {
+      out += d;
+      const m = /listening on (http:\/\/\S+)/.exec(out);
+      if (m) resolve(m[1] as string);
+    });
+    child.once("exit", (code) => reject(new Error(`node exited early (${code})`)));
+  });
+  return { child, url };
+}
+
+async function runLoad(args: Record<string, unknown>): Promise<Record<string, unknown>> {
+  const child = spawn(process.execPath, [join(REPO, "bench/ledger-load.ts"), JSON.stringify(args)], {
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  let out = "";
+  child.stdout.setEncoding("utf8").on("data", (d: string) => (out += d));
+  const [code] = await once(child, "exit");
+  if (code !== 0) throw new Error(`load process failed (${code})`);
+  return JSON.parse(out.trim().split("\n").at(-1) as string);
+}
+
+export async function run(options: { quick?: boolean; log?: (line: string) => void }) {
+  const log = options.log ?? (() => {});
+  const work = mkdtempSync(join(tmpdir(), "careledger-bench-ledger-"));
+  const dir = join(work, "node");
+  try {
+    log("measuring this machine's limits (Ed25519 verify on one core, fsync)…");
+    const limits = machineLimits(work);
+    const created = initNetwork(dir, { orgName: "Bench Hospital" });
+    const admin = readKeyFile(join(dir, "keys", "admin.key"));
+    const node = await startNode(dir);
+    try {
+      // Patients the access-log txs refer to (registered by the org's admin).
+      const patients = Array.from({ length: 1000 }, () => randomUUID());
+      const registrations = patients.map((patient) =>
+        signNew(admin, "patient.register", { patient, org: created.orgId, key: newKey().keyId }, Date.now()),
+      );
+      for (let i = 0; i < registrations.length; i += 500) {
+        const response = await fetch(`${node.url}/ledger/txs`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify(registrations.slice(i, i + 500)),
+        });
+        if (response.status !== 200) throw new Error(`setup failed: ${await response.text()}`);
+      }
+      const patientsFile = join(work, "patients.json");
+      writeFileSync(patientsFile, JSON.stringify(patients));
+      const common = {
+        url: node.url,
+        nodeKeyFile: join(dir, "node.key"),
+        custodian: created.orgId,
+        patientsFile,
+        seconds: options.quick ? 3 : 15,
+      };
+      log("full load…");
+      const full = await runLoad({ ...common, mode: "full", concurrency: 8, batch: 250, rate: 0 });
+      log(`  ${JSON.stringify(full)}`);
+      log("5,000 tx/s offered…");
+      const at5000 = await runLoad({ ...common, mode: "rate", concurrency: 1, batch: 25, rate: 5000 });
+      log(`  ${JSON.stringify(at5000)}`);
+      const twoCoreVerify = 2 * limits.ed25519_verify_per_s_1core;
+      return {
+        tx_per_s: full.tx_per_s,
+        p50_ms: full.p50_ms,
+        p99_ms: full.p99_ms,
+        full_load: full,
+        at_5000_offered: at5000,
+        ratio_to_2core_verify: Number(((full.tx_per_s as number) / twoCoreVerify).toFixed(3)),
+        goal_ratio: 0.43,
+        stretch_ratio: 0.65,
+        goal_p99_ms_at_5000: 25,
+        ...limits,
+        params: { tx: "access.log, 1 entry, signed by the org's node key", batch_max_txs: 500, batch_max_wait_ms: 5 },
+      };
+    } finally {
+      node.child.kill("SIGTERM");
+      await once(node.child, "exit");
+    }
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+}
