@@ -3,9 +3,9 @@
 import { randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { Agent, request } from "undici";
+import type { SignedTx } from "../src/ledger/types.ts";
 import { readKeyFile } from "../src/node/datadir.ts";
 import { signNew } from "../src/node/network.ts";
-import type { SignedTx } from "../src/ledger/types.ts";
 
 interface LoadArgs {
   url: string;

@@ -23,11 +23,6 @@ export function leafBytes(entry: BlockEntry): Uint8Array {
   return canonicalBytes({ code: entry.result.code, id: entry.id, sig: entry.tx.sig, valid: entry.result.valid });
 }
 
-function hex32Bytes(value: Hex32, what: string): Uint8Array {
-  if (!isHex32(value)) throw new LedgerError("bad-hex", `${what}: must be 64 lowercase hex characters`);
-  return fromHex(value);
-}
-
 /**
  * Folds one applied tx into the running state digest: SHA-256(prev || id || validity byte || UTF-8 code). Only the
  * code is variable-length and it comes last, so the encoding is unambiguous.

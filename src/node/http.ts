@@ -249,7 +249,7 @@ export function parseJsonBody(body: string): unknown {
   try {
     value = JSON.parse(body);
   } catch (error) {
-    throw new NodeError("bad-json", 400, `malformed JSON body: ${(error as Error).stack}`);
+    throw new NodeError("bad-json", 400, `malformed JSON body: ${(error as Error).message}`);
   }
   // Only a body that spells "proto" (directly or through \u escapes) can carry __proto__ or constructor.prototype.
   if (body.includes("proto") || body.includes("\\u")) {

@@ -244,7 +244,7 @@ export class LedgerStore implements MerkleNodeReader {
       );
     }
     const packed = new Uint8Array(merkleNodes.length * 32);
-    merkleNodes.forEach((n, i) => packed.set(n.hash, i * 32));
+    for (const [i, n] of merkleNodes.entries()) packed.set(n.hash, i * 32);
     const { txs, ...header } = block;
     const s = this.stmts;
     this.db.exec("BEGIN IMMEDIATE");
