@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import { canonicalBytes, canonicalJson } from "./canonical.ts";
-import { concatBytes, fromHex, isHex32, toHex, utf8 } from "./encoding.ts";
+import { isHex32, toHex } from "./encoding.ts";
 import { LedgerError } from "./errors.ts";
 import { sha256Hex } from "./hash.ts";
 import { hashLeaf, merkleRootOf } from "./merkle.ts";
