@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { existsSync, rmSync } from "node:fs";
+import { existsSync, readFileSync, rmSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { createScenario, type ScenarioMeta } from "../contract/fixtures.ts";
 import type { DecisionRequest } from "../contract/index.ts";
@@ -13,6 +13,23 @@ import { VerifyPool } from "../node/verify-pool.ts";
 import { EmbeddedOrderer } from "../ordering/embedded.ts";
 
 const ORG_NAMES = ["gp", "trust", "uni"] as const;
+
+/** One entry of DIR/demo-users.json: an identity whose key file is in DIR/keys. */
+interface DemoUser {
+  name: string;
+  kind: string;
+  org?: string;
+  keyId: string;
+  patient?: string;
+}
+
+function readUsers(dir: string): DemoUser[] {
+  try {
+    return JSON.parse(readFileSync(join(dir, "demo-users.json"), "utf8")) as DemoUser[];
+  } catch {
+    return [];
+  }
+}
 
 interface DemoOptions {
   dir: string;
@@ -45,11 +62,12 @@ export async function demoCommand(options: DemoOptions): Promise<void> {
       nodes.push(await openNode(join(dir, org), { orderer, pool, log, flags: { port: options.port + i } }));
     }
     if (meta) await submitSetup(nodes[0] as RunningNode, meta);
+    await caughtUp(nodes);
   } catch (error) {
     await shutdown();
     throw error;
   }
-  printWelcome(dir, nodes, meta);
+  printWelcome(dir, nodes);
   await new Promise<void>((done) => {
     const stop = (signal: string) => {
       process.stdout.write(`\n${signal}: stopping the demo nodes…\n`);
@@ -84,13 +102,19 @@ function generate(dir: string, options: DemoOptions): ScenarioMeta & { setup: Re
   }
   const keysDir = join(dir, "keys");
   ensureDir(keysDir);
-  const users: { name: string; kind: string; org?: string; keyId: string; patient?: string }[] = [];
+  const users: DemoUser[] = [];
   for (const [label, key] of Object.entries(meta.keys)) {
     const file = `${label.replace(/[^a-z0-9-]+/gi, "-")}.key`;
     writeKeyFile(join(keysDir, file), key, label);
     const member = meta.members[label];
     const patient = meta.patients.find((p) => p.label === label);
-    const kind = member ? member.role : patient ? "patient" : label.startsWith("node:") ? "node" : label.split(":")[0] ?? "key";
+    const kind = member
+      ? member.role
+      : patient
+        ? "patient"
+        : label.startsWith("node:")
+          ? "node"
+          : (label.split(":")[0] ?? "key");
     users.push({ name: label, kind, org: member?.org, keyId: key.keyId, patient: patient?.id });
   }
   writeFileAtomic(join(dir, "demo-users.json"), `${JSON.stringify(users, null, 2)}\n`, 0o644);
@@ -116,13 +140,25 @@ async function submitSetup(node: RunningNode, meta: ReturnType<typeof generate>)
   }
 }
 
-function printWelcome(dir: string, nodes: RunningNode[], meta: ScenarioMeta | undefined): void {
+/** Every node applies every block itself; wait until all stand at the same height before saying where they are. */
+async function caughtUp(nodes: RunningNode[]): Promise<void> {
+  const target = Math.max(...nodes.map((n) => n.node.height));
+  const deadline = Date.now() + 10_000;
+  while (nodes.some((n) => n.node.height < target) && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+function printWelcome(dir: string, nodes: RunningNode[]): void {
   const [gp] = nodes;
   const lines = [
     "",
     "CareLedger demo network is running: three organisations, one node each, one embedded orderer.",
     "",
-    ...nodes.map((n, i) => `  ${ORG_NAMES[i]?.padEnd(6)} node ${n.node.key.keyId.slice(0, 12)}…  ${n.url}   (height ${n.node.height})`),
+    ...nodes.map(
+      (n, i) =>
+        `  ${ORG_NAMES[i]?.padEnd(6)} node ${n.node.key.keyId.slice(0, 12)}…  ${n.url}   (height ${n.node.height})`,
+    ),
     "",
     `Data: ${dir} (keys in ${join(dir, "keys")}, identities in ${join(dir, "demo-users.json")})`,
     "",
@@ -132,26 +168,40 @@ function printWelcome(dir: string, nodes: RunningNode[], meta: ScenarioMeta | un
     `  curl '${gp?.url}/ledger/consistency?from=1&to=${gp?.node.store.head()?.size ?? 1}'`,
     `  curl ${gp?.url}/metrics`,
   ];
-  if (meta && gp) lines.push(...decisionExamples(gp, meta));
+  if (gp) lines.push(...decisionExamples(gp, readUsers(dir)));
   lines.push("", "Every node holds the whole ledger: the same head on each URL above. Ctrl-C stops the demo.", "");
   process.stdout.write(`${lines.join("\n")}\n`);
 }
 
 /** Two real decisions from the generated network, as ready-to-paste requests: why one is permitted, one denied. */
-function decisionExamples(node: RunningNode, meta: ScenarioMeta): string[] {
-  const patient = meta.patients[0];
-  const gpClinician = meta.members["clinician:gp"];
-  const researcher = meta.members["researcher:uni"];
-  if (!patient || !gpClinician || !researcher) return [];
+function decisionExamples(node: RunningNode, users: DemoUser[]): string[] {
+  const patient = users.find((u) => u.kind === "patient" && u.patient);
+  const gpClinician = users.find((u) => u.name === "clinician:gp");
+  const researcher = users.find((u) => u.name === "researcher:uni");
+  if (!patient?.patient || !gpClinician?.org || !researcher) return [];
   const at = Date.now();
   const examples: [string, DecisionRequest][] = [
     [
       "a GP clinician reads a patient's observation held by the GP practice, for treatment",
-      { requester: gpClinician.keyId, patient: patient.id, purpose: "TREAT", action: "read", resource: { type: "Observation", custodian: gpClinician.org, labels: [] }, at },
+      {
+        requester: gpClinician.keyId,
+        patient: patient.patient,
+        purpose: "TREAT",
+        action: "read",
+        resource: { type: "Observation", custodian: gpClinician.org, labels: [] },
+        at,
+      },
     ],
     [
       "a university researcher reads the same record for research",
-      { requester: researcher.keyId, patient: patient.id, purpose: "HRESCH", action: "read", resource: { type: "Observation", custodian: gpClinician.org, labels: [] }, at },
+      {
+        requester: researcher.keyId,
+        patient: patient.patient,
+        purpose: "HRESCH",
+        action: "read",
+        resource: { type: "Observation", custodian: gpClinician.org, labels: [] },
+        at,
+      },
     ],
   ];
   const out = ["", "Consent decisions (POST /consent/decide answers loopback callers):"];
