@@ -30,15 +30,17 @@ export interface BuiltBlock {
 
 /**
  * Builds the block for an ordered batch: every node, the genesis writer and `verify` run exactly this, so they agree
- * byte for byte. State writes of valid txs land in `state` (the caller decides whether they become durable). A tx
- * already in the log (`inLog`) or earlier in the batch is left out: ids stay unique in the log.
+ * byte for byte. State writes of valid txs land in `state` (the caller decides whether they become durable).
+ * Left out of the block, identically on every node: a tx already in the log (`inLog`) or earlier in the batch — ids
+ * stay unique in the log — and a tx whose signature does not verify: it is not its signer's tx, so it must neither
+ * enter their history, nor use up their nonce, nor pre-empt the genuine tx with the same id.
  */
 export function buildBlock(
   tip: ChainTip,
   input: BlockInput,
   state: StateStore,
   log: { inLog(id: Hex32): boolean; nonceUsed(signer: KeyId, nonce: string): boolean },
-): BuiltBlock & { skipped: number } {
+): BuiltBlock & { skipped: number; badSignatures: number } {
   let stateDigest = tip.stateDigest;
   let frontier = tip.frontier;
   const nodes: MerkleNode[] = [];
@@ -47,6 +49,7 @@ export function buildBlock(
   const seenIds = new Set<Hex32>();
   const usedNonces = new Set<string>();
   let skipped = 0;
+  let badSignatures = 0;
   // The (signer, nonce) lookup answers both questions: a tx whose nonce is unused cannot already be in the log.
   let current = "";
   let currentUsed = false;
@@ -59,6 +62,10 @@ export function buildBlock(
         : usedNonces.has(`${signer}:${nonce}`) || log.nonceUsed(signer, nonce),
   };
   for (const { tx, id, sigOk } of input.txs) {
+    if (!sigOk) {
+      badSignatures++;
+      continue;
+    }
     current = `${tx.signer}:${tx.nonce}`;
     currentUsed = usedNonces.has(current) || log.nonceUsed(tx.signer, tx.nonce);
     if (currentUsed && (seenIds.has(id) || log.inLog(id))) {
@@ -66,7 +73,7 @@ export function buildBlock(
       continue;
     }
     seenIds.add(id);
-    const result: TxResult = sigOk ? applyTx(state, tx, id, ctx) : { valid: false, code: "bad-signature" };
+    const result: TxResult = applyTx(state, tx, id, ctx);
     usedNonces.add(current);
     const entry: BlockEntry = { id, tx, result };
     entries.push(entry);
@@ -87,5 +94,5 @@ export function buildBlock(
     stateDigest,
     txs: entries,
   };
-  return { block, hash: blockHash(block), nodes, frontier, skipped };
+  return { block, hash: blockHash(block), nodes, frontier, skipped, badSignatures };
 }

@@ -69,8 +69,12 @@ export class LedgerNode extends EventEmitter {
   private queueIds: Hex32[] = [];
   private queueTimer: NodeJS.Timeout | undefined;
   private readonly waiters = new Map<Hex32, Waiter[]>();
-  /** Ids this node has itself signature-checked at intake and not yet seen committed: no need to check twice. */
-  private readonly checkedHere = new Set<Hex32>();
+  /**
+   * Txs this node signature-checked at intake and has not yet seen committed, id → the signature it checked. The
+   * check is skipped on delivery only for that exact signature: the id does not cover `sig`, and an orderer could
+   * hand the tx back with another one.
+   */
+  private readonly checkedHere = new Map<Hex32, string>();
   /** Txs parsed at intake, by object: an in-process orderer hands the same objects back, so they need no re-parse. */
   private readonly parsedIds = new WeakMap<object, Hex32>();
   private unsubscribe: (() => void) | undefined;
@@ -220,7 +224,7 @@ export class LedgerNode extends EventEmitter {
         return;
       }
       this.waiters.set(id, [{ resolve, reject }]);
-      this.checkedHere.add(id);
+      this.checkedHere.set(id, tx.sig);
       this.parsedIds.set(tx, id);
       this.queue.push(tx);
       this.queueIds.push(id);
@@ -243,15 +247,7 @@ export class LedgerNode extends EventEmitter {
       this.orderer.submit(this.key.keyId, txs).catch((error: Error) => {
         this.log.error({ err: error.message }, "the orderer refused a batch");
         const failure = new NodeError("ordering", 503, `could not order the batch: ${error.message}`);
-        for (const id of ids) {
-          this.checkedHere.delete(id);
-          const list = this.waiters.get(id);
-          this.waiters.delete(id);
-          if (list) {
-            this.inflight--;
-            for (const w of list) w.reject(failure);
-          }
-        }
+        for (const id of ids) this.settle(id, undefined, failure);
       });
     }
   }
@@ -275,7 +271,7 @@ export class LedgerNode extends EventEmitter {
     const parsed = txs.map((raw, at) => {
       const known = typeof raw === "object" && raw !== null ? this.parsedIds.get(raw) : undefined;
       const p: ReturnType<typeof parseSignedTx> = known ? { ok: true, tx: raw, id: known } : parseSignedTx(raw);
-      if (p.ok && !this.checkedHere.has(p.id)) toCheck.push({ tx: p.tx, id: p.id, at });
+      if (p.ok && this.checkedHere.get(p.id) !== p.tx.sig) toCheck.push({ tx: p.tx, id: p.id, at });
       return p;
     });
     if (toCheck.length > 0) {
@@ -295,7 +291,32 @@ export class LedgerNode extends EventEmitter {
     });
     const built = this.buildNext({ height: batch.seq, time: batch.time, proposer: batch.proposer, txs: wellFormed });
     this.persist(built);
+    // A tx a client is waiting for that came back with a signature that does not verify was left out of the block.
+    for (const item of wellFormed) {
+      if (item.sigOk || this.store.hasTx(item.id)) continue;
+      this.settle(
+        item.id,
+        undefined,
+        new NodeError(
+          "bad-signature",
+          502,
+          `the orderer delivered tx ${item.id} with a signature that does not verify; it was not committed`,
+        ),
+      );
+    }
     this.metrics.observe("careledger_block_apply_ms", performance.now() - started);
+  }
+
+  private settle(id: Hex32, result: CommitResult | undefined, error?: Error): void {
+    this.checkedHere.delete(id);
+    const list = this.waiters.get(id);
+    if (!list) return;
+    this.waiters.delete(id);
+    this.inflight--;
+    for (const w of list) {
+      if (result) w.resolve(result);
+      else w.reject(error ?? new Error("not committed"));
+    }
   }
 
   /** Builds the next block on top of the stored head; state writes stay pending until `persist`. */
@@ -313,6 +334,13 @@ export class LedgerNode extends EventEmitter {
         nonceUsed: (signer, nonce) => this.store.nonceUsed(signer, nonce),
       });
       if (built.skipped > 0) this.metrics.inc("careledger_tx_duplicate_total", built.skipped);
+      if (built.badSignatures > 0) {
+        this.metrics.inc("careledger_tx_bad_signature_from_orderer_total", built.badSignatures);
+        this.log.warn(
+          { height: input.height, count: built.badSignatures },
+          "left out txs whose signature does not verify",
+        );
+      }
       return built;
     } catch (error) {
       this.store.state.discard();

@@ -79,7 +79,8 @@ export async function replayLedger(
       const parsed = parseSignedTx(entry?.tx);
       if (!parsed.ok) throw new Bad(h, `tx ${pos} is malformed: ${parsed.error}`);
       if (parsed.id !== entry.id) throw new Bad(h, `tx ${pos}: its id is not the hash of its content`);
-      input.txs.push({ tx: parsed.tx, id: parsed.id, sigOk: sigs[pos] === true });
+      if (sigs[pos] !== true) throw new Bad(h, `tx ${pos} (${parsed.id.slice(0, 16)}…): its signature does not verify`);
+      input.txs.push({ tx: parsed.tx, id: parsed.id, sigOk: true });
     });
     const tip = { height: h - 1, hash: prevHash, stateDigest: digest, frontier };
     const rebuilt = buildBlock(tip, input, state, {
