@@ -2,12 +2,8 @@ import { openNode } from "../node/runtime.ts";
 
 export async function startCommand(options: { dir: string; port?: number; host?: string }): Promise<void> {
   const running = await openNode(options.dir, { flags: { port: options.port, host: options.host } });
-  const head = running.node.store.head();
-  process.stdout.write(
-    `careledger node ${running.node.key.keyId.slice(0, 16)}… at height ${head?.height ?? 0}, listening on ${running.url}\n` +
-      `  try: curl ${running.url}/ledger/head\n`,
-  );
-  await new Promise<void>((resolve) => {
+  // Signal handlers go in before the node says where it listens: whoever reads that line may stop it at once.
+  const stopped = new Promise<void>((resolve) => {
     const stop = (signal: string) => {
       process.stdout.write(`${signal}: stopping (finishing txs already accepted)…\n`);
       running
@@ -21,4 +17,10 @@ export async function startCommand(options: { dir: string; port?: number; host?:
       process.stderr.write(`careledger: node halted and refuses writes: ${reason}\n`);
     });
   });
+  const head = running.node.store.head();
+  process.stdout.write(
+    `careledger node ${running.node.key.keyId.slice(0, 16)}… at height ${head?.height ?? 0}, listening on ${running.url}\n` +
+      `  try: curl ${running.url}/ledger/head\n`,
+  );
+  await stopped;
 }

@@ -182,7 +182,7 @@ export function buildHttpServer(options: HttpOptions): FastifyInstance {
   app.get<{ Params: { h: string } }>("/ledger/blocks/:h", async (request, reply) => {
     const height = parseHeight(request.params.h);
     if (height === undefined) return fail(reply, 400, "block height must be a non-negative integer");
-    const row = node.store.blockRow(height);
+    const row = node.readBlock(height);
     if (!row) return fail(reply, 404, `no block at height ${height} (head is ${node.height})`);
     // Stored JSON is served as is: no parse and re-serialise on the read path.
     return reply
@@ -193,7 +193,7 @@ export function buildHttpServer(options: HttpOptions): FastifyInstance {
   app.get<{ Params: { id: string } }>("/ledger/tx/:id", async (request, reply) => {
     const id = request.params.id;
     if (!/^[0-9a-f]{64}$/.test(id)) return fail(reply, 400, "tx id must be 64 lowercase hex characters");
-    const stored = node.store.getTx(id);
+    const stored = node.readTx(id);
     const treeHead = node.store.latestTreeHead();
     if (!stored || !treeHead) return fail(reply, 404, `no tx ${id} in the ledger`);
     const path = inclusionProof(node.store, stored.index, treeHead.size).map(toHex);

@@ -1,14 +1,14 @@
 import { EventEmitter } from "node:events";
 import { type Decision, type DecisionRequest, decide } from "../contract/index.ts";
-import { blockHash, GENESIS_PREV_HASH, INITIAL_STATE_DIGEST } from "../ledger/block.ts";
-import { toHex } from "../ledger/encoding.ts";
+import { blockHash, checkBlockContents, GENESIS_PREV_HASH, INITIAL_STATE_DIGEST, leafBytes } from "../ledger/block.ts";
+import { bytesEqual, toHex } from "../ledger/encoding.ts";
 import type { KeyPair } from "../ledger/keys.ts";
-import { type Frontier, frontierRoot } from "../ledger/merkle.ts";
+import { type Frontier, frontierRoot, hashLeaf } from "../ledger/merkle.ts";
 import { signTreeHead } from "../ledger/sth.ts";
 import { parseSignedTx, txId, verifyTxSignature } from "../ledger/tx.ts";
-import type { Block, Hex32, SignedTreeHead, SignedTx } from "../ledger/types.ts";
+import type { Block, BlockEntry, BlockHeader, Hex32, SignedTreeHead, SignedTx } from "../ledger/types.ts";
 import type { Batch, Orderer } from "../ordering/orderer.ts";
-import type { LedgerStore } from "../store/ledger-store.ts";
+import type { LedgerStore, StoredTx } from "../store/ledger-store.ts";
 import { type BlockInput, type BuiltBlock, buildBlock } from "./block-builder.ts";
 import type { Logger } from "./logger.ts";
 import { Metrics } from "./metrics.ts";
@@ -381,6 +381,49 @@ export class LedgerNode extends EventEmitter {
       for (const w of list) w.resolve(result);
     });
     this.emit("block", block, hash);
+  }
+
+  /**
+   * Block `height` as stored, checked before it is served: its txs against their ids and the header's txRoot, the
+   * header against its hash and its link to the block before. A block altered behind the node's back halts the node
+   * (writes refused) and is not served.
+   */
+  readBlock(height: number): { hash: Hex32; header: string; txs: string } | undefined {
+    const row = this.store.blockRow(height);
+    if (!row) return undefined;
+    const block = { ...(JSON.parse(row.header) as BlockHeader), txs: JSON.parse(row.txs) as BlockEntry[] };
+    const prev = height > 0 ? this.store.blockRow(height - 1) : undefined;
+    const problem =
+      checkBlockContents(block) ??
+      (blockHash(block) !== row.hash ? "its header does not match its stored hash" : undefined) ??
+      (height > 0 && prev?.hash !== block.prevHash ? "it does not link to the block before it" : undefined);
+    if (problem) this.integrityFailure(`block ${height} in the store was altered: ${problem}`);
+    return row;
+  }
+
+  /** A tx with its position, checked against its id and the stored Merkle leaf before it is served. */
+  readTx(id: Hex32): StoredTx | undefined {
+    let stored: StoredTx | undefined;
+    try {
+      stored = this.store.getTx(id);
+    } catch (error) {
+      this.integrityFailure(`the tx index entry for ${id} is wrong: ${(error as Error).message}`);
+    }
+    if (!stored) return undefined;
+    const { entry } = stored;
+    let problem: string | undefined;
+    if (txId(entry.tx) !== id) problem = "its content does not hash to its id";
+    else if (!bytesEqual(hashLeaf(leafBytes(entry)), this.store.node(0, stored.index))) {
+      problem = "it does not match its Merkle leaf";
+    }
+    if (problem) this.integrityFailure(`tx ${id} in the store was altered: ${problem}`);
+    return stored;
+  }
+
+  private integrityFailure(message: string): never {
+    this.metrics.inc("careledger_integrity_failures_total");
+    this.halt(`${message}; run careledger verify`);
+    throw new NodeError("integrity", 500, `${message}; the node refuses writes until its store is repaired`);
   }
 
   decide(request: DecisionRequest): Decision {
