@@ -7,6 +7,7 @@
 import { createHash } from "node:crypto";
 import { createScenario } from "../src/contract/fixtures.ts";
 import { applyTx, type DecisionRequest, decide, MemoryState } from "../src/contract/index.ts";
+import { machineLimits } from "./limits.ts";
 
 export interface ConsentBenchOptions {
   quick?: boolean;
@@ -135,6 +136,7 @@ export async function run(opts: ConsentBenchOptions = {}): Promise<Record<string
   const pct = (q: number) => (lat[Math.min(decisions - 1, Math.floor(q * decisions))] as number) / 1000;
 
   return {
+    ...machineLimits(),
     decisions_per_s: Math.round(decisions / (wallNs / 1e9)),
     p50_us: round(pct(0.5)),
     p99_us: round(pct(0.99)),
