@@ -55,6 +55,29 @@ interface Window {
 
 const round = (x: number, digits = 0) => Number(x.toFixed(digits));
 
+/** Wall clock, CPU time of the whole process (every thread) and its file-system output, at one instant. */
+interface Usage {
+  t: number;
+  cpuUs: number;
+  /** 512-byte blocks written (getrusage ru_oublock). */
+  written: number;
+}
+
+function usage(): Usage {
+  const r = process.resourceUsage();
+  return { t: performance.now(), cpuUs: r.userCPUTime + r.systemCPUTime, written: r.fsWrite };
+}
+
+/** What a stretch of `txs` txs cost: CPU µs per tx, cores in use (of the machine's), disk KB written per tx. */
+function costOf(a: Usage, b: Usage, txs: number) {
+  const wallUs = (b.t - a.t) * 1000;
+  return {
+    cpu_us_per_tx: round((b.cpuUs - a.cpuUs) / Math.max(1, txs), 1),
+    cores_used: round((b.cpuUs - a.cpuUs) / Math.max(1, wallUs), 2),
+    written_kb_per_tx: round(((b.written - a.written) * 512) / 1024 / Math.max(1, txs), 2),
+  };
+}
+
 export async function run(options: VerifyBenchOptions = {}): Promise<Record<string, unknown>> {
   const log = options.log ?? (() => {});
   const quick = options.quick === true;
@@ -150,6 +173,8 @@ export async function run(options: VerifyBenchOptions = {}): Promise<Record<stri
       replay_txs: replay.txs,
       replay_problem: replay.problem,
       replay_peak_rss_mb: replay.peak_rss_mb,
+      replay_cpu_us_per_tx: replay.cpu_us_per_tx,
+      replay_cores_used: replay.cores_used,
       goal_tx_per_s: 10_000,
       replay_ratio_to_2core_verify: round(replay.tx_per_s / (2 * limits.ed25519_verify_per_s_1core), 3),
       tx_per_s_at_1e5: w5?.tx_per_s,
@@ -159,6 +184,9 @@ export async function run(options: VerifyBenchOptions = {}): Promise<Record<stri
       p50_ms: build.p50_ms,
       p99_ms: build.p99_ms,
       build_tx_per_s: build.tx_per_s,
+      build_cpu_us_per_tx: build.cost.cpu_us_per_tx,
+      build_cores_used: build.cost.cores_used,
+      build_written_kb_per_tx: build.cost.written_kb_per_tx,
       windows: build.windows,
       ledger_txs: build.size,
       rejected_txs: build.rejected,
@@ -289,6 +317,9 @@ interface WindowFigures {
   seconds: number;
   chunk_p50_ms: number;
   chunk_p99_ms: number;
+  cpu_us_per_tx: number;
+  cores_used: number;
+  written_kb_per_tx: number;
 }
 
 /**
@@ -307,10 +338,10 @@ async function ingest(
 ) {
   const running = await openNode(dir, { listen: false, log: createLogger("warn") });
   const { node, config } = running;
-  const samples: { t: number; size: number }[] = [];
+  const samples: (Usage & { size: number })[] = [];
   let rejected = 0;
   node.on("block", (block: Block) => {
-    samples.push({ t: performance.now(), size: block.size });
+    samples.push({ ...usage(), size: block.size });
     for (const e of block.txs) if (!e.result.valid) rejected++;
   });
   const fd = openSync(file, "r");
@@ -320,6 +351,7 @@ async function ingest(
   let committed = 0;
   let reported = 0;
   const started = performance.now();
+  const startUsage = usage();
   const submitChunk = async (k: number) => {
     const where = offsets[k] as { offset: number; length: number };
     const buf = Buffer.allocUnsafe(where.length);
@@ -364,6 +396,7 @@ async function ingest(
   }
   const elapsed = (performance.now() - started) / 1000;
   const size = samples.at(-1)?.size ?? 0;
+  const cost = costOf(startUsage, usage(), committed);
   const windowFigures: WindowFigures[] = [];
   for (const w of windows) {
     const a = samples.find((s) => s.size >= w.from);
@@ -378,6 +411,7 @@ async function ingest(
       seconds: round((b.t - a.t) / 1000, 2),
       chunk_p50_ms: round(percentile(inWindow, 0.5), 1),
       chunk_p99_ms: round(percentile(inWindow, 0.99), 1),
+      ...costOf(a, b, b.size - a.size),
     });
   }
   const all = latencies.map((l) => l.ms);
@@ -388,6 +422,7 @@ async function ingest(
     tx_per_s: Math.round(committed / elapsed),
     p50_ms: round(percentile(all, 0.5), 1),
     p99_ms: round(percentile(all, 0.99), 1),
+    cost,
     windows: windowFigures,
     config,
   };
@@ -401,16 +436,22 @@ async function replayStore(store: LedgerStore, pool: VerifyPool, log: (line: str
     peakRss = Math.max(peakRss, process.memoryUsage.rss());
   }, 250);
   const t0 = performance.now();
+  const u0 = usage();
+  let last = { ...u0, txs: 0 };
   const report = await verifyStore(store, pool, {
     onProgress: (height, txs) => {
       if (height - reported >= blocks / 10) {
         reported = height;
-        const rate = Math.round(txs / ((performance.now() - t0) / 1000));
-        log(`  replayed block ${height}/${blocks - 1}, ${txs} txs (${rate} tx/s)`);
+        const now = { ...usage(), txs };
+        const rate = Math.round((txs - last.txs) / ((now.t - last.t) / 1000));
+        const c = costOf(last, now, txs - last.txs);
+        log(`  replayed block ${height}/${blocks - 1}, ${txs} txs (last stretch ${rate} tx/s, ${JSON.stringify(c)})`);
+        last = now;
       }
     },
   });
   const ms = performance.now() - t0;
+  const cost = costOf(u0, usage(), report.txs);
   clearInterval(sampler);
   return {
     ok: report.ok,
@@ -422,6 +463,7 @@ async function replayStore(store: LedgerStore, pool: VerifyPool, log: (line: str
     /** Over the whole verifyStore call, as `careledger verify --dir` spends it (quick_check and state compare included). */
     tx_per_s: Math.round(report.txs / (ms / 1000)),
     peak_rss_mb: Math.round(peakRss / 1e6),
+    ...cost,
   };
 }
 
