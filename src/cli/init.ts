@@ -1,5 +1,24 @@
-import { ConfigError } from "../node/datadir.ts";
+import { blockHash } from "../ledger/block.ts";
+import { parseSignedTx, verifyTxSignature } from "../ledger/tx.ts";
+import { ConfigError, readGenesis } from "../node/datadir.ts";
 import { initJoin, initNetwork } from "../node/network.ts";
+
+/**
+ * A genesis file's txs must be signed by their signers. Rebuilding the block (initJoin) proves it is self-consistent,
+ * not that anyone signed it: a re-hashed forgery would otherwise pass init and only fail at the first start.
+ */
+function checkGenesisSignatures(file: string): void {
+  const genesis = readGenesis(file);
+  genesis.txs.forEach((entry, i) => {
+    const parsed = parseSignedTx(entry?.tx);
+    if (!parsed.ok) throw new ConfigError(`genesis file ${file}: tx ${i} is malformed (${parsed.error})`);
+    if (!verifyTxSignature(parsed.tx, parsed.id)) {
+      throw new ConfigError(
+        `genesis file ${file}: tx ${i} (${parsed.id.slice(0, 16)}…) has an invalid signature; get the genesis file again`,
+      );
+    }
+  });
+}
 
 export async function initCommand(options: {
   dir: string;
@@ -9,10 +28,13 @@ export async function initCommand(options: {
 }): Promise<void> {
   const config = options.port === undefined ? undefined : { port: options.port };
   if (options.genesis) {
+    checkGenesisSignatures(options.genesis);
     const joined = initJoin(options.dir, options.genesis, { config });
     process.stdout.write(
       `initialised ${options.dir}: a node joining the network from ${options.genesis}\n` +
         `  node key id: ${joined.node}\n` +
+        // A self-consistent genesis of another network passes every check here: only its hash tells them apart.
+        `  genesis block hash: ${blockHash(joined.genesis)} — check it with the network's founders\n` +
         "  an admin of your organisation registers this node key on the network before the node's anchors count\n" +
         `  start it with: careledger start --dir ${options.dir}\n`,
     );
@@ -24,7 +46,7 @@ export async function initCommand(options: {
     `initialised ${options.dir}: a new network with one organisation, ${created.orgId}\n` +
       `  admin key: ${options.dir}/keys/admin.key (id ${created.admin.slice(0, 16)}…) — keep it safe, it signs for the organisation\n` +
       `  node key:  ${options.dir}/node.key (id ${created.node.slice(0, 16)}…)\n` +
-      `  genesis:   ${options.dir}/genesis.json — give it to nodes that join\n` +
+      `  genesis:   ${options.dir}/genesis.json — give it to nodes that join, with its hash ${blockHash(created.genesis)}\n` +
       `  start it with: careledger start --dir ${options.dir}\n`,
   );
 }

@@ -25,7 +25,14 @@ function program(): Command {
     .exitOverride()
     .configureOutput({
       // commander's own errors become one line; --help and --version still print in full.
-      outputError: (message, write) => write(`careledger: ${message.replace(/^error: /, "").trim()}\n`),
+      // A suggestion ("Did you mean …?") comes on a second line: fold it into the one line.
+      outputError: (message, write) =>
+        write(
+          `careledger: ${message
+            .replace(/^error: /, "")
+            .trim()
+            .replace(/\s*\n\s*/g, " ")}\n`,
+        ),
     });
 
   cli

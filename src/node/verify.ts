@@ -70,8 +70,9 @@ export async function replayLedger(
   const applyBlock = async (item: { block: Block; claimedHash?: Hex32; sigs: Promise<boolean[]> }) => {
     const { block } = item;
     const h = typeof block.height === "number" ? block.height : expectedHeight;
+    // Named by the height that does not hold (a block missing or out of place), not by the stray block's own height.
     if (block.height !== expectedHeight)
-      throw new Bad(h, `expected block height ${expectedHeight}, found ${block.height}`);
+      throw new Bad(expectedHeight, `expected block height ${expectedHeight}, found ${block.height}`);
     if (block.prevHash !== prevHash) throw new Bad(h, "prevHash does not match the previous block's hash");
     const sigs = await item.sigs;
     const input: BlockInput = { height: block.height, time: block.time, proposer: block.proposer, txs: [] };
@@ -136,22 +137,34 @@ export async function replayLedger(
 
   let problem: VerifyProblem | undefined;
   try {
-    for await (const item of source.blocks()) {
-      const txs: { id: string; tx: SignedTx }[] = Array.isArray(item.block?.txs)
-        ? item.block.txs.map((e) => ({ id: String(e?.id), tx: e?.tx }))
-        : [];
-      if (!Array.isArray(item.block?.txs))
-        throw new Bad(item.block?.height ?? expectedHeight, "block has no txs array");
-      const sigs = pool.verify(txs).catch(() => txs.map(() => false));
-      pending.push({ ...item, sigs });
-      pendingTxs += txs.length;
-      while (pending.length > 0 && (pendingTxs > SIG_WINDOW_TXS || pending.length > 256)) {
-        const next = pending.shift() as (typeof pending)[number];
-        pendingTxs -= next.block.txs.length;
-        await applyBlock(next);
+    // What goes wrong while reading (an unreadable line, a block without txs) is reported only once the blocks read
+    // before it have been applied: they may hold the first bad height, and the read problem's height is its position.
+    let readError: unknown;
+    let applying = false;
+    try {
+      for await (const item of source.blocks()) {
+        if (!Array.isArray(item.block?.txs)) {
+          readError = new Bad(expectedHeight + pending.length, "block has no txs array");
+          break;
+        }
+        const txs: { id: string; tx: SignedTx }[] = item.block.txs.map((e) => ({ id: String(e?.id), tx: e?.tx }));
+        const sigs = pool.verify(txs).catch(() => txs.map(() => false));
+        pending.push({ ...item, sigs });
+        pendingTxs += txs.length;
+        while (pending.length > 0 && (pendingTxs > SIG_WINDOW_TXS || pending.length > 256)) {
+          const next = pending.shift() as (typeof pending)[number];
+          pendingTxs -= next.block.txs.length;
+          applying = true;
+          await applyBlock(next);
+          applying = false;
+        }
       }
+    } catch (error) {
+      if (applying) throw error;
+      readError = error;
     }
     while (pending.length > 0) await applyBlock(pending.shift() as (typeof pending)[number]);
+    if (readError !== undefined) throw readError;
     if (expectedHeight === 0) throw new Bad(0, "the ledger is empty: no genesis block");
   } catch (error) {
     for (const p of pending) p.sigs.catch(() => {});
