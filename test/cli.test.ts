@@ -250,6 +250,18 @@ describe("export and verify", () => {
     assert.equal(existsSync(`${file}.partial`), false);
   });
 
+  test("export --out to a place it cannot write is a usage error, and leaves nothing behind", async () => {
+    const missingDir = join(work.path, "no-such-out-dir", "ledger.jsonl");
+    assertUsageError(
+      await runCli(["export", "--dir", dir, "--out", missingDir]),
+      /cannot write .*no-such-out-dir.*ENOENT/,
+    );
+    const aDir = join(work.path, "out-is-a-dir");
+    mkdirSync(aDir);
+    assertUsageError(await runCli(["export", "--dir", dir, "--out", aDir]), /cannot write .*out-is-a-dir/);
+    assert.equal(existsSync(`${aDir}.partial`), false);
+  });
+
   test("verify --export on the export passes and prints the same root as verify --dir", async () => {
     const file = join(work.path, "roots.jsonl");
     writeFileSync(file, exported);

@@ -1,5 +1,5 @@
 import { once } from "node:events";
-import { createWriteStream, existsSync, renameSync, rmSync } from "node:fs";
+import { createWriteStream, existsSync, openSync, renameSync, rmSync } from "node:fs";
 import type { Writable } from "node:stream";
 import { ConfigError, requireDataDir } from "../node/datadir.ts";
 import { LedgerStore } from "../store/ledger-store.ts";
@@ -10,7 +10,16 @@ export async function exportCommand(options: { dir: string; out?: string }): Pro
   if (!existsSync(paths.ledger)) throw new ConfigError(`${options.dir} holds no ledger yet (no ledger.db)`);
   const store = LedgerStore.open(paths.ledger);
   const tmp = options.out ? `${options.out}.partial` : undefined;
-  const out: Writable = tmp ? createWriteStream(tmp) : process.stdout;
+  let out: Writable = process.stdout;
+  if (tmp) {
+    // Opened here, so an unwritable --out is a one-line usage error rather than a stream error later.
+    try {
+      out = createWriteStream(tmp, { fd: openSync(tmp, "w") });
+    } catch (error) {
+      store.close();
+      throw new ConfigError(`cannot write ${options.out}: ${(error as Error).message}`);
+    }
+  }
   let lines = 0;
   try {
     const last = store.head()?.height ?? -1;
@@ -35,6 +44,9 @@ export async function exportCommand(options: { dir: string; out?: string }): Pro
       rmSync(tmp, { force: true });
     }
     if ((error as NodeJS.ErrnoException).code === "EPIPE") return;
+    if (tmp && typeof (error as NodeJS.ErrnoException).code === "string") {
+      throw new ConfigError(`cannot write ${options.out}: ${(error as Error).message}`);
+    }
     throw error;
   } finally {
     store.close();
