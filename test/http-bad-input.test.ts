@@ -152,6 +152,12 @@ describe("refused before ordering: status, OperationOutcome, diagnostics", () =>
       status: 400,
       diagnostics: /forbidden key __proto__/,
     },
+    ...['"', "\\", "\u0000", "a\nb"].map((key) => ({
+      name: `a signed tx with the payload key ${JSON.stringify(key)}, which JSON must escape`,
+      body: () => signNew(net.nodeKey, "access.log", { entries: [], [key]: 1 }, Date.now()),
+      status: 400,
+      diagnostics: /^forbidden key ".*" \(keys must not need escaping\) in the JSON body$/,
+    })),
     {
       name: "createdAt beyond any float (1e400 parses as Infinity)",
       body: () => txText().replace(/"createdAt":\d+/, '"createdAt":1e400'),
@@ -256,6 +262,19 @@ describe("refused before ordering: status, OperationOutcome, diagnostics", () =>
     const forged = { ...signed, signer: net.admin.keyId };
     const answer = await post("/ledger/tx", forged);
     assertOutcome(answer, 400, new RegExp(`has an invalid signature \\(signer ${net.admin.keyId}\\)`));
+  });
+
+  test("keys that need escaping cannot reach the store, where V8 could read them back wrongly (nodejs/node#63785)", async () => {
+    // Once V8 has parsed an object whose keys are ["h", "\\"], it decodes an escaped key after "h" as "\\". Had
+    // this pair been logged, reading the first one back would look like tampering: the node would halt on GET.
+    const victim = signNew(net.nodeKey, "access.log", { entries: [{ h: 1, '"': 2 }] }, Date.now());
+    const poison = signNew(net.nodeKey, "access.log", { entries: [{ h: [], "\\": 0 }] }, Date.now());
+    // Which key the refusal names depends on what this process parsed before: that is the bug.
+    assertOutcome(await post("/ledger/tx", victim), 400, /forbidden key "(\\"|\\\\)" \(keys must not need escaping\)/);
+    assertOutcome(await post("/ledger/tx", poison), 400, /forbidden key "\\\\" \(keys must not need escaping\)/);
+    const { height } = (await call(running.app, "GET", "/ledger/head")).json;
+    for (let h = 0; h <= height; h++) assert.equal((await call(running.app, "GET", `/ledger/blocks/${h}`)).status, 200);
+    assert.equal((await call(running.app, "GET", "/healthz")).status, 200);
   });
 
   test("prototype pollution did not happen and the node still serves", async () => {

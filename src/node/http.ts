@@ -251,24 +251,39 @@ export function parseJsonBody(body: string): unknown {
   } catch (error) {
     throw new NodeError("bad-json", 400, `malformed JSON body: ${(error as Error).message}`);
   }
-  // Only a body that spells "proto" (directly or through \u escapes) can carry __proto__ or constructor.prototype.
-  if (body.includes("proto") || body.includes("\\u")) {
-    const key = poisonKey(value);
-    if (key) throw new NodeError("bad-json", 400, `forbidden key ${key} in the JSON body`);
+  // Only a body that spells "proto" can carry __proto__ or constructor.prototype, and only one with a backslash can
+  // carry a key that needs escaping (or an escaped "proto").
+  if (body.includes("proto") || body.includes("\\")) {
+    const problem = forbiddenKey(value);
+    if (problem) throw new NodeError("bad-json", 400, `${problem} in the JSON body`);
   }
   return value;
 }
 
-/** The first key that could poison a prototype if the value were merged into an object (walks without recursion). */
-function poisonKey(root: unknown): string | undefined {
+// biome-ignore lint/suspicious/noControlCharactersInRegex: these are exactly the characters JSON must escape
+const NEEDS_ESCAPE_RE = /["\\\u0000-\u001f]/;
+
+/**
+ * Why a key makes the body unacceptable, if one does (walks without recursion). `__proto__` and
+ * `constructor.prototype` could poison a prototype once merged into an object. A key JSON must escape (quote,
+ * backslash, control character) is no key of any schema, and V8's JSON.parse decodes such keys wrongly once it has
+ * parsed a backslash key after the same keys (nodejs/node#63785): stored, such a tx would read back differently
+ * depending on what the process parsed before — a tampered-looking block, or nodes that disagree.
+ */
+function forbiddenKey(root: unknown): string | undefined {
   const stack: unknown[] = [root];
   while (stack.length > 0) {
     const value = stack.pop();
     if (typeof value !== "object" || value === null) continue;
     if (!Array.isArray(value)) {
-      if (Object.hasOwn(value, "__proto__")) return "__proto__";
+      for (const key of Object.keys(value)) {
+        if (NEEDS_ESCAPE_RE.test(key)) return `forbidden key ${JSON.stringify(key)} (keys must not need escaping)`;
+      }
+      if (Object.hasOwn(value, "__proto__")) return "forbidden key __proto__";
       const ctor = Object.hasOwn(value, "constructor") ? (value as { constructor: unknown }).constructor : undefined;
-      if (typeof ctor === "object" && ctor !== null && Object.hasOwn(ctor, "prototype")) return "constructor.prototype";
+      if (typeof ctor === "object" && ctor !== null && Object.hasOwn(ctor, "prototype")) {
+        return "forbidden key constructor.prototype";
+      }
     }
     for (const child of Object.values(value)) stack.push(child);
   }
