@@ -93,6 +93,21 @@ describe("usage errors: one line on stderr, exit 2", () => {
     }
   });
 
+  for (const [name, config, message] of [
+    ["an unknown setting", '{"prot": 1}', /unknown setting prot in .*config\.json; known: host, port/],
+    ["a setting named like an Object property", '{"constructor": 1}', /unknown setting constructor in .*config\.json/],
+    ["__proto__ as a setting", '{"__proto__": {"port": 1}}', /unknown setting __proto__ in .*config\.json/],
+    ["a bad value", '{"port": "high"}', /setting port in .*config\.json/],
+    ["not JSON", "{port: 1}", /config\.json is not valid JSON/],
+  ] as const) {
+    test(`config.json with ${name} is refused by start, naming it`, async () => {
+      const dir = join(work.path, `config-${name.replaceAll(" ", "-")}`);
+      assert.equal((await runCli(["init", "--dir", dir])).code, 0);
+      writeFileSync(join(dir, "config.json"), config);
+      assertUsageError(await runCli(["start", "--dir", dir]), message);
+    });
+  }
+
   test("a bad setting in the environment names the setting and where it came from", async () => {
     const dir = join(work.path, "env-setting");
     assert.equal((await runCli(["init", "--dir", dir])).code, 0);

@@ -117,7 +117,7 @@ function explain(candidate: Record<string, unknown>, source: string, partial: bo
   const first = errors[0];
   if (!first) throw new ConfigError(`invalid configuration in ${source}`);
   if (first.keyword === "additionalProperties") {
-    const unknown = Object.keys(full).filter((k) => !(k in DEFAULT_CONFIG));
+    const unknown = Object.keys(full).filter((k) => !Object.hasOwn(DEFAULT_CONFIG, k));
     throw new ConfigError(
       `unknown setting ${unknown.join(", ")} in ${source}; known: ${Object.keys(DEFAULT_CONFIG).join(", ")}`,
     );
