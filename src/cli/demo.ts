@@ -59,7 +59,9 @@ export async function demoCommand(options: DemoOptions): Promise<void> {
   };
   try {
     for (const [i, org] of ORG_NAMES.entries()) {
-      nodes.push(await openNode(join(dir, org), { orderer, pool, log, flags: { port: options.port + i } }));
+      // Port 0 asks the system for a free port for each node; otherwise the nodes take PORT, PORT+1, PORT+2.
+      const port = options.port === 0 ? 0 : options.port + i;
+      nodes.push(await openNode(join(dir, org), { orderer, pool, log, flags: { port } }));
     }
     if (meta) await submitSetup(nodes[0] as RunningNode, meta);
     await caughtUp(nodes);
@@ -98,7 +100,7 @@ function generate(dir: string, options: DemoOptions): ScenarioMeta & { setup: Re
     if (!nodeKey) throw new Error(`no node key for ${org}`);
     writeKeyFile(paths.nodeKey, nodeKey, `${meta.orgs[org].id} node`);
     writeFileAtomic(paths.genesis, `${JSON.stringify(genesis)}\n`, 0o644);
-    writeConfig(paths.dir, { port: options.port + i });
+    writeConfig(paths.dir, { port: options.port === 0 ? 0 : options.port + i });
   }
   const keysDir = join(dir, "keys");
   ensureDir(keysDir);
