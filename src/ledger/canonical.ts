@@ -56,7 +56,7 @@ function sortedKeys(obj: object): string[] {
  * objects whose prototype is Object.prototype or null. `budget` bounds the output length in UTF-16 code units; since
  * UTF-8 never takes fewer bytes than UTF-16 code units, exceeding it proves the UTF-8 form is too large as well.
  */
-function serialise(value: unknown, path: Path, budget: number): string {
+function serialise(value: unknown, path: Path, budget: number, plainKeys = false): string {
   switch (typeof value) {
     case "string":
       return quote(value, path);
@@ -75,7 +75,7 @@ function serialise(value: unknown, path: Path, budget: number): string {
           const item: unknown = value[i];
           if (item === undefined) fail([...path, i], "undefined (or an array hole) is not JSON");
           path.push(i);
-          out += i === 0 ? serialise(item, path, budget) : `,${serialise(item, path, budget)}`;
+          out += i === 0 ? serialise(item, path, budget, plainKeys) : `,${serialise(item, path, budget, plainKeys)}`;
           path.pop();
           if (out.length > budget) throw new BudgetExceeded();
         }
@@ -93,7 +93,9 @@ function serialise(value: unknown, path: Path, budget: number): string {
         const item = obj[key];
         if (item === undefined) fail([...path, key], "undefined is not JSON");
         path.push(key);
-        out += `${i === 0 ? "" : ","}${quote(key, path)}:${serialise(item, path, budget)}`;
+        if (plainKeys && NEEDS_CARE_RE.test(key))
+          fail(path, "object keys must not need escaping (quotes, backslashes, control characters)");
+        out += `${i === 0 ? "" : ","}${quote(key, path)}:${serialise(item, path, budget, plainKeys)}`;
         path.pop();
         if (out.length > budget) throw new BudgetExceeded();
       }
@@ -120,11 +122,17 @@ export function canonicalBytes(value: unknown): Uint8Array {
 /**
  * Like `canonicalJson`, but gives up with `undefined` as soon as the output is certain to exceed `maxBytes` UTF-8
  * bytes, so an oversized input costs at most about `maxBytes` of work. Callers still check the exact UTF-8 size.
- * `label` names the root in error messages.
+ * `label` names the root in error messages. `plainKeys` refuses object keys that need escaping: V8's JSON.parse in
+ * the Node we run can misread such keys after earlier parses (nodejs/node#63785), so stored txs must not have them.
  */
-export function canonicalJsonWithin(value: unknown, maxBytes: number, label = "value"): string | undefined {
+export function canonicalJsonWithin(
+  value: unknown,
+  maxBytes: number,
+  label = "value",
+  options: { plainKeys?: boolean } = {},
+): string | undefined {
   try {
-    return serialise(value, [label], maxBytes);
+    return serialise(value, [label], maxBytes, options.plainKeys ?? false);
   } catch (error) {
     if (error instanceof BudgetExceeded) return undefined;
     throw error;

@@ -57,7 +57,11 @@ describe("txId", () => {
           const generic = sha256Hex(canonicalJson({ ...b }));
           assert.equal(txId(b), generic);
           const parsed = parseSignedTx({ ...b, sig: "A".repeat(86) });
-          assert.ok(parsed.ok);
+          // parseSignedTx also refuses keys that need escaping; every other payload gets the same id.
+          if (!parsed.ok) {
+            assert.match(parsed.error, /keys must not need escaping/);
+            return;
+          }
           assert.equal(parsed.id, generic);
         },
       ),
@@ -132,6 +136,19 @@ describe("parseSignedTx", () => {
     assert.deepEqual(result.tx, input);
     assert.notEqual(result.tx, input, "returns a fresh envelope");
     assert.equal(verifyTxSignature(result.tx, result.id), true);
+  });
+
+  test("refuses payload keys that need escaping, at any depth (V8 can misread them: nodejs/node#63785)", () => {
+    for (const key of ["a\\b", 'q"uote', "tab\t", "nl\n"]) {
+      const nested = { entries: [{ ok: 1, [key]: 2 }] };
+      const tx = { ...good(), payload: nested };
+      const result = parseSignedTx(tx);
+      assert.equal(result.ok, false, `key ${JSON.stringify(key)}`);
+      if (!result.ok) assert.match(result.error, /keys must not need escaping/);
+    }
+    // Values may hold any characters; only keys are restricted.
+    const signed = signTx({ ...body(), payload: { text: 'a "quoted" \\ value\n' } }, kp);
+    assert.ok(parseSignedTx(JSON.parse(JSON.stringify(signed))).ok);
   });
 
   test("accepts a null-prototype envelope", () => {

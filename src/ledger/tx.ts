@@ -115,7 +115,7 @@ export function parseSignedTx(input: unknown): ParseTxResult {
   }
   let payloadJson: string | undefined;
   try {
-    payloadJson = canonicalJsonWithin(tx.payload, MAX_TX_BYTES, "payload");
+    payloadJson = canonicalJsonWithin(tx.payload, MAX_TX_BYTES, "payload", { plainKeys: true });
   } catch (error) {
     return { ok: false, error: error instanceof LedgerError ? error.message : "payload: not canonicalisable" };
   }
