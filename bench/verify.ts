@@ -159,7 +159,10 @@ export async function run(options: VerifyBenchOptions = {}): Promise<Record<stri
       cores: limitsBefore.cores,
     };
 
+    const openStarted = performance.now();
     const store = LedgerStore.open(paths.ledger);
+    const storeOpenMs = Math.round(performance.now() - openStarted);
+    log(`  opened ledger.db in ${storeOpenMs} ms`);
     const pool = new VerifyPool();
     let replay: Awaited<ReturnType<typeof replayStore>>;
     let proofs: ProofFigures[];
@@ -184,6 +187,7 @@ export async function run(options: VerifyBenchOptions = {}): Promise<Record<stri
       tx_per_s: replay.tx_per_s,
       ok: replay.ok,
       replay_ms: replay.ms,
+      store_open_ms: storeOpenMs,
       replay_core_ms: replay.core_ms,
       replay_blocks: replay.blocks,
       replay_txs: replay.txs,
