@@ -80,6 +80,8 @@ export class LedgerNode extends EventEmitter {
   private unsubscribe: (() => void) | undefined;
   private haltReason: string | undefined;
   private inflight = 0;
+  /** Highest block known to be on disk. */
+  private durableHeight = -1;
   private closing = false;
 
   constructor(options: NodeOptions) {
@@ -91,6 +93,8 @@ export class LedgerNode extends EventEmitter {
     this.pool = options.pool;
     this.log = options.log;
     this.frontier = this.store.frontier();
+    // Opening the store flushed its WAL: everything in it is on disk.
+    this.durableHeight = this.store.head()?.height ?? -1;
   }
 
   get height(): number {
@@ -176,8 +180,10 @@ export class LedgerNode extends EventEmitter {
     for (const item of items) {
       const stored = this.store.hasTx(item.id) ? this.store.getTx(item.id) : undefined;
       if (stored) {
+        const result = { id: item.id, height: stored.height, index: stored.index, ...stored.entry.result };
+        // Applied but maybe not yet on disk: answer once it is, as for a fresh tx.
         answers.push(
-          Promise.resolve({ id: item.id, height: stored.height, index: stored.index, ...stored.entry.result }),
+          stored.height <= this.durableHeight ? Promise.resolve(result) : this.store.durable().then(() => result),
         );
       } else {
         slots.push(answers.length);
@@ -368,18 +374,21 @@ export class LedgerNode extends EventEmitter {
     this.metrics.set("careledger_log_size", frontier.size);
     this.metrics.inc("careledger_blocks_total");
     const firstIndex = block.size - block.txs.length;
-    block.txs.forEach((entry, pos) => {
+    for (const entry of block.txs) {
       this.metrics.inc(
         entry.result.valid ? "careledger_tx_committed_valid_total" : "careledger_tx_committed_invalid_total",
       );
-      this.checkedHere.delete(entry.id);
-      const list = this.waiters.get(entry.id);
-      if (!list) return;
-      this.waiters.delete(entry.id);
-      this.inflight--;
-      const result: CommitResult = { id: entry.id, height: block.height, index: firstIndex + pos, ...entry.result };
-      for (const w of list) w.resolve(result);
-    });
+    }
+    // Clients hear of their txs only once the block is on disk; meanwhile the next batches are applied.
+    this.store.durable().then(
+      () => {
+        this.durableHeight = Math.max(this.durableHeight, block.height);
+        block.txs.forEach((entry, pos) => {
+          this.settle(entry.id, { id: entry.id, height: block.height, index: firstIndex + pos, ...entry.result });
+        });
+      },
+      (error: Error) => this.halt(`block ${block.height} could not be made durable: ${error.message}`),
+    );
     this.emit("block", block, hash);
   }
 

@@ -1,5 +1,6 @@
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import type { KeyId, SignedTx } from "../ledger/types.ts";
+import { GroupSync } from "../store/group-sync.ts";
 import { type Batch, type BatchHandler, type Orderer, OrdererError } from "./orderer.ts";
 
 const RECENT_BATCHES = 64;
@@ -29,6 +30,9 @@ export class EmbeddedOrderer implements Orderer {
   private readonly subscribers = new Set<Subscriber>();
   private readonly recent = new Map<number, Batch>();
   private seq: number;
+  /** Batches up to here are on disk; only they are delivered. */
+  private durableSeq: number;
+  private readonly sync: GroupSync;
   private lastTime: number;
   private readonly clock: () => number;
   private closed = false;
@@ -38,7 +42,7 @@ export class EmbeddedOrderer implements Orderer {
     this.db = new DatabaseSync(path);
     this.db.exec(`
       PRAGMA journal_mode = WAL;
-      PRAGMA synchronous = FULL;
+      PRAGMA synchronous = NORMAL;
       CREATE TABLE IF NOT EXISTS batches (
         seq INTEGER PRIMARY KEY,
         time INTEGER NOT NULL,
@@ -54,7 +58,11 @@ export class EmbeddedOrderer implements Orderer {
       | { seq: number; time: number }
       | undefined;
     this.seq = last?.seq ?? 0;
+    this.durableSeq = this.seq;
     this.lastTime = last?.time ?? 0;
+    this.sync = new GroupSync(path);
+    // What a crashed process left in the WAL goes to disk before anything is delivered.
+    this.sync.flushNow();
   }
 
   async submit(proposer: KeyId, txs: SignedTx[]): Promise<number> {
@@ -68,6 +76,9 @@ export class EmbeddedOrderer implements Orderer {
     // Recently appended batches are handed to in-process subscribers without a re-read and re-parse.
     this.recent.set(seq, { seq, time, proposer, txs });
     if (this.recent.size > RECENT_BATCHES) this.recent.delete(seq - RECENT_BATCHES);
+    // The flush runs off the event loop and covers every batch appended before it started (group commit).
+    await this.sync.durable();
+    if (seq > this.durableSeq) this.durableSeq = seq;
     for (const sub of this.subscribers) this.pump(sub);
     return seq;
   }
@@ -94,13 +105,10 @@ export class EmbeddedOrderer implements Orderer {
     if (sub.running || !sub.active) return;
     sub.running = true;
     try {
-      while (sub.active && !this.closed && sub.next <= this.seq) {
-        const rows = this.selectFrom.all(sub.next, 256) as {
-          seq: number;
-          time: number;
-          proposer: string;
-          txs: string;
-        }[];
+      while (sub.active && !this.closed && sub.next <= this.durableSeq) {
+        const rows = (
+          this.selectFrom.all(sub.next, 256) as { seq: number; time: number; proposer: string; txs: string }[]
+        ).filter((row) => row.seq <= this.durableSeq);
         if (rows.length === 0) break;
         for (const row of rows) {
           if (!sub.active || this.closed) break;
@@ -123,7 +131,7 @@ export class EmbeddedOrderer implements Orderer {
       sub.running = false;
     }
     // A batch may have been appended while the handler ran.
-    if (sub.active && !this.closed && sub.next <= this.seq) queueMicrotask(() => this.pump(sub));
+    if (sub.active && !this.closed && sub.next <= this.durableSeq) queueMicrotask(() => this.pump(sub));
   }
 
   async close(): Promise<void> {
@@ -132,6 +140,7 @@ export class EmbeddedOrderer implements Orderer {
     for (const sub of this.subscribers) sub.active = false;
     this.subscribers.clear();
     this.db.close();
+    this.sync.afterDatabaseClosed();
   }
 }
 

@@ -1,0 +1,37 @@
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { DatabaseSync } from "node:sqlite";
+import { after, test } from "node:test";
+import { GroupSync } from "./group-sync.ts";
+
+const dir = mkdtempSync(join(tmpdir(), "careledger-groupsync-"));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+test("commits made while a flush runs share the next flush, and every waiter is answered in order", async () => {
+  const path = join(dir, "a.db");
+  const db = new DatabaseSync(path);
+  db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; CREATE TABLE t (n INTEGER)");
+  const sync = new GroupSync(path);
+  const order: number[] = [];
+  const waits: Promise<void>[] = [];
+  for (let n = 0; n < 20; n++) {
+    db.prepare("INSERT INTO t VALUES (?)").run(n);
+    waits.push(sync.durable().then(() => void order.push(n)));
+  }
+  await Promise.all(waits);
+  assert.deepEqual(
+    order,
+    Array.from({ length: 20 }, (_, n) => n),
+  );
+  db.close();
+  sync.afterDatabaseClosed();
+  await assert.rejects(sync.durable(), /closed/);
+});
+
+test("a flush that cannot happen fails its waiters instead of answering them", async () => {
+  const sync = new GroupSync(join(dir, "missing", "x.db"));
+  await assert.rejects(sync.durable(), /could not flush/);
+  sync.flushNow();
+});
