@@ -8,7 +8,7 @@ import { LedgerStore } from "../store/ledger-store.ts";
 export async function exportCommand(options: { dir: string; out?: string }): Promise<void> {
   const paths = requireDataDir(options.dir);
   if (!existsSync(paths.ledger)) throw new ConfigError(`${options.dir} holds no ledger yet (no ledger.db)`);
-  const store = LedgerStore.open(paths.ledger);
+  const store = LedgerStore.open(paths.ledger, { snapshot: true });
   const tmp = options.out ? `${options.out}.partial` : undefined;
   let out: Writable = process.stdout;
   if (tmp) {

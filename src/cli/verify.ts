@@ -38,7 +38,7 @@ async function verifyDir(dir: string, pool: VerifyPool): Promise<VerifyReport> {
   const genesisHash = blockHash(readGenesis(paths.genesis));
   let store: LedgerStore;
   try {
-    store = LedgerStore.open(paths.ledger);
+    store = LedgerStore.open(paths.ledger, { snapshot: true });
   } catch (error) {
     return failure(`the ledger store cannot be opened: ${(error as Error).message}`);
   }

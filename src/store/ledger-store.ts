@@ -84,7 +84,11 @@ export class LedgerStore implements MerkleNodeReader {
     }
   }
 
-  static open(path: string, options: { readOnly?: boolean } = {}): LedgerStore {
+  /**
+   * `snapshot`: read everything inside one read transaction, as of opening — `verify` and `export` of a data dir
+   * whose node is running see one consistent ledger while the node keeps committing.
+   */
+  static open(path: string, options: { readOnly?: boolean; snapshot?: boolean } = {}): LedgerStore {
     let db: DatabaseSync;
     try {
       db = new DatabaseSync(path, { readOnly: options.readOnly ?? false });
@@ -100,6 +104,8 @@ export class LedgerStore implements MerkleNodeReader {
       if (version !== SCHEMA_VERSION) {
         throw new StoreError("schema", `unsupported store schema ${version ?? "(none)"} in ${path}`);
       }
+      // The first read after BEGIN fixes the snapshot every later read of this connection sees.
+      if (options.snapshot) db.exec("BEGIN; SELECT count(*) FROM meta;");
     } catch (error) {
       if (error instanceof StoreError) throw error;
       throw new StoreError("open", `cannot open ledger store ${path}: ${(error as Error).message}`);
@@ -333,6 +339,7 @@ export class LedgerStore implements MerkleNodeReader {
   }
 
   close(): void {
+    if (this.db.isOpen && this.db.isTransaction) this.db.exec("ROLLBACK");
     if (this.db.isOpen) this.db.close();
     this.sync.afterDatabaseClosed();
   }
