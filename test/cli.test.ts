@@ -5,9 +5,12 @@ import assert from "node:assert/strict";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { blockHash } from "../src/ledger/block.ts";
+import { MemoryState } from "../src/contract/index.ts";
+import { blockHash, GENESIS_PREV_HASH, INITIAL_STATE_DIGEST } from "../src/ledger/block.ts";
+import { EMPTY_FRONTIER } from "../src/ledger/merkle.ts";
+import { txId } from "../src/ledger/tx.ts";
 import type { Block } from "../src/ledger/types.ts";
-import { genesisBlock } from "../src/node/network.ts";
+import { buildBlock } from "../src/node/block-builder.ts";
 import { type CliResult, runCli, startNode, stopNode, tempDir } from "./helpers.ts";
 import { accessLogTx, call, enrolTx, newNetwork, openTestNode, registerTx } from "./support-net.ts";
 
@@ -185,9 +188,20 @@ describe("init", () => {
         () => {
           const tx = genesis.txs[0]?.tx as Block["txs"][number]["tx"];
           const network = { ...(tx.payload.network as object), name: "Forged network" };
-          return JSON.stringify(
-            genesisBlock([{ ...tx, payload: { ...tx.payload, network } }], genesis.time, genesis.proposer),
+          // Built as the node builds blocks, skipping only the signature check that genesisBlock makes.
+          const forged = { ...tx, payload: { ...tx.payload, network } };
+          const built = buildBlock(
+            { height: -1, hash: GENESIS_PREV_HASH, stateDigest: INITIAL_STATE_DIGEST, frontier: EMPTY_FRONTIER },
+            {
+              height: 0,
+              time: genesis.time,
+              proposer: genesis.proposer,
+              txs: [{ tx: forged, id: txId(forged), sigOk: true }],
+            },
+            new MemoryState(),
+            { inLog: () => false, nonceUsed: () => false },
           );
+          return JSON.stringify(built.block);
         },
         /tx 0 \([0-9a-f]{16}…\) has an invalid signature/,
       ],

@@ -1,24 +1,6 @@
 import { blockHash } from "../ledger/block.ts";
-import { parseSignedTx, verifyTxSignature } from "../ledger/tx.ts";
-import { ConfigError, readGenesis } from "../node/datadir.ts";
+import { ConfigError } from "../node/datadir.ts";
 import { initJoin, initNetwork } from "../node/network.ts";
-
-/**
- * A genesis file's txs must be signed by their signers. Rebuilding the block (initJoin) proves it is self-consistent,
- * not that anyone signed it: a re-hashed forgery would otherwise pass init and only fail at the first start.
- */
-function checkGenesisSignatures(file: string): void {
-  const genesis = readGenesis(file);
-  genesis.txs.forEach((entry, i) => {
-    const parsed = parseSignedTx(entry?.tx);
-    if (!parsed.ok) throw new ConfigError(`genesis file ${file}: tx ${i} is malformed (${parsed.error})`);
-    if (!verifyTxSignature(parsed.tx, parsed.id)) {
-      throw new ConfigError(
-        `genesis file ${file}: tx ${i} (${parsed.id.slice(0, 16)}…) has an invalid signature; get the genesis file again`,
-      );
-    }
-  });
-}
 
 export async function initCommand(options: {
   dir: string;
@@ -28,7 +10,6 @@ export async function initCommand(options: {
 }): Promise<void> {
   const config = options.port === undefined ? undefined : { port: options.port };
   if (options.genesis) {
-    checkGenesisSignatures(options.genesis);
     const joined = initJoin(options.dir, options.genesis, { config });
     process.stdout.write(
       `initialised ${options.dir}: a node joining the network from ${options.genesis}\n` +

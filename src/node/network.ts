@@ -5,7 +5,7 @@ import { MemoryState } from "../contract/index.ts";
 import { blockHash, GENESIS_PREV_HASH, INITIAL_STATE_DIGEST } from "../ledger/block.ts";
 import { type KeyPair, keyPairFromSeed } from "../ledger/keys.ts";
 import { EMPTY_FRONTIER } from "../ledger/merkle.ts";
-import { signTx, txId } from "../ledger/tx.ts";
+import { parseSignedTx, signTx, verifyTxSignature } from "../ledger/tx.ts";
 import type { Block, KeyId, SignedTx } from "../ledger/types.ts";
 import { buildBlock } from "./block-builder.ts";
 import {
@@ -37,9 +37,18 @@ export function signNew(key: KeyPair, type: string, payload: Record<string, unkn
  * the same code every node uses, and checked by every node when it applies it.
  */
 export function genesisBlock(txs: SignedTx[], time: number, proposer: KeyId): Block {
+  const checked = txs.map((raw, i) => {
+    const parsed = parseSignedTx(raw);
+    if (!parsed.ok) throw new ConfigError(`genesis tx ${i} is malformed: ${parsed.error}`);
+    // Rebuilding proves the block is self-consistent, not that anyone signed it: a re-hashed forgery must fail here.
+    if (!verifyTxSignature(parsed.tx, parsed.id)) {
+      throw new ConfigError(`genesis tx ${i} (${parsed.id.slice(0, 16)}…) has an invalid signature`);
+    }
+    return { tx: parsed.tx, id: parsed.id, sigOk: true };
+  });
   const built = buildBlock(
     { height: -1, hash: GENESIS_PREV_HASH, stateDigest: INITIAL_STATE_DIGEST, frontier: EMPTY_FRONTIER },
-    { height: 0, time, proposer, txs: txs.map((tx) => ({ tx, id: txId(tx), sigOk: true })) },
+    { height: 0, time, proposer, txs: checked },
     new MemoryState(),
     { inLog: () => false, nonceUsed: () => false },
   );
@@ -109,11 +118,16 @@ export function initJoin(dir: string, genesisFile: string, options: { config?: P
   const genesis = readGenesis(genesisFile);
   refuseNonEmpty(dir);
   // Rebuild it now, so a bad genesis file is refused at init rather than at first start.
-  const rebuilt = genesisBlock(
-    genesis.txs.map((e) => e.tx),
-    genesis.time,
-    genesis.proposer,
-  );
+  let rebuilt: Block;
+  try {
+    rebuilt = genesisBlock(
+      genesis.txs.map((e) => e?.tx),
+      genesis.time,
+      genesis.proposer,
+    );
+  } catch (error) {
+    throw new ConfigError(`genesis file ${genesisFile}: ${(error as Error).message}; get the genesis file again`);
+  }
   if (blockHash(rebuilt) !== blockHash(genesis)) {
     throw new ConfigError(`${genesisFile} does not rebuild to the block it holds; get the genesis file again`);
   }
