@@ -3,7 +3,7 @@ import { createInterface } from "node:readline";
 import { blockHash } from "../ledger/block.ts";
 import type { Block } from "../ledger/types.ts";
 import { ConfigError, readGenesis, requireDataDir } from "../node/datadir.ts";
-import { type BlockSource, replayLedger, type VerifyReport, verifyStore } from "../node/verify.ts";
+import { type BlockSource, failedReport, replayLedger, type VerifyReport, verifyStore } from "../node/verify.ts";
 import { VerifyPool } from "../node/verify-pool.ts";
 import { LedgerStore } from "../store/ledger-store.ts";
 import { progressBar } from "./progress.ts";
@@ -40,7 +40,7 @@ async function verifyDir(dir: string, pool: VerifyPool): Promise<VerifyReport> {
   try {
     store = LedgerStore.open(paths.ledger, { snapshot: true });
   } catch (error) {
-    return failure(`the ledger store cannot be opened: ${(error as Error).message}`);
+    return failedReport(0, `the ledger store cannot be opened: ${(error as Error).message}`);
   }
   try {
     const bar = progressBar("verify", store.head()?.height ?? 0, "blocks");
@@ -48,24 +48,10 @@ async function verifyDir(dir: string, pool: VerifyPool): Promise<VerifyReport> {
     bar.stop();
     return report;
   } catch (error) {
-    return failure(`the ledger store could not be read: ${(error as Error).message}`);
+    return failedReport(0, `the ledger store could not be read: ${(error as Error).message}`);
   } finally {
     store.close();
   }
-}
-
-function failure(reason: string): VerifyReport {
-  return {
-    ok: false,
-    blocks: 0,
-    txs: 0,
-    size: 0,
-    root: "",
-    stateDigest: "",
-    headHash: undefined,
-    problem: { height: 0, reason },
-    elapsedMs: 0,
-  };
 }
 
 async function verifyExport(file: string, pool: VerifyPool): Promise<VerifyReport> {

@@ -196,7 +196,7 @@ export async function verifyStore(
 ): Promise<VerifyReport> {
   const problems = store.quickCheck();
   if (problems.length > 0) {
-    return failed(0, `the database file is damaged: ${problems.slice(0, 3).join("; ")}`);
+    return failedReport(0, `the database file is damaged: ${problems.slice(0, 3).join("; ")}`);
   }
   const source: BlockSource = {
     *blocks() {
@@ -228,7 +228,8 @@ export async function verifyStore(
   return rest;
 }
 
-function failed(height: number, reason: string): VerifyReport {
+/** A report for a ledger that could not be replayed at all. */
+export function failedReport(height: number, reason: string): VerifyReport {
   return {
     ok: false,
     blocks: 0,
