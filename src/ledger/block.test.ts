@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
+import fc from "fast-check";
 import {
   blockHash,
   blockHeaderOf,
@@ -31,6 +32,19 @@ describe("leafBytes", () => {
     const e = entry(1, { n: 1 }, { valid: false, code: "replay" });
     const expected = `{"code":"replay","id":"${e.id}","sig":"${e.tx.sig}","valid":false}`;
     assert.equal(new TextDecoder().decode(leafBytes(e)), expected);
+  });
+
+  test("the direct path gives the same bytes as canonicalisation, whatever the field contents", () => {
+    fc.assert(
+      fc.property(fc.string(), fc.string(), fc.string(), fc.boolean(), (code, id, sig, valid) => {
+        const e = { id, tx: { ...entry(1, {}).tx, sig }, result: { valid, code } };
+        assert.deepEqual(leafBytes(e), canonicalBytes({ code, id, sig, valid }));
+      }),
+      { numRuns: 500 },
+    );
+    const plain = entry(2, { n: 2 });
+    const { code, valid } = plain.result;
+    assert.deepEqual(leafBytes(plain), canonicalBytes({ code, id: plain.id, sig: plain.tx.sig, valid }));
   });
 });
 

@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import { canonicalBytes, canonicalJson } from "./canonical.ts";
-import { isHex32, toHex } from "./encoding.ts";
+import { isHex32, toHex, utf8 } from "./encoding.ts";
 import { LedgerError } from "./errors.ts";
 import { sha256Hex } from "./hash.ts";
 import { hashLeaf, merkleRootOf } from "./merkle.ts";
@@ -20,8 +20,26 @@ const BLOCK_HASH_PREFIX = "careledger/block/v1\n";
  * so that neither can be altered after the fact without changing the root.
  */
 export function leafBytes(entry: BlockEntry): Uint8Array {
-  return canonicalBytes({ code: entry.result.code, id: entry.id, sig: entry.tx.sig, valid: entry.result.valid });
+  const { code, valid } = entry.result;
+  const { id } = entry;
+  const { sig } = entry.tx;
+  // Every node hashes one leaf per tx: when no field needs escaping (always, for well-formed entries), the canonical
+  // text is written directly — the same bytes canonicalBytes gives, keys in the same sorted order.
+  if (
+    typeof valid === "boolean" &&
+    typeof code === "string" &&
+    typeof id === "string" &&
+    typeof sig === "string" &&
+    PLAIN_RE.test(code) &&
+    PLAIN_RE.test(id) &&
+    PLAIN_RE.test(sig)
+  ) {
+    return utf8(`{"code":"${code}","id":"${id}","sig":"${sig}","valid":${valid}}`);
+  }
+  return canonicalBytes({ code, id, sig, valid });
 }
+
+const PLAIN_RE = /^[A-Za-z0-9_.:-]*$/;
 
 /**
  * Folds one applied tx into the running state digest: SHA-256(prev || id || validity byte || UTF-8 code). Only the
