@@ -14,6 +14,10 @@ export class BloomFilter {
     this.bits = new Uint32Array(Math.ceil((this.capacity * 10) / 32));
   }
 
+  get size(): number {
+    return this.capacity;
+  }
+
   /** True once the filter holds more than it was sized for: rebuild it bigger. */
   get full(): boolean {
     return this.count > this.capacity;
@@ -52,4 +56,30 @@ function hashPair(key: string): [number, number] {
     b ^= b >>> 15;
   }
   return [a >>> 0, (b | 1) >>> 0];
+}
+
+/**
+ * Bloom filters that grow without a rescan: when the newest filter is full a new one, twice as large, takes the
+ * next entries; a key may be in any of them.
+ */
+export class ScalableBloom {
+  private readonly filters: BloomFilter[];
+
+  constructor(capacity: number) {
+    this.filters = [new BloomFilter(capacity)];
+  }
+
+  add(key: string): void {
+    let last = this.filters[this.filters.length - 1] as BloomFilter;
+    if (last.full) {
+      last = new BloomFilter(last.size * 2);
+      this.filters.push(last);
+    }
+    last.add(key);
+  }
+
+  mayContain(key: string): boolean {
+    for (const filter of this.filters) if (filter.mayContain(key)) return true;
+    return false;
+  }
 }

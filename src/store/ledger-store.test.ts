@@ -104,10 +104,11 @@ test("a block that does not follow the head is refused and leaves nothing behind
     () => store.commitBlock(skip.block, skip.hash, skip.nodes, skip.sth),
     (e: unknown) => e instanceof StoreError && e.code === "out-of-order",
   );
-  // A failed write (duplicate tx id) rolls back the whole block and its pending state.
-  const dup = makeBlock(1, b0.hash, b0.frontier, [entry(10)]);
+  // A failed write (a state value that cannot be stored) rolls back the whole block and its pending state.
+  const next = makeBlock(1, b0.hash, b0.frontier, [entry(11)]);
   store.state.put("k/x", 1);
-  assert.throws(() => store.commitBlock(dup.block, dup.hash, dup.nodes, dup.sth), /could not store block 1/);
+  store.state.put("k/y", 10n);
+  assert.throws(() => store.commitBlock(next.block, next.hash, next.nodes, next.sth), /could not store block 1/);
   assert.equal(store.head()?.height, 0);
   assert.equal(store.state.get("k/x"), undefined);
   assert.equal(store.getBlock(1), undefined);
@@ -148,4 +149,42 @@ test("every stored Merkle node matches an in-memory log, whatever the block size
   assert.throws(() => store.node(0, size), /missing/);
   assert.throws(() => store.node(3, 100), /missing/);
   store.close();
+});
+
+test("the tx index answers for every tx across index flushes, and after a reopen without a clean close", () => {
+  const path = join(dir, "index.db");
+  const store = LedgerStore.open(path);
+  let frontier: Frontier = EMPTY_FRONTIER;
+  let prev = "0".repeat(64);
+  const all: BlockEntry[] = [];
+  let n = 100_000;
+  for (let height = 0; height < 46; height++) {
+    const entries = Array.from({ length: 500 }, () => entry(n++));
+    const b = makeBlock(height, prev, frontier, entries);
+    store.commitBlock(b.block, b.hash, b.nodes, b.sth);
+    frontier = b.frontier;
+    prev = b.hash;
+    all.push(...entries);
+  }
+  const check = (s: LedgerStore) => {
+    assert.equal(s.countTxs(), all.length);
+    for (const i of [0, 1, 19_999, 20_000, 20_001, 22_500, all.length - 1]) {
+      const e = all[i] as BlockEntry;
+      assert.equal(s.hasTx(e.id), true, `tx ${i}`);
+      assert.equal(s.getTx(e.id)?.index, i);
+      assert.equal(s.nonceUsed(e.tx.signer, e.tx.nonce), true);
+    }
+    assert.equal(s.hasTx("e".repeat(64)), false);
+    assert.equal(s.nonceUsed(key.keyId, "ab".repeat(8)), false);
+  };
+  check(store);
+  // A second connection while the first is still open stands for a restart after a crash: the part of the index
+  // not yet written out is rebuilt from the blocks.
+  const reopened = LedgerStore.open(path);
+  check(reopened);
+  reopened.close();
+  store.close();
+  const afterCleanClose = LedgerStore.open(path);
+  check(afterCleanClose);
+  afterCleanClose.close();
 });
