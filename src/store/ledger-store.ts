@@ -60,10 +60,10 @@ export class LedgerStore implements MerkleNodeReader {
   private readonly ids: ScalableBloom;
   private readonly nonces: ScalableBloom;
   /** The tx index for blocks committed since the last index flush: id → where, and the (signer:nonce) keys. */
-  private readonly recent = new Map<Hex32, { height: number; idx: number; pos: number }>();
+  private readonly recent = new Map<Hex32, RecentTx>();
   private readonly recentNonces = new Set<string>();
-  /** Blocks committed since the last index flush, kept so that the flush needs no re-read. */
-  private readonly pendingBlocks = new Map<number, Block>();
+  /** Ids being written out, sorted, a slice per block; and how far that has gone. */
+  private draining: { ids: Hex32[]; next: number; upTo: number } | undefined;
 
   private constructor(path: string, db: DatabaseSync, readOnly: boolean) {
     this.path = path;
@@ -88,50 +88,65 @@ export class LedgerStore implements MerkleNodeReader {
       this.nonces.add(`${Buffer.from(r.signer).toString("hex")}:${r.nonce}`);
     }
     // Txs of blocks after the last index flush are indexed in memory until the next flush.
+    // A drain interrupted by a crash may have written some of these already: those stay where they are.
     const indexed = Number(this.getMeta("indexedHeight") ?? "-1");
-    for (const { block } of this.blocks(indexed + 1)) this.remember(block);
+    for (const { block } of this.blocks(indexed + 1))
+      this.remember(block, (id) => this.stmts.txGet.get(fromHex(id)) !== undefined);
   }
 
   /** Adds a committed block's txs to the in-memory part of the tx index. */
-  private remember(block: Block): void {
+  private remember(block: Block, alreadyWritten?: (id: Hex32) => boolean): void {
     const firstIndex = block.size - block.txs.length;
     block.txs.forEach((entry, pos) => {
       const nonceKey = `${entry.tx.signer}:${entry.tx.nonce}`;
-      this.recent.set(entry.id, { height: block.height, idx: firstIndex + pos, pos });
-      this.recentNonces.add(nonceKey);
       this.ids.add(entry.id);
       this.nonces.add(nonceKey);
+      if (alreadyWritten?.(entry.id)) return;
+      this.recent.set(entry.id, {
+        height: block.height,
+        idx: firstIndex + pos,
+        pos,
+        signer: entry.tx.signer,
+        nonce: entry.tx.nonce,
+        valid: entry.result.valid,
+      });
+      this.recentNonces.add(nonceKey);
     });
   }
 
   /**
-   * Writes the in-memory part of the tx index to SQLite, sorted by id, inside the caller's transaction. Done every
-   * INDEX_FLUSH_TXS txs rather than per block: inserts into a random-keyed B-tree dirty a page each, and sorted
-   * batches let many inserts share a page (measured: ~25 KB written per tx when indexing block by block).
+   * Writes part of the in-memory tx index to SQLite inside the caller's transaction and returns the ids written.
+   * Once INDEX_FLUSH_TXS txs wait, their ids are frozen in sorted order and written a slice per block: inserts into a
+   * random-keyed B-tree dirty a page each, so sorted runs let many inserts share pages (measured: ~25 KB written per
+   * tx when indexing block by block), and slices keep any one commit short (20,000 at once stalled ~200 ms).
    */
-  private flushIndex(upTo: number): void {
-    const ids = [...this.recent.keys()].sort();
-    for (const id of ids) {
-      const at = this.recent.get(id) as { height: number; idx: number; pos: number };
-      const entry = this.recentEntry(at.height, at.pos);
-      this.stmts.txPut.run(
-        fromHex(id),
-        at.height,
-        at.idx,
-        at.pos,
-        fromHex(entry.tx.signer),
-        entry.tx.nonce,
-        entry.result.valid ? 1 : 0,
-      );
+  private drainIndex(rows: number, all = false): Hex32[] {
+    if (!this.draining && (all || this.recent.size >= INDEX_FLUSH_TXS) && this.recent.size > 0) {
+      this.draining = { ids: [...this.recent.keys()].sort(), next: 0, upTo: this.headCache?.height ?? -1 };
     }
-    this.stmts.metaPut.run("indexedHeight", String(upTo));
+    const drain = this.draining;
+    if (!drain) return [];
+    const end = all ? drain.ids.length : Math.min(drain.ids.length, drain.next + rows);
+    const written = drain.ids.slice(drain.next, end);
+    for (const id of written) {
+      const at = this.recent.get(id) as RecentTx;
+      this.stmts.txPut.run(fromHex(id), at.height, at.idx, at.pos, fromHex(at.signer), at.nonce, at.valid ? 1 : 0);
+    }
+    if (end === drain.ids.length) this.stmts.metaPut.run("indexedHeight", String(drain.upTo));
+    return written;
   }
 
-  private recentEntry(height: number, pos: number): BlockEntry {
-    const cached = this.pendingBlocks.get(height);
-    const entry = (cached ?? this.getBlock(height))?.txs[pos];
-    if (!entry) throw new StoreError("corrupt", `block ${height} has no tx at position ${pos}`);
-    return entry;
+  /** After the transaction that wrote them committed: those ids are answered from SQLite from now on. */
+  private drained(written: Hex32[]): void {
+    const drain = this.draining;
+    if (!drain || written.length === 0) return;
+    for (const id of written) {
+      const at = this.recent.get(id) as RecentTx;
+      this.recent.delete(id);
+      this.recentNonces.delete(`${at.signer}:${at.nonce}`);
+    }
+    drain.next += written.length;
+    if (drain.next >= drain.ids.length) this.draining = undefined;
   }
 
   /**
@@ -312,23 +327,18 @@ export class LedgerStore implements MerkleNodeReader {
     for (const [i, n] of merkleNodes.entries()) packed.set(n.hash, i * 32);
     const { txs, ...header } = block;
     const s = this.stmts;
-    let flushing = false;
+    let written: Hex32[] = [];
     this.db.exec("BEGIN IMMEDIATE");
     try {
       s.blockPut.run(block.height, hash, JSON.stringify(header), JSON.stringify(txs));
       if (packed.length > 0) s.merklePut.run(block.height, start, packed);
       this.state.flush(s.statePut, s.stateDel);
       if (sth) s.metaPut.run("sth", JSON.stringify(sth));
-      flushing = this.recent.size + txs.length >= INDEX_FLUSH_TXS;
-      if (flushing) {
-        this.pendingBlocks.set(block.height, block);
-        this.remember(block);
-        this.flushIndex(block.height);
-      }
+      // Drain at least twice as fast as txs arrive, so a frozen set is written out before the next one is due.
+      written = this.drainIndex(Math.max(100, 2 * txs.length));
       this.db.exec("COMMIT");
       this.state.committed();
     } catch (error) {
-      if (flushing) this.forgetUnflushed(block);
       if (this.db.isTransaction) this.db.exec("ROLLBACK");
       this.state.discard();
       throw new StoreError("write", `could not store block ${block.height}: ${(error as Error).message}`);
@@ -337,14 +347,8 @@ export class LedgerStore implements MerkleNodeReader {
       this.segStarts.push(start);
       this.segHeights.push(block.height);
     }
-    if (flushing) {
-      this.recent.clear();
-      this.recentNonces.clear();
-      this.pendingBlocks.clear();
-    } else {
-      this.remember(block);
-      this.pendingBlocks.set(block.height, block);
-    }
+    this.drained(written);
+    this.remember(block);
     this.headCache = {
       height: block.height,
       hash,
@@ -379,15 +383,6 @@ export class LedgerStore implements MerkleNodeReader {
     return (this.db.prepare("SELECT count(*) AS n FROM txs").get() as { n: number }).n + this.recent.size;
   }
 
-  /** A flush that failed with its transaction: the block it added is not committed, so it leaves the index again. */
-  private forgetUnflushed(block: Block): void {
-    this.pendingBlocks.delete(block.height);
-    for (const entry of block.txs) {
-      this.recent.delete(entry.id);
-      this.recentNonces.delete(`${entry.tx.signer}:${entry.tx.nonce}`);
-    }
-  }
-
   /** SQLite's own structural check; returns the problems found (empty when healthy). */
   quickCheck(): string[] {
     const rows = this.db.prepare("PRAGMA quick_check").all() as { quick_check: string }[];
@@ -402,17 +397,18 @@ export class LedgerStore implements MerkleNodeReader {
   /** Writes the in-memory part of the tx index out now (a clean stop), so the next open need not rebuild it. */
   flushIndexNow(): void {
     if (this.recent.size === 0 || !this.db.isOpen || this.db.isTransaction) return;
+    let written: Hex32[] = [];
     this.db.exec("BEGIN IMMEDIATE");
     try {
-      this.flushIndex(this.headCache?.height ?? -1);
+      written = this.drainIndex(0, true);
+      // A frozen set may not hold what came after it: write that too.
       this.db.exec("COMMIT");
     } catch (error) {
       this.db.exec("ROLLBACK");
       throw new StoreError("write", `could not write the tx index: ${(error as Error).message}`);
     }
-    this.recent.clear();
-    this.recentNonces.clear();
-    this.pendingBlocks.clear();
+    this.drained(written);
+    if (this.recent.size > 0) this.flushIndexNow();
   }
 
   close(): void {
@@ -434,6 +430,16 @@ function nodesBefore(n: number): number {
   let ones = 0;
   for (let m = n; m > 0; m = Math.floor(m / 2)) ones += m % 2;
   return 2 * n - ones;
+}
+
+/** Where a tx not yet in the SQLite index is, and what that index row will hold. */
+interface RecentTx {
+  height: number;
+  idx: number;
+  pos: number;
+  signer: string;
+  nonce: string;
+  valid: boolean;
 }
 
 interface BlockRow {
