@@ -1,5 +1,6 @@
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import type { KeyId, SignedTx } from "../ledger/types.ts";
+import { Checkpointer } from "../store/checkpointer.ts";
 import { GroupSync } from "../store/group-sync.ts";
 import { type Batch, type BatchHandler, type Orderer, OrdererError } from "./orderer.ts";
 
@@ -33,6 +34,7 @@ export class EmbeddedOrderer implements Orderer {
   /** Batches up to here are on disk; only they are delivered. */
   private durableSeq: number;
   private readonly sync: GroupSync;
+  private readonly checkpointer: Checkpointer;
   private lastTime: number;
   private readonly clock: () => number;
   private closed = false;
@@ -43,6 +45,7 @@ export class EmbeddedOrderer implements Orderer {
     this.db.exec(`
       PRAGMA journal_mode = WAL;
       PRAGMA synchronous = NORMAL;
+      PRAGMA wal_autocheckpoint = 0;
       CREATE TABLE IF NOT EXISTS batches (
         seq INTEGER PRIMARY KEY,
         time INTEGER NOT NULL,
@@ -63,6 +66,7 @@ export class EmbeddedOrderer implements Orderer {
     this.sync = new GroupSync(path);
     // What a crashed process left in the WAL goes to disk before anything is delivered.
     this.sync.flushNow();
+    this.checkpointer = new Checkpointer(path);
   }
 
   async submit(proposer: KeyId, txs: SignedTx[]): Promise<number> {
@@ -139,6 +143,7 @@ export class EmbeddedOrderer implements Orderer {
     this.closed = true;
     for (const sub of this.subscribers) sub.active = false;
     this.subscribers.clear();
+    this.checkpointer.stop();
     this.db.close();
     this.sync.afterDatabaseClosed();
   }

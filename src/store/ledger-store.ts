@@ -4,6 +4,7 @@ import { fromHex } from "../ledger/encoding.ts";
 import { EMPTY_FRONTIER, type Frontier, type MerkleNodeReader } from "../ledger/merkle.ts";
 import type { Block, BlockEntry, BlockHeader, Hex32, SignedTreeHead } from "../ledger/types.ts";
 import { ScalableBloom } from "./bloom.ts";
+import { Checkpointer } from "./checkpointer.ts";
 import { GroupSync } from "./group-sync.ts";
 
 export class StoreError extends Error {
@@ -57,6 +58,7 @@ export class LedgerStore implements MerkleNodeReader {
   private readonly segHeights: number[] = [];
   private readonly merkleCache = new Map<number, Uint8Array>();
   private readonly sync: GroupSync;
+  private readonly checkpointer: Checkpointer | undefined;
   private readonly ids: ScalableBloom;
   private readonly nonces: ScalableBloom;
   /** The tx index for blocks committed since the last index flush: id → where, and the (signer:nonce) keys. */
@@ -72,6 +74,7 @@ export class LedgerStore implements MerkleNodeReader {
     this.stmts = prepareStatements(db);
     this.sync = new GroupSync(path);
     this.sync.flushNow();
+    this.checkpointer = readOnly ? undefined : new Checkpointer(path);
     this.state = new SqliteState(this.stmts.stateGet);
     this.headCache = this.readHead();
     for (const row of db.prepare("SELECT height, start FROM merkle_blocks ORDER BY height").iterate()) {
@@ -160,7 +163,7 @@ export class LedgerStore implements MerkleNodeReader {
       if (!options.readOnly) {
         // COMMIT writes the WAL without waiting for the disk; GroupSync flushes it off the event loop and callers
         // count a block as durable only once `durable()` resolves.
-        db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;");
+        db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0;");
       }
       db.exec("PRAGMA foreign_keys = OFF; PRAGMA cache_size = -65536;");
       if (!options.readOnly) createSchema(db);
@@ -420,6 +423,7 @@ export class LedgerStore implements MerkleNodeReader {
         // The index is rebuilt from the blocks at the next open; closing must still happen.
       }
     }
+    this.checkpointer?.stop();
     if (this.db.isOpen) this.db.close();
     this.sync.afterDatabaseClosed();
   }
