@@ -7,4 +7,4 @@ node scripts/check-node-version.js
 echo "== typecheck"; tsc --noEmit
 echo "== lint"; biome check .
 echo "== tests"
-node --test --test-concurrency=2 --test-timeout=600000 'src/**/*.test.ts' 'test/**/*.test.ts'
+node --test --test-concurrency=2 --test-timeout=600000 'src/**/*.test.ts' 'test/**/*.test.ts' 'bench/**/*.test.ts'

@@ -3,7 +3,14 @@ import { createInterface } from "node:readline";
 import { blockHash } from "../ledger/block.ts";
 import type { Block } from "../ledger/types.ts";
 import { ConfigError, readGenesis, requireDataDir } from "../node/datadir.ts";
-import { type BlockSource, failedReport, replayLedger, type VerifyReport, verifyStore } from "../node/verify.ts";
+import {
+  type BlockSource,
+  failedReport,
+  replayLedger,
+  VerifierError,
+  type VerifyReport,
+  verifyStore,
+} from "../node/verify.ts";
 import { VerifyPool } from "../node/verify-pool.ts";
 import { LedgerStore } from "../store/ledger-store.ts";
 import { progressBar } from "./progress.ts";
@@ -15,6 +22,9 @@ export async function verifyCommand(options: { dir?: string; export?: string; js
   try {
     if (options.dir) report = await verifyDir(options.dir, pool);
     else report = await verifyExport(options.export as string, pool);
+  } catch (error) {
+    if (error instanceof VerifierError) throw new ConfigError(`verify could not run: ${error.message}`);
+    throw error;
   } finally {
     await pool.close();
   }
@@ -48,6 +58,7 @@ async function verifyDir(dir: string, pool: VerifyPool): Promise<VerifyReport> {
     bar.stop();
     return report;
   } catch (error) {
+    if (error instanceof VerifierError) throw error;
     return failedReport(0, `the ledger store could not be read: ${(error as Error).message}`);
   } finally {
     store.close();

@@ -33,6 +33,9 @@ export interface BlockSource {
   blocks(): AsyncIterable<{ block: Block; claimedHash?: Hex32 }> | Iterable<{ block: Block; claimedHash?: Hex32 }>;
 }
 
+/** The verifier itself could not run (not a finding about the ledger). */
+export class VerifierError extends Error {}
+
 /** Thrown inside the replay to stop at the first problem. */
 class Bad extends Error {
   readonly height: number;
@@ -148,7 +151,10 @@ export async function replayLedger(
           break;
         }
         const txs: { id: string; tx: SignedTx }[] = item.block.txs.map((e) => ({ id: String(e?.id), tx: e?.tx }));
-        const sigs = pool.verify(txs).catch(() => txs.map(() => false));
+        // A pool that fails is the verifier's problem, not the ledger's: it propagates as VerifierError.
+        const sigs = pool.verify(txs).catch((error: Error) => {
+          throw new VerifierError(`signature checks could not run: ${error.message}`);
+        });
         pending.push({ ...item, sigs });
         pendingTxs += txs.length;
         while (pending.length > 0 && (pendingTxs > SIG_WINDOW_TXS || pending.length > 256)) {
@@ -168,6 +174,7 @@ export async function replayLedger(
     if (expectedHeight === 0) throw new Bad(0, "the ledger is empty: no genesis block");
   } catch (error) {
     for (const p of pending) p.sigs.catch(() => {});
+    if (error instanceof VerifierError) throw error;
     if (error instanceof Bad) problem = { height: error.height, reason: error.message };
     else problem = { height: expectedHeight, reason: (error as Error).message };
   }
