@@ -338,7 +338,7 @@ export class LedgerStore implements MerkleNodeReader {
       this.state.flush(s.statePut, s.stateDel);
       if (sth) s.metaPut.run("sth", JSON.stringify(sth));
       // Drain at least twice as fast as txs arrive, so a frozen set is written out before the next one is due.
-      written = this.drainIndex(Math.max(100, 2 * txs.length));
+      written = this.drainIndex(Math.max(16, 2 * txs.length));
       this.db.exec("COMMIT");
       this.state.committed();
     } catch (error) {
