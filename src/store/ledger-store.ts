@@ -39,7 +39,7 @@ export interface MerkleNodeRow {
 
 const SCHEMA_VERSION = "2";
 /** How many txs the in-memory part of the tx index holds before it is written out, sorted, in one go. */
-const INDEX_FLUSH_TXS = 20_000;
+const INDEX_FLUSH_TXS = 100_000;
 
 /**
  * SQLite persistence of blocks, the tx index, the Merkle log's perfect-subtree nodes and contract state. One block is
@@ -49,6 +49,7 @@ export class LedgerStore implements MerkleNodeReader {
   readonly path: string;
   /** Snapshot and read-only stores never write, not even the index at close. */
   private readonly readOnly: boolean;
+  private readonly indexFlushTxs: number;
   readonly state: SqliteState;
   private readonly db: DatabaseSync;
   private readonly stmts: ReturnType<typeof prepareStatements>;
@@ -67,9 +68,10 @@ export class LedgerStore implements MerkleNodeReader {
   /** Ids being written out, sorted, a slice per block; and how far that has gone. */
   private draining: { ids: Hex32[]; next: number; upTo: number } | undefined;
 
-  private constructor(path: string, db: DatabaseSync, readOnly: boolean) {
+  private constructor(path: string, db: DatabaseSync, readOnly: boolean, indexFlushTxs: number) {
     this.path = path;
     this.readOnly = readOnly;
+    this.indexFlushTxs = indexFlushTxs;
     this.db = db;
     this.stmts = prepareStatements(db);
     this.sync = new GroupSync(path);
@@ -119,12 +121,12 @@ export class LedgerStore implements MerkleNodeReader {
 
   /**
    * Writes part of the in-memory tx index to SQLite inside the caller's transaction and returns the ids written.
-   * Once INDEX_FLUSH_TXS txs wait, their ids are frozen in sorted order and written a slice per block: inserts into a
+   * Once `indexFlushTxs` txs wait, their ids are frozen in sorted order and written a slice per block: inserts into a
    * random-keyed B-tree dirty a page each, so sorted runs let many inserts share pages (measured: ~25 KB written per
    * tx when indexing block by block), and slices keep any one commit short (20,000 at once stalled ~200 ms).
    */
   private drainIndex(rows: number, all = false): Hex32[] {
-    if (!this.draining && (all || this.recent.size >= INDEX_FLUSH_TXS) && this.recent.size > 0) {
+    if (!this.draining && (all || this.recent.size >= this.indexFlushTxs) && this.recent.size > 0) {
       this.draining = { ids: [...this.recent.keys()].sort(), next: 0, upTo: this.headCache?.height ?? -1 };
     }
     const drain = this.draining;
@@ -156,7 +158,10 @@ export class LedgerStore implements MerkleNodeReader {
    * `snapshot`: read everything inside one read transaction, as of opening — `verify` and `export` of a data dir
    * whose node is running see one consistent ledger while the node keeps committing.
    */
-  static open(path: string, options: { readOnly?: boolean; snapshot?: boolean } = {}): LedgerStore {
+  static open(
+    path: string,
+    options: { readOnly?: boolean; snapshot?: boolean; indexFlushTxs?: number } = {},
+  ): LedgerStore {
     let db: DatabaseSync;
     try {
       db = new DatabaseSync(path, { readOnly: options.readOnly ?? false });
@@ -178,7 +183,12 @@ export class LedgerStore implements MerkleNodeReader {
       if (error instanceof StoreError) throw error;
       throw new StoreError("open", `cannot open ledger store ${path}: ${(error as Error).message}`);
     }
-    return new LedgerStore(path, db, Boolean(options.readOnly || options.snapshot));
+    return new LedgerStore(
+      path,
+      db,
+      Boolean(options.readOnly || options.snapshot),
+      options.indexFlushTxs ?? INDEX_FLUSH_TXS,
+    );
   }
 
   head(): StoreHead | undefined {
