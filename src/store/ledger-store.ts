@@ -66,7 +66,7 @@ export class LedgerStore implements MerkleNodeReader {
   private readonly recent = new Map<Hex32, RecentTx>();
   private readonly recentNonces = new Set<string>();
   /** Ids being written out, sorted, a slice per block; and how far that has gone. */
-  private draining: { ids: Hex32[]; next: number; upTo: number } | undefined;
+  private draining: Drain | undefined;
 
   private constructor(path: string, db: DatabaseSync, readOnly: boolean, indexFlushTxs: number) {
     this.path = path;
@@ -127,11 +127,12 @@ export class LedgerStore implements MerkleNodeReader {
    */
   private drainIndex(rows: number, all = false): Hex32[] {
     if (!this.draining && (all || this.recent.size >= this.indexFlushTxs) && this.recent.size > 0) {
-      this.draining = { ids: [...this.recent.keys()].sort(), next: 0, upTo: this.headCache?.height ?? -1 };
+      this.draining = freezeSorted(this.recent.keys(), this.headCache?.height ?? -1);
     }
     const drain = this.draining;
     if (!drain) return [];
     const end = all ? drain.ids.length : Math.min(drain.ids.length, drain.next + rows);
+    sortThrough(drain, end);
     const written = drain.ids.slice(drain.next, end);
     for (const id of written) {
       const at = this.recent.get(id) as RecentTx;
@@ -444,6 +445,44 @@ function nodesBefore(n: number): number {
   let ones = 0;
   for (let m = n; m > 0; m = Math.floor(m / 2)) ones += m % 2;
   return 2 * n - ones;
+}
+
+/**
+ * Ids frozen for writing out in key order. Sorting 100,000 ids at once stalls a commit for tens of milliseconds, so
+ * they are split by their first byte into 256 runs (already in order between runs) and each run is sorted only when
+ * the writing reaches it.
+ */
+interface Drain {
+  ids: Hex32[];
+  /** End offset of each of the 256 runs in `ids`. */
+  runEnds: number[];
+  /** Runs sorted so far, from the first. */
+  sortedRuns: number;
+  next: number;
+  upTo: number;
+}
+
+function freezeSorted(keys: Iterable<Hex32>, upTo: number): Drain {
+  const runs: Hex32[][] = Array.from({ length: 256 }, () => []);
+  for (const id of keys) (runs[Number.parseInt(id.slice(0, 2), 16)] as Hex32[]).push(id);
+  const ids: Hex32[] = [];
+  const runEnds: number[] = [];
+  for (const run of runs) {
+    for (const id of run) ids.push(id);
+    runEnds.push(ids.length);
+  }
+  return { ids, runEnds, sortedRuns: 0, next: 0, upTo };
+}
+
+function sortThrough(drain: Drain, end: number): void {
+  while (drain.sortedRuns < 256) {
+    const start = drain.sortedRuns === 0 ? 0 : (drain.runEnds[drain.sortedRuns - 1] as number);
+    if (start >= end) return;
+    const stop = drain.runEnds[drain.sortedRuns] as number;
+    const sorted = drain.ids.slice(start, stop).sort();
+    for (let i = 0; i < sorted.length; i++) drain.ids[start + i] = sorted[i] as Hex32;
+    drain.sortedRuns++;
+  }
 }
 
 /** Where a tx not yet in the SQLite index is, and what that index row will hold. */
