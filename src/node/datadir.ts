@@ -32,6 +32,7 @@ const ConfigSchema = Type.Object(
     workers: Type.Integer({ minimum: 1, maximum: 256 }),
     logLevel: Type.Union(["fatal", "error", "warn", "info", "debug", "trace", "silent"].map((l) => Type.Literal(l))),
     orderer: Type.Object({ kind: Type.Literal("embedded") }, { additionalProperties: false }),
+    auditOnStart: Type.Boolean(),
   },
   { additionalProperties: false },
 );
@@ -45,6 +46,8 @@ export interface NodeConfig {
   workers: number;
   logLevel: string;
   orderer: { kind: "embedded" };
+  /** Replay the whole store on a worker thread after start, halting the node if it does not hold. */
+  auditOnStart: boolean;
 }
 
 export const DEFAULT_CONFIG: NodeConfig = {
@@ -56,6 +59,7 @@ export const DEFAULT_CONFIG: NodeConfig = {
   workers: 2,
   logLevel: "info",
   orderer: { kind: "embedded" },
+  auditOnStart: true,
 };
 
 const checkConfig = Compile(ConfigSchema);

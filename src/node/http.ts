@@ -173,6 +173,7 @@ export function buildHttpServer(options: HttpOptions): FastifyInstance {
   );
 
   app.get("/ledger/head", async (_request, reply) => {
+    node.assertReadable();
     const head = node.store.head();
     const treeHead = node.store.latestTreeHead();
     if (!head || !treeHead) return fail(reply, 503, "the ledger has no blocks yet");
@@ -207,6 +208,7 @@ export function buildHttpServer(options: HttpOptions): FastifyInstance {
   });
 
   app.get<{ Querystring: { from?: string; to?: string } }>("/ledger/consistency", async (request, reply) => {
+    node.assertReadable();
     const treeHead = node.store.latestTreeHead();
     if (!treeHead) return fail(reply, 503, "the ledger has no blocks yet");
     const from = parseHeight(request.query.from ?? "");

@@ -87,6 +87,8 @@ export class LedgerNode extends EventEmitter {
   /** Highest block known to be on disk. */
   private durableHeight = -1;
   private closing = false;
+  /** Set when the store itself failed its audit: its state is not served either. */
+  private readsRefused = false;
 
   constructor(options: NodeOptions) {
     super();
@@ -111,7 +113,8 @@ export class LedgerNode extends EventEmitter {
   }
 
   /** Stops accepting writes and says why (corrupt store, fork, internal fault). Reads keep working. */
-  halt(reason: string): void {
+  halt(reason: string, options: { refuseReads?: boolean } = {}): void {
+    if (options.refuseReads) this.readsRefused = true;
     if (this.haltReason) return;
     this.haltReason = reason;
     this.metrics.set("careledger_halted", 1);
@@ -414,6 +417,7 @@ export class LedgerNode extends EventEmitter {
    * (writes refused) and is not served.
    */
   readBlock(height: number): { hash: Hex32; header: string; txs: string } | undefined {
+    this.assertReadable();
     const row = this.store.blockRow(height);
     if (!row) return undefined;
     const block = { ...(JSON.parse(row.header) as BlockHeader), txs: JSON.parse(row.txs) as BlockEntry[] };
@@ -428,6 +432,7 @@ export class LedgerNode extends EventEmitter {
 
   /** A tx with its position, checked against its id and the stored Merkle leaf before it is served. */
   readTx(id: Hex32): StoredTx | undefined {
+    this.assertReadable();
     let stored: StoredTx | undefined;
     try {
       stored = this.store.getTx(id);
@@ -447,11 +452,17 @@ export class LedgerNode extends EventEmitter {
 
   private integrityFailure(message: string): never {
     this.metrics.inc("careledger_integrity_failures_total");
-    this.halt(`${message}; run careledger verify`);
+    this.halt(`${message}; run careledger verify`, { refuseReads: true });
     throw new NodeError("integrity", 500, `${message}; the node refuses writes until its store is repaired`);
   }
 
+  /** Throws when the node's store failed its audit: state it would answer from does not replay. */
+  assertReadable(): void {
+    if (this.readsRefused) throw new NodeError("integrity", 503, `node halted: ${this.haltReason}`);
+  }
+
   decide(request: DecisionRequest): Decision {
+    this.assertReadable();
     return decide(this.store.state, request);
   }
 

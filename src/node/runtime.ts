@@ -1,3 +1,4 @@
+import { Worker } from "node:worker_threads";
 import type { FastifyInstance } from "fastify";
 import { blockHash, checkBlockContents } from "../ledger/block.ts";
 import { toHex } from "../ledger/encoding.ts";
@@ -6,6 +7,7 @@ import { verifyTreeHead } from "../ledger/sth.ts";
 import { EmbeddedOrderer } from "../ordering/embedded.ts";
 import type { Orderer } from "../ordering/orderer.ts";
 import { LedgerStore } from "../store/ledger-store.ts";
+import type { AuditResult } from "./audit-worker.ts";
 import { ConfigError, loadConfig, type NodeConfig, readGenesis, readKeyFile, requireDataDir } from "./datadir.ts";
 import { buildHttpServer } from "./http.ts";
 import { LedgerNode } from "./ledger-node.ts";
@@ -84,6 +86,7 @@ export async function openNode(dir: string, options: OpenOptions = {}): Promise<
       throw new ConfigError(`cannot listen on ${config.host}:${config.port}: ${(error as Error).message}`);
     }
   }
+  const audit = config.auditOnStart ? startAudit(paths.ledger, genesisHash, node, log) : undefined;
   let closed = false;
   return {
     node,
@@ -93,11 +96,34 @@ export async function openNode(dir: string, options: OpenOptions = {}): Promise<
     async close() {
       if (closed) return;
       closed = true;
+      await audit?.terminate();
       await app.close();
       await node.close();
       await cleanup();
     },
   };
+}
+
+/**
+ * The start-up audit: a full replay of the store on a worker thread while the node serves. Start-up's own checks
+ * (below) see the tip; the audit sees history. A store altered behind the node's back halts it: writes and state
+ * reads are refused, /healthz says why.
+ */
+function startAudit(ledgerPath: string, genesisHash: string, node: LedgerNode, log: Logger): Worker {
+  const worker = new Worker(new URL("./audit-worker.ts", import.meta.url), { workerData: { ledgerPath, genesisHash } });
+  worker.on("message", (result: AuditResult) => {
+    node.metrics.set("careledger_audit_ok", result.ok ? 1 : 0);
+    if (result.ok) {
+      log.info({ txs: result.txs, ms: Math.round(result.elapsedMs) }, "start-up audit: the store replays cleanly");
+    } else {
+      node.halt(`start-up audit: the store does not replay at height ${result.height}: ${result.reason}`, {
+        refuseReads: true,
+      });
+    }
+  });
+  worker.on("error", (error) => log.warn({ err: error.message }, "start-up audit could not run"));
+  worker.unref();
+  return worker;
 }
 
 /**
