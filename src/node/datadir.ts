@@ -65,6 +65,7 @@ export const DEFAULT_CONFIG: NodeConfig = {
 const checkConfig = Compile(ConfigSchema);
 
 const ENV_KEYS: Record<string, keyof NodeConfig> = {
+  CARELEDGER_AUDIT_ON_START: "auditOnStart",
   CARELEDGER_HOST: "host",
   CARELEDGER_PORT: "port",
   CARELEDGER_BATCH_MAX_TXS: "batchMaxTxs",
@@ -102,7 +103,9 @@ export function loadConfig(
   for (const [name, key] of Object.entries(ENV_KEYS)) {
     const raw = env[name];
     if (raw === undefined || raw === "") continue;
-    fromEnv[key] = NUMERIC.has(key) ? (/^\d+$/.test(raw) ? Number(raw) : raw) : raw;
+    if (NUMERIC.has(key)) fromEnv[key] = /^\d+$/.test(raw) ? Number(raw) : raw;
+    else if (key === "auditOnStart") fromEnv[key] = raw === "true" ? true : raw === "false" ? false : raw;
+    else fromEnv[key] = raw;
   }
   explain(fromEnv, "the environment (CARELEDGER_*)", true);
   const config = { ...DEFAULT_CONFIG, ...fromFile, ...fromEnv, ...stripUndefined(flags) };
