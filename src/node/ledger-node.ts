@@ -263,8 +263,10 @@ export class LedgerNode extends EventEmitter {
       const txs = this.queue.splice(0, this.options.batchMaxTxs);
       const ids = this.queueIds.splice(0, txs.length);
       this.batchesInFlight++;
+      const ordering = performance.now();
       this.orderer
         .submit(this.key.keyId, txs)
+        .then(() => this.metrics.observe("careledger_batch_order_ms", performance.now() - ordering))
         .catch((error: Error) => {
           this.log.error({ err: error.message }, "the orderer refused a batch");
           const failure = new NodeError("ordering", 503, `could not order the batch: ${error.message}`);
@@ -399,8 +401,10 @@ export class LedgerNode extends EventEmitter {
       );
     }
     // Clients hear of their txs only once the block is on disk; meanwhile the next batches are applied.
+    const flushing = performance.now();
     this.store.durable().then(
       () => {
+        this.metrics.observe("careledger_block_durable_wait_ms", performance.now() - flushing);
         this.durableHeight = Math.max(this.durableHeight, block.height);
         block.txs.forEach((entry, pos) => {
           this.settle(entry.id, { id: entry.id, height: block.height, index: firstIndex + pos, ...entry.result });
