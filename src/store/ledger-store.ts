@@ -381,10 +381,6 @@ export class LedgerStore implements MerkleNodeReader {
     return (this.stmts.metaGet.get(key) as { value: string } | undefined)?.value;
   }
 
-  setMeta(key: string, value: string): void {
-    this.stmts.metaPut.run(key, value);
-  }
-
   /** Every stored state row, for `verify` to compare with a replay. */
   *stateRows(): Generator<{ key: string; value: string }> {
     for (const row of this.db.prepare("SELECT key, value FROM state ORDER BY key").iterate()) {
@@ -587,10 +583,6 @@ export class SqliteState implements StateStore {
 
   del(key: string): void {
     this.pending.set(key, DELETED);
-  }
-
-  hasPending(): boolean {
-    return this.pending.size > 0;
   }
 
   /** Writes pending changes inside the caller's transaction; `committed` or `discard` follows. */
