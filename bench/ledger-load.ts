@@ -1,8 +1,10 @@
 // The load process for `careledger bench ledger`: pre-signs txs, then submits them over HTTP to a node running in
 // another process and measures commit latency. Prints one JSON object on stdout.
+
 import { randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { Agent, request } from "undici";
+import { accessLogPayload } from "../src/contract/fixtures.ts";
 import type { SignedTx } from "../src/ledger/types.ts";
 import { readKeyFile } from "../src/node/datadir.ts";
 import { signNew } from "../src/node/network.ts";
@@ -36,23 +38,13 @@ function accessLogTx(): SignedTx {
   return signNew(
     nodeKey,
     "access.log",
-    {
-      entries: [
-        {
-          requester: nodeKey.keyId,
-          patient,
-          custodian: args.custodian,
-          resourceType: "Observation",
-          resourceId: randomUUID(),
-          purpose: "TREAT",
-          action: "read",
-          decision: "permit",
-          step: 7,
-          rule: "default:custodian-treat",
-          height: 1,
-        },
-      ],
-    },
+    accessLogPayload({
+      requester: nodeKey.keyId,
+      patient,
+      custodian: args.custodian,
+      resourceId: randomUUID(),
+      height: 1,
+    }),
     Date.now(),
   );
 }

@@ -6,8 +6,10 @@
 //   index % 20 === 7                  consent.set by the patient (one of 4 rule ids per patient: new rule or update)
 //   index % 1000 === 500              access.log naming a patient that was never registered (committed as rejected)
 //   otherwise                         access.log by the org's node key (one entry, as bench/ledger-load.ts sends)
+
 import { join } from "node:path";
 import { parentPort, workerData } from "node:worker_threads";
+import { accessLogPayload } from "../src/contract/fixtures.ts";
 import { fromHex } from "../src/ledger/encoding.ts";
 import { type KeyPair, keyPairFromSeed } from "../src/ledger/keys.ts";
 import type { SignedTx } from "../src/ledger/types.ts";
@@ -97,23 +99,13 @@ class Signer {
         return signNew(
           this.node,
           "access.log",
-          {
-            entries: [
-              {
-                requester: this.node.keyId,
-                patient,
-                custodian: orgId,
-                resourceType: "Observation",
-                resourceId: `obs-${index}`,
-                purpose: "TREAT",
-                action: "read",
-                decision: "permit",
-                step: 7,
-                rule: "default:custodian-treat",
-                height: 1,
-              },
-            ],
-          },
+          accessLogPayload({
+            requester: this.node.keyId,
+            patient,
+            custodian: orgId,
+            resourceId: `obs-${index}`,
+            height: 1,
+          }),
           now,
         );
       }

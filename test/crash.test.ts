@@ -1,9 +1,11 @@
 // Kill -9 a real node at random points while it is committing, restart it, and check that every tx it acknowledged
 // is still there, that no half block exists, and that `careledger verify` passes.
+
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { join } from "node:path";
 import { after, test } from "node:test";
+import { accessLogPayload } from "../src/contract/fixtures.ts";
 import { readKeyFile } from "../src/node/datadir.ts";
 import { initNetwork, signNew } from "../src/node/network.ts";
 import { LedgerStore } from "../src/store/ledger-store.ts";
@@ -26,23 +28,13 @@ test("a node killed with SIGKILL mid-write restarts consistent, with no acknowle
       signNew(
         nodeKey,
         "access.log",
-        {
-          entries: [
-            {
-              requester: nodeKey.keyId,
-              patient: randomUUID(),
-              custodian: "crash-test-practice",
-              resourceType: "Observation",
-              resourceId: `obs-${counter++}`,
-              purpose: "TREAT",
-              action: "read",
-              decision: "deny",
-              step: 8,
-              rule: "default-deny",
-              height: 0,
-            },
-          ],
-        },
+        accessLogPayload({
+          requester: nodeKey.keyId,
+          patient: randomUUID(),
+          custodian: "crash-test-practice",
+          resourceId: `obs-${counter++}`,
+          decision: "deny",
+        }),
         Date.now(),
       ),
     );

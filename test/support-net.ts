@@ -1,9 +1,11 @@
 // Shared pieces for the node/HTTP/CLI tests: a real one-organisation network in a temp data dir, signed txs of the
 // common types, in-process nodes, and assertions on FHIR OperationOutcome error bodies.
+
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { join } from "node:path";
 import type { FastifyInstance } from "fastify";
+import { accessLogPayload } from "../src/contract/fixtures.ts";
 import type { KeyPair } from "../src/ledger/keys.ts";
 import type { SignedTx } from "../src/ledger/types.ts";
 import { readKeyFile } from "../src/node/datadir.ts";
@@ -76,23 +78,13 @@ export function accessLogTx(net: TestNet, patient: string, createdAt = Date.now(
   return signNew(
     net.nodeKey,
     "access.log",
-    {
-      entries: [
-        {
-          requester: net.nodeKey.keyId,
-          patient,
-          custodian: net.orgId,
-          resourceType: "Observation",
-          resourceId: `obs-${randomUUID().slice(0, 8)}`,
-          purpose: "TREAT",
-          action: "read",
-          decision: "deny",
-          step: 8,
-          rule: "default-deny",
-          height: 0,
-        },
-      ],
-    },
+    accessLogPayload({
+      requester: net.nodeKey.keyId,
+      patient,
+      custodian: net.orgId,
+      resourceId: `obs-${randomUUID().slice(0, 8)}`,
+      decision: "deny",
+    }),
     createdAt,
   );
 }

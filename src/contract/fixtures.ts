@@ -433,3 +433,36 @@ export function applyAll(
 export function testSeedFor(namespace = "careledger-test"): SeedFor {
   return (label: string) => Uint8Array.from(Buffer.from(sha256Hex(`${namespace}:${label}`), "hex"));
 }
+
+/**
+ * The payload of a one-entry `access.log`: `requester` read `resourceId` of `patient` at `custodian` for treatment.
+ * Valid when signed by the custodian's node key and the patient is registered; it writes no state, which makes it
+ * the load of choice for benchmarks and fault tests.
+ */
+export function accessLogPayload(entry: {
+  requester: string;
+  patient: string;
+  custodian: string;
+  resourceId: string;
+  height?: number;
+  decision?: "permit" | "deny";
+}): Record<string, unknown> {
+  const permit = (entry.decision ?? "permit") === "permit";
+  return {
+    entries: [
+      {
+        requester: entry.requester,
+        patient: entry.patient,
+        custodian: entry.custodian,
+        resourceType: "Observation",
+        resourceId: entry.resourceId,
+        purpose: "TREAT",
+        action: "read",
+        decision: permit ? "permit" : "deny",
+        step: permit ? 7 : 8,
+        rule: permit ? "default:custodian-treat" : "default-deny",
+        height: entry.height ?? 0,
+      },
+    ],
+  };
+}
