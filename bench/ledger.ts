@@ -99,6 +99,6 @@ export async function run(options: { quick?: boolean; log?: (line: string) => vo
       await once(node.child, "exit");
     }
   } finally {
-    rmSync(work, { recursive: true, force: true });
+    rmSync(work, { recursive: true, force: true, maxRetries: 10, retryDelay: 50 });
   }
 }

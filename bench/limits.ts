@@ -39,7 +39,7 @@ export function fsyncPerSecond(dir: string = tmpdir(), ms = 1000): number {
     }
   } finally {
     closeSync(fd);
-    rmSync(work, { recursive: true, force: true });
+    rmSync(work, { recursive: true, force: true, maxRetries: 10, retryDelay: 50 });
   }
   return Math.round((count / (now - start)) * 1000);
 }

@@ -236,7 +236,7 @@ export async function run(options: VerifyBenchOptions = {}): Promise<Record<stri
       dir: options.keep ? dir : undefined,
     };
   } finally {
-    if (!options.keep) rmSync(work, { recursive: true, force: true });
+    if (!options.keep) rmSync(work, { recursive: true, force: true, maxRetries: 10, retryDelay: 50 });
   }
 }
 

@@ -45,7 +45,7 @@ interface DemoOptions {
  */
 export async function demoCommand(options: DemoOptions): Promise<void> {
   const dir = resolve(options.dir);
-  if (options.fresh) rmSync(dir, { recursive: true, force: true });
+  if (options.fresh) rmSync(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 50 });
   const firstRun = !existsSync(join(dir, "demo.json"));
   const meta = firstRun ? generate(dir, options) : undefined;
   const log = createLogger(process.env.CARELEDGER_LOG_LEVEL ?? "warn");

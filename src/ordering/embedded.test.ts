@@ -8,7 +8,7 @@ import { EmbeddedOrderer } from "./embedded.ts";
 import type { Batch } from "./orderer.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "careledger-orderer-"));
-after(() => rmSync(dir, { recursive: true, force: true }));
+after(() => rmSync(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 50 }));
 
 const fakeTx = (n: number) =>
   ({ type: "t.x", payload: { n }, signer: "a".repeat(64), nonce: "0".repeat(16), createdAt: n, sig: "x" }) as SignedTx;

@@ -43,6 +43,7 @@ export class EmbeddedOrderer implements Orderer {
     this.clock = clock;
     this.db = new DatabaseSync(path);
     this.db.exec(`
+      PRAGMA busy_timeout = 5000;
       PRAGMA journal_mode = WAL;
       PRAGMA synchronous = NORMAL;
       PRAGMA wal_autocheckpoint = 0;
@@ -144,6 +145,11 @@ export class EmbeddedOrderer implements Orderer {
     for (const sub of this.subscribers) sub.active = false;
     this.subscribers.clear();
     this.checkpointer.stop();
+    try {
+      this.db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
+    } catch {
+      // Still in the WAL, still read: the next open or checkpoint folds it in.
+    }
     this.db.close();
     this.sync.afterDatabaseClosed();
   }

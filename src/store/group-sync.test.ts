@@ -7,7 +7,7 @@ import { after, test } from "node:test";
 import { GroupSync } from "./group-sync.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "careledger-groupsync-"));
-after(() => rmSync(dir, { recursive: true, force: true }));
+after(() => rmSync(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 50 }));
 
 test("commits made while a flush runs share the next flush, and every waiter is answered in order", async () => {
   const path = join(dir, "a.db");

@@ -20,7 +20,7 @@ import type { Block, BlockEntry } from "../ledger/types.ts";
 import { LedgerStore, StoreError } from "./ledger-store.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "careledger-store-"));
-after(() => rmSync(dir, { recursive: true, force: true }));
+after(() => rmSync(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 50 }));
 const key = keyPairFromSeed(new Uint8Array(32).fill(3));
 
 function entry(n: number): BlockEntry {

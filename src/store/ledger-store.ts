@@ -166,13 +166,15 @@ export class LedgerStore implements MerkleNodeReader {
     let db: DatabaseSync;
     try {
       db = new DatabaseSync(path, { readOnly: options.readOnly ?? false });
+      // Another connection (the node's, the checkpointer's) may hold a lock for a moment: wait, don't fail.
+      db.exec("PRAGMA busy_timeout = 5000;");
       if (!options.readOnly) {
         // COMMIT writes the WAL without waiting for the disk; GroupSync flushes it off the event loop and callers
         // count a block as durable only once `durable()` resolves.
         db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0;");
       }
       db.exec("PRAGMA foreign_keys = OFF; PRAGMA cache_size = -65536;");
-      if (!options.readOnly) createSchema(db);
+      if (!options.readOnly && !options.snapshot) createSchema(db);
       const version = (db.prepare("SELECT value FROM meta WHERE key = 'schema'").get() as { value: string } | undefined)
         ?.value;
       if (version !== SCHEMA_VERSION) {
@@ -431,6 +433,15 @@ export class LedgerStore implements MerkleNodeReader {
       }
     }
     this.checkpointer?.stop();
+    if (this.db.isOpen && !this.readOnly) {
+      // The checkpointer's connection may still be open, so closing this one need not be the last close that folds
+      // the WAL into the database: do it here.
+      try {
+        this.db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
+      } catch {
+        // Left in the WAL, it is still read and checkpointed later; closing must still happen.
+      }
+    }
     if (this.db.isOpen) this.db.close();
     this.sync.afterDatabaseClosed();
   }
