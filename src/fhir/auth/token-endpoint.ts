@@ -85,6 +85,7 @@ function fail(error: OAuthErrorCode, description: string): TokenResult {
 function field(form: Record<string, unknown>, name: string): string | undefined | null {
   if (!Object.hasOwn(form, name)) return undefined;
   const v = form[name];
+  if (v === undefined) return undefined;
   // A repeated parameter arrives as an array; RFC 6749 §3.2 forbids repeats.
   return typeof v === "string" ? v : null;
 }
@@ -103,7 +104,7 @@ export async function issueToken(form: Record<string, unknown>, ctx: TokenContex
     "patient",
   ]) {
     const v = field(form, name);
-    if (v === null) return fail("invalid_request", `parameter ${name} must be given once`);
+    if (v === null) return fail("invalid_request", `parameter ${name} must be given once, as a string`);
     f[name] = v;
   }
   if (f.grant_type === undefined) return fail("invalid_request", "grant_type is required");
