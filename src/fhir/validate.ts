@@ -31,7 +31,7 @@
 
 import type { Resource } from "@medplum/fhirtypes";
 import r4 from "fhirpath/fhir-context/r4";
-import { badRequest, notSupported, OperationOutcomeError, required, tooLarge } from "./outcome.ts";
+import { badRequest, notSupported, required, tooLarge } from "./outcome.ts";
 
 /** The resource types this server stores (import, create, update). Search is narrower: see search-params.ts. */
 export const STORED_TYPES: ReadonlySet<string> = new Set([
