@@ -81,7 +81,7 @@ test("a clinician's token verifies to a principal with identity, scopes and purp
   assert.equal(p.patient, undefined);
   assert.ok(scopesAllow(p.scopes, p.context, "Observation", "create"));
   assert.ok(!scopesAllow(p.scopes, p.context, "Observation", "delete"));
-  assert.equal(p.expiresAt, decodeJwt(token).exp * 1000);
+  assert.equal(p.expiresAt, (decodeJwt(token).exp as number) * 1000);
   // Scheme is case-insensitive.
   assert.ok((await verifyBearer(`bearer ${token}`, verifyCtx(net))).ok);
 });

@@ -6,3 +6,4 @@ export * from "./jti-cache.ts";
 export * from "./scopes.ts";
 export * from "./smart-configuration.ts";
 export * from "./token-endpoint.ts";
+export * from "./webcrypto-assertion.ts";
