@@ -158,6 +158,7 @@ export function buildHttpServer(options: HttpOptions): FastifyInstance {
           return fail(reply, 400, `invalid tx at index ${i}: ${parsed.error}; no tx of the batch was accepted`);
         items.push({ tx: parsed.tx, id: parsed.id });
       }
+      const received = performance.now();
       const answers = await node.submit(items);
       if (!wait) {
         for (const a of answers) a.catch(() => {});
@@ -168,6 +169,7 @@ export function buildHttpServer(options: HttpOptions): FastifyInstance {
         COMMIT_WAIT_MS,
         `batch not committed within ${COMMIT_WAIT_MS} ms`,
       );
+      node.metrics.observe("careledger_tx_request_commit_ms", performance.now() - received);
       return reply.send({ results: results.map(commitBody) });
     },
   );

@@ -84,6 +84,7 @@ export class LedgerNode extends EventEmitter {
   private haltReason: string | undefined;
   private inflight = 0;
   private batchesInFlight = 0;
+  private cutSoon = false;
   /** Highest block known to be on disk. */
   private durableHeight = -1;
   private closing = false;
@@ -202,7 +203,9 @@ export class LedgerNode extends EventEmitter {
     this.inflight += fresh.length;
     let ok: boolean[];
     try {
+      const verifying = performance.now();
       ok = await this.pool.verify(fresh);
+      this.metrics.observe("careledger_intake_verify_ms", performance.now() - verifying);
     } catch (error) {
       this.inflight -= fresh.length;
       throw error;
@@ -243,7 +246,15 @@ export class LedgerNode extends EventEmitter {
       this.queueIds.push(id);
     });
     if (this.queue.length >= this.options.batchMaxTxs) this.cut();
-    else if (!this.queueTimer && this.queue.length > 0) {
+    else if (this.batchesInFlight === 0 && !this.cutSoon) {
+      // Nothing is being ordered: waiting for company would only add latency. Cut once the caller's whole request
+      // is queued (a microtask), so one request's txs still share a batch.
+      this.cutSoon = true;
+      queueMicrotask(() => {
+        this.cutSoon = false;
+        this.cut();
+      });
+    } else if (!this.queueTimer && !this.cutSoon && this.queue.length > 0) {
       this.queueTimer = setTimeout(() => this.cut(), this.options.batchMaxWaitMs);
     }
     return promise;

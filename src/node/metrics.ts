@@ -1,3 +1,5 @@
+import { monitorEventLoopDelay } from "node:perf_hooks";
+
 /** A small Prometheus text-format registry: counters, gauges and summaries with p50/p99 over a sliding window. */
 export class Metrics {
   private readonly counters = new Map<string, number>();
@@ -6,6 +8,13 @@ export class Metrics {
     string,
     { values: Float64Array; next: number; filled: number; sum: number; count: number }
   >();
+
+  /** How long the event loop was kept from running (GC, long synchronous work): the tail every request shares. */
+  private readonly loopDelay = monitorEventLoopDelay({ resolution: 5 });
+
+  constructor() {
+    this.loopDelay.enable();
+  }
 
   inc(name: string, by = 1): void {
     this.counters.set(name, (this.counters.get(name) ?? 0) + by);
@@ -34,6 +43,10 @@ export class Metrics {
 
   render(): string {
     const lines: string[] = [];
+    // Since the last scrape, in ms (the histogram records ns).
+    this.gauges.set("careledger_event_loop_delay_p99_ms", this.loopDelay.percentile(99) / 1e6);
+    this.gauges.set("careledger_event_loop_delay_max_ms", this.loopDelay.max / 1e6);
+    this.loopDelay.reset();
     for (const [name, value] of [...this.counters].sort()) {
       lines.push(`# TYPE ${name} counter`, `${name} ${value}`);
     }

@@ -111,6 +111,13 @@ export class EmbeddedOrderer implements Orderer {
     sub.running = true;
     try {
       while (sub.active && !this.closed && sub.next <= this.durableSeq) {
+        // The common case: the next batch was just appended here and is still in memory — no read, no parse.
+        const fresh = this.recent.get(sub.next);
+        if (fresh) {
+          await sub.onBatch(fresh);
+          sub.next = fresh.seq + 1;
+          continue;
+        }
         const rows = (
           this.selectFrom.all(sub.next, 256) as { seq: number; time: number; proposer: string; txs: string }[]
         ).filter((row) => row.seq <= this.durableSeq);

@@ -174,6 +174,11 @@ test("the tx index answers for every tx across index flushes, and after a reopen
       assert.equal(s.getTx(e.id)?.index, i);
       assert.equal(s.nonceUsed(e.tx.signer, e.tx.nonce), true);
     }
+    // Ids and nonce keys are written out as two streams in their own orders: every tx must be found in both.
+    for (const e of all) {
+      assert.equal(s.hasTx(e.id), true);
+      assert.equal(s.nonceUsed(e.tx.signer, e.tx.nonce), true);
+    }
     assert.equal(s.hasTx("e".repeat(64)), false);
     assert.equal(s.nonceUsed(key.keyId, "ab".repeat(8)), false);
   };

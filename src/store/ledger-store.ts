@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import type { StateStore } from "../contract/index.ts";
 import { fromHex } from "../ledger/encoding.ts";
@@ -37,7 +38,7 @@ export interface MerkleNodeRow {
   hash: Uint8Array;
 }
 
-const SCHEMA_VERSION = "2";
+const SCHEMA_VERSION = "3";
 /** How many txs the in-memory part of the tx index holds before it is written out, sorted, in one go. */
 const INDEX_FLUSH_TXS = 100_000;
 
@@ -62,11 +63,11 @@ export class LedgerStore implements MerkleNodeReader {
   private readonly checkpointer: Checkpointer | undefined;
   private readonly ids: ScalableBloom;
   private readonly nonces: ScalableBloom;
-  /** The tx index for blocks committed since the last index flush: id → where, and the (signer:nonce) keys. */
+  /** The tx index for blocks committed since the last index flush: id → where, and the (signer, nonce) keys. */
   private readonly recent = new Map<Hex32, RecentTx>();
   private readonly recentNonces = new Set<string>();
-  /** Ids being written out, sorted, a slice per block; and how far that has gone. */
-  private draining: Drain | undefined;
+  /** Ids and nonce keys being written out, each stream sorted, a slice per block; and how far that has gone. */
+  private draining: { ids: Drain; nonces: Drain } | undefined;
 
   private constructor(path: string, db: DatabaseSync, readOnly: boolean, indexFlushTxs: number) {
     this.path = path;
@@ -87,35 +88,34 @@ export class LedgerStore implements MerkleNodeReader {
     const count = (db.prepare("SELECT count(*) AS n FROM txs").get() as { n: number }).n;
     this.ids = new ScalableBloom(2 * count + 100_000);
     this.nonces = new ScalableBloom(2 * count + 100_000);
-    for (const row of db.prepare("SELECT id, signer, nonce FROM txs").iterate()) {
-      const r = row as { id: Uint8Array; signer: Uint8Array; nonce: string };
-      this.ids.add(Buffer.from(r.id).toString("hex"));
-      this.nonces.add(`${Buffer.from(r.signer).toString("hex")}:${r.nonce}`);
+    for (const row of db.prepare("SELECT id FROM txs").iterate()) {
+      this.ids.add(Buffer.from((row as { id: Uint8Array }).id).toString("hex"));
+    }
+    for (const row of db.prepare("SELECT key FROM nonces").iterate()) {
+      this.nonces.add(Buffer.from((row as { key: Uint8Array }).key).toString("hex"));
     }
     // Txs of blocks after the last index flush are indexed in memory until the next flush.
     // A drain interrupted by a crash may have written some of these already: those stay where they are.
     const indexed = Number(this.getMeta("indexedHeight") ?? "-1");
-    for (const { block } of this.blocks(indexed + 1))
-      this.remember(block, (id) => this.stmts.txGet.get(fromHex(id)) !== undefined);
+    for (const { block } of this.blocks(indexed + 1)) {
+      this.remember(block, {
+        id: (id) => this.stmts.txGet.get(fromHex(id)) !== undefined,
+        nonce: (key) => this.stmts.nonceGet.get(fromHex(key)) !== undefined,
+      });
+    }
   }
 
-  /** Adds a committed block's txs to the in-memory part of the tx index. */
-  private remember(block: Block, alreadyWritten?: (id: Hex32) => boolean): void {
+  /** Adds a committed block's txs to the in-memory part of the tx index (minus what a crashed drain wrote). */
+  private remember(block: Block, written?: { id(id: Hex32): boolean; nonce(key: string): boolean }): void {
     const firstIndex = block.size - block.txs.length;
     block.txs.forEach((entry, pos) => {
-      const nonceKey = `${entry.tx.signer}:${entry.tx.nonce}`;
+      const nonce = nonceKey(entry.tx.signer, entry.tx.nonce);
       this.ids.add(entry.id);
-      this.nonces.add(nonceKey);
-      if (alreadyWritten?.(entry.id)) return;
-      this.recent.set(entry.id, {
-        height: block.height,
-        idx: firstIndex + pos,
-        pos,
-        signer: entry.tx.signer,
-        nonce: entry.tx.nonce,
-        valid: entry.result.valid,
-      });
-      this.recentNonces.add(nonceKey);
+      this.nonces.add(nonce);
+      if (!written?.id(entry.id)) {
+        this.recent.set(entry.id, { height: block.height, idx: firstIndex + pos, pos, valid: entry.result.valid });
+      }
+      if (!written?.nonce(nonce)) this.recentNonces.add(nonce);
     });
   }
 
@@ -125,34 +125,42 @@ export class LedgerStore implements MerkleNodeReader {
    * random-keyed B-tree dirty a page each, so sorted runs let many inserts share pages (measured: ~25 KB written per
    * tx when indexing block by block), and slices keep any one commit short (20,000 at once stalled ~200 ms).
    */
-  private drainIndex(rows: number, all = false): Hex32[] {
+  private drainIndex(rows: number, all = false): Written {
     if (!this.draining && (all || this.recent.size >= this.indexFlushTxs) && this.recent.size > 0) {
-      this.draining = freezeSorted(this.recent.keys(), this.headCache?.height ?? -1);
+      const upTo = this.headCache?.height ?? -1;
+      // Two streams, each in its own key order: ids for `txs`, nonce keys for `nonces`. Writing either in the
+      // other's order would scatter its inserts over the whole B-tree again.
+      this.draining = { ids: freezeSorted(this.recent.keys(), upTo), nonces: freezeSorted(this.recentNonces, upTo) };
     }
     const drain = this.draining;
-    if (!drain) return [];
-    const end = all ? drain.ids.length : Math.min(drain.ids.length, drain.next + rows);
-    sortThrough(drain, end);
-    const written = drain.ids.slice(drain.next, end);
-    for (const id of written) {
+    if (!drain) return { ids: [], nonces: [] };
+    const ids = takeSlice(drain.ids, rows, all);
+    for (const id of ids) {
       const at = this.recent.get(id) as RecentTx;
-      this.stmts.txPut.run(fromHex(id), at.height, at.idx, at.pos, fromHex(at.signer), at.nonce, at.valid ? 1 : 0);
+      this.stmts.txPut.run(fromHex(id), at.height, at.idx, at.pos, at.valid ? 1 : 0);
     }
-    if (end === drain.ids.length) this.stmts.metaPut.run("indexedHeight", String(drain.upTo));
-    return written;
+    const nonces = takeSlice(drain.nonces, rows, all);
+    for (const key of nonces) this.stmts.noncePut.run(fromHex(key));
+    if (
+      drain.ids.next + ids.length === drain.ids.keys.length &&
+      drain.nonces.next + nonces.length === drain.nonces.keys.length
+    ) {
+      this.stmts.metaPut.run("indexedHeight", String(drain.ids.upTo));
+    }
+    return { ids, nonces };
   }
 
-  /** After the transaction that wrote them committed: those ids are answered from SQLite from now on. */
-  private drained(written: Hex32[]): void {
+  /** After the transaction that wrote them committed: those keys are answered from SQLite from now on. */
+  private drained(written: Written): void {
     const drain = this.draining;
-    if (!drain || written.length === 0) return;
-    for (const id of written) {
-      const at = this.recent.get(id) as RecentTx;
-      this.recent.delete(id);
-      this.recentNonces.delete(`${at.signer}:${at.nonce}`);
+    if (!drain) return;
+    for (const id of written.ids) this.recent.delete(id);
+    for (const key of written.nonces) this.recentNonces.delete(key);
+    drain.ids.next += written.ids.length;
+    drain.nonces.next += written.nonces.length;
+    if (drain.ids.next >= drain.ids.keys.length && drain.nonces.next >= drain.nonces.keys.length) {
+      this.draining = undefined;
     }
-    drain.next += written.length;
-    if (drain.next >= drain.ids.length) this.draining = undefined;
   }
 
   /**
@@ -318,9 +326,9 @@ export class LedgerStore implements MerkleNodeReader {
   }
 
   nonceUsed(signer: string, nonce: string): boolean {
-    const key = `${signer}:${nonce}`;
+    const key = nonceKey(signer, nonce);
     if (!this.nonces.mayContain(key)) return false;
-    return this.recentNonces.has(key) || this.stmts.nonceGet.get(fromHex(signer), nonce) !== undefined;
+    return this.recentNonces.has(key) || this.stmts.nonceGet.get(fromHex(key)) !== undefined;
   }
 
   /**
@@ -343,7 +351,7 @@ export class LedgerStore implements MerkleNodeReader {
     for (const [i, n] of merkleNodes.entries()) packed.set(n.hash, i * 32);
     const { txs, ...header } = block;
     const s = this.stmts;
-    let written: Hex32[] = [];
+    let written: Written = { ids: [], nonces: [] };
     this.db.exec("BEGIN IMMEDIATE");
     try {
       s.blockPut.run(block.height, hash, JSON.stringify(header), JSON.stringify(txs));
@@ -409,7 +417,7 @@ export class LedgerStore implements MerkleNodeReader {
   /** Writes the in-memory part of the tx index out now (a clean stop), so the next open need not rebuild it. */
   flushIndexNow(): void {
     if (this.recent.size === 0 || !this.db.isOpen || this.db.isTransaction) return;
-    let written: Hex32[] = [];
+    let written: Written = { ids: [], nonces: [] };
     this.db.exec("BEGIN IMMEDIATE");
     try {
       written = this.drainIndex(0, true);
@@ -460,7 +468,7 @@ function nodesBefore(n: number): number {
  * the writing reaches it.
  */
 interface Drain {
-  ids: Hex32[];
+  keys: string[];
   /** End offset of each of the 256 runs in `ids`. */
   runEnds: number[];
   /** Runs sorted so far, from the first. */
@@ -469,27 +477,44 @@ interface Drain {
   upTo: number;
 }
 
-function freezeSorted(keys: Iterable<Hex32>, upTo: number): Drain {
-  const runs: Hex32[][] = Array.from({ length: 256 }, () => []);
-  for (const id of keys) (runs[Number.parseInt(id.slice(0, 2), 16)] as Hex32[]).push(id);
-  const ids: Hex32[] = [];
+function freezeSorted(keys: Iterable<string>, upTo: number): Drain {
+  const runs: string[][] = Array.from({ length: 256 }, () => []);
+  for (const key of keys) (runs[Number.parseInt(key.slice(0, 2), 16)] as string[]).push(key);
+  const all: string[] = [];
   const runEnds: number[] = [];
   for (const run of runs) {
-    for (const id of run) ids.push(id);
-    runEnds.push(ids.length);
+    for (const key of run) all.push(key);
+    runEnds.push(all.length);
   }
-  return { ids, runEnds, sortedRuns: 0, next: 0, upTo };
+  return { keys: all, runEnds, sortedRuns: 0, next: 0, upTo };
 }
 
-function sortThrough(drain: Drain, end: number): void {
+/** The next `rows` keys in order (all that are left when `all`), sorting runs as they are reached. */
+function takeSlice(drain: Drain, rows: number, all: boolean): string[] {
+  const end = all ? drain.keys.length : Math.min(drain.keys.length, drain.next + rows);
   while (drain.sortedRuns < 256) {
     const start = drain.sortedRuns === 0 ? 0 : (drain.runEnds[drain.sortedRuns - 1] as number);
-    if (start >= end) return;
+    if (start >= end) break;
     const stop = drain.runEnds[drain.sortedRuns] as number;
-    const sorted = drain.ids.slice(start, stop).sort();
-    for (let i = 0; i < sorted.length; i++) drain.ids[start + i] = sorted[i] as Hex32;
+    const sorted = drain.keys.slice(start, stop).sort();
+    for (let i = 0; i < sorted.length; i++) drain.keys[start + i] = sorted[i] as string;
     drain.sortedRuns++;
   }
+  return drain.keys.slice(drain.next, end);
+}
+
+/** Keys written to SQLite by one commit, dropped from memory once it committed. */
+interface Written {
+  ids: Hex32[];
+  nonces: string[];
+}
+
+/**
+ * The replay-protection key of `(signer, nonce)`: 16 bytes of SHA-256, hex. Small fixed-size keys keep the `nonces`
+ * B-tree dense; a false "already used" needs a 128-bit collision.
+ */
+export function nonceKey(signer: string, nonce: string): string {
+  return createHash("sha256").update(`${signer}:${nonce}`).digest("hex").slice(0, 32);
 }
 
 /** Where a tx not yet in the SQLite index is, and what that index row will hold. */
@@ -497,8 +522,6 @@ interface RecentTx {
   height: number;
   idx: number;
   pos: number;
-  signer: string;
-  nonce: string;
   valid: boolean;
 }
 
@@ -523,11 +546,9 @@ function createSchema(db: DatabaseSync): void {
       height INTEGER NOT NULL,
       idx INTEGER NOT NULL,
       pos INTEGER NOT NULL,
-      signer BLOB NOT NULL,
-      nonce TEXT NOT NULL,
       valid INTEGER NOT NULL
     ) WITHOUT ROWID;
-    CREATE INDEX IF NOT EXISTS txs_signer_nonce ON txs (signer, nonce);
+    CREATE TABLE IF NOT EXISTS nonces (key BLOB PRIMARY KEY) WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS merkle_blocks (
       height INTEGER PRIMARY KEY,
       start INTEGER NOT NULL,
@@ -545,8 +566,9 @@ function prepareStatements(db: DatabaseSync) {
     blockRange: db.prepare("SELECT height, hash, header, txs FROM blocks WHERE height >= ? ORDER BY height LIMIT ?"),
     blockPut: db.prepare("INSERT INTO blocks (height, hash, header, txs) VALUES (?, ?, ?, ?)"),
     txGet: db.prepare("SELECT height, idx, pos FROM txs WHERE id = ?"),
-    txPut: db.prepare("INSERT INTO txs (id, height, idx, pos, signer, nonce, valid) VALUES (?, ?, ?, ?, ?, ?, ?)"),
-    nonceGet: db.prepare("SELECT 1 FROM txs WHERE signer = ? AND nonce = ? LIMIT 1"),
+    txPut: db.prepare("INSERT INTO txs (id, height, idx, pos, valid) VALUES (?, ?, ?, ?, ?)"),
+    nonceGet: db.prepare("SELECT 1 FROM nonces WHERE key = ?"),
+    noncePut: db.prepare("INSERT OR IGNORE INTO nonces (key) VALUES (?)"),
     merkleGet: db.prepare("SELECT nodes FROM merkle_blocks WHERE height = ?"),
     merklePut: db.prepare("INSERT INTO merkle_blocks (height, start, nodes) VALUES (?, ?, ?)"),
     stateGet: db.prepare("SELECT value FROM state WHERE key = ?"),
