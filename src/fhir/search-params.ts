@@ -11,7 +11,7 @@
 //   whole year 2020). A time carries its zone; a date or a query time without a zone is taken as UTC. A Period is
 //   `[start.low, end.high]`, an open end running to the limit of the Date range.
 
-import fhirpath from "fhirpath";
+import fhirpath, { type ResourceNode } from "fhirpath";
 import r4 from "fhirpath/fhir-context/r4";
 import type { IndexEntry } from "../vault/types.ts";
 import { daysInMonth, parseReference } from "./validate.ts";
@@ -24,7 +24,10 @@ export interface SearchParamDef {
   kind: ParamKind;
   /** The FHIRPath expression of the R4 SearchParameter definition. */
   expression: string;
-  /** What is evaluated, where R4's needs `resolve()` (which needs a server round trip): a syntactic equivalent. */
+  /**
+   * What is evaluated, where R4's expression needs `resolve()` (a server round trip): the path without the filter;
+   * extraction keeps only references to `targets`.
+   */
   evaluated?: string;
   /** Reference parameters: the types they may point at. */
   targets?: readonly string[];
@@ -41,7 +44,8 @@ const PATIENT_SUBJECT = (type: string): SearchParamDef => ({
   code: "patient",
   kind: "reference",
   expression: `${type}.subject.where(resolve() is Patient)`,
-  evaluated: `${type}.subject.where(reference.startsWith('Patient/'))`,
+  // resolve() needs the target; the type in a relative reference says the same. Extraction keeps only Patient ones.
+  evaluated: `${type}.subject`,
   targets: ["Patient"],
   description: "Who the record is about (a Patient)",
 });
@@ -265,19 +269,50 @@ type Evaluator = (resource: unknown) => unknown[];
 
 interface CompiledParam {
   def: SearchParamDef;
-  run: Evaluator;
+  expression: string;
 }
 
+// One compiled evaluator per distinct expression (`patient` and `subject` share theirs).
+const evaluators = new Map<string, Evaluator>();
 const compiled = new Map<string, CompiledParam[]>();
 for (const [type, defs] of Object.entries(SEARCH_PARAMS)) {
   compiled.set(
     type,
-    defs.map((def) => ({
-      def,
-      // Internal types are kept so that `fhirpath.types` tells a dateTime from a Period, a CodeableConcept from a code.
-      run: fhirpath.compile(def.evaluated ?? def.expression, r4, { resolveInternalTypes: false }) as Evaluator,
-    })),
+    defs.map((def) => {
+      const expression = def.evaluated ?? def.expression;
+      if (!evaluators.has(expression)) {
+        // Internal types are kept so that each result node says whether it is a dateTime or a Period, a
+        // CodeableConcept or a code (`fhirNodeDataType`), without copying its data.
+        evaluators.set(expression, fhirpath.compile(expression, r4, { resolveInternalTypes: false }) as Evaluator);
+      }
+      return { def, expression };
+    }),
   );
+}
+
+interface TypedValue {
+  type: string;
+  value: unknown;
+}
+
+/** A result node's FHIR type and raw JSON value (FHIRPath-computed values are converted). */
+function typedValues(nodes: unknown[]): TypedValue[] {
+  const out: TypedValue[] = [];
+  for (const node of nodes) {
+    if (typeof node === "object" && node !== null && "fhirNodeDataType" in node && "data" in node) {
+      const n = node as unknown as ResourceNode;
+      const data = n.data;
+      if (typeof data === "string" || typeof data === "boolean" || (typeof data === "object" && data !== null)) {
+        if (typeof data !== "object" || Object.getPrototypeOf(data) === Object.prototype || Array.isArray(data)) {
+          out.push({ type: n.fhirNodeDataType ?? "", value: data });
+          continue;
+        }
+      }
+    }
+    const [type] = fhirpath.types([node]);
+    out.push({ type: (type ?? "").replace(/^(FHIR|System)\./, ""), value: fhirpath.resolveInternalTypes(node) });
+  }
+  return out;
 }
 
 /**
@@ -294,22 +329,21 @@ export function extractIndex(resource: { resourceType: string }): IndexEntry[] {
     seen.add(key);
     out.push(entry);
   };
-  for (const { def, run } of params) {
-    const nodes = run(resource);
-    if (nodes.length === 0) continue;
-    const types = fhirpath.types(nodes);
-    const values = fhirpath.resolveInternalTypes(nodes) as unknown[];
-    for (let i = 0; i < values.length; i++) {
-      extractValue(def, types[i] ?? "", values[i], add);
+  const results = new Map<string, TypedValue[]>();
+  for (const { def, expression } of params) {
+    let values = results.get(expression);
+    if (values === undefined) {
+      values = typedValues((evaluators.get(expression) as Evaluator)(resource));
+      results.set(expression, values);
     }
+    for (const v of values) extractValue(def, v.type, v.value, add);
   }
   return out;
 }
 
 type Add = (entry: IndexEntry, key: string) => void;
 
-function extractValue(def: SearchParamDef, fhirType: string, value: unknown, add: Add): void {
-  const type = fhirType.startsWith("FHIR.") ? fhirType.slice(5) : fhirType;
+function extractValue(def: SearchParamDef, type: string, value: unknown, add: Add): void {
   const param = def.code;
   switch (def.kind) {
     case "token":
@@ -325,7 +359,11 @@ function extractValue(def: SearchParamDef, fhirType: string, value: unknown, add
       return;
     case "reference": {
       const ref = relativeReference(value);
-      if (ref !== undefined) add({ param, kind: "reference", value: ref }, `r\0${param}\0${ref}`);
+      // Only references to the parameter's target types (`patient` is `subject` restricted to Patient).
+      if (ref === undefined || (def.targets !== undefined && !def.targets.includes(ref.slice(0, ref.indexOf("/"))))) {
+        return;
+      }
+      add({ param, kind: "reference", value: ref }, `r\0${param}\0${ref}`);
       return;
     }
     case "date":
