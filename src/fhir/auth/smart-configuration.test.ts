@@ -8,7 +8,7 @@ import { CLIENT_ASSERTION_TYPE } from "./client-assertion.ts";
 import { resolveIdentity } from "./identity.ts";
 import { JtiCache } from "./jti-cache.ts";
 import { parseScopes, scopeCeiling } from "./scopes.ts";
-import { authUrls, nodeJwks, SCOPES_SUPPORTED, smartConfiguration } from "./smart-configuration.ts";
+import { authUrls, nodeBaseUrl, nodeJwks, SCOPES_SUPPORTED, smartConfiguration } from "./smart-configuration.ts";
 import { issueToken } from "./token-endpoint.ts";
 import { generateLedgerKey, keyIdOf, signClientAssertion } from "./webcrypto-assertion.ts";
 
@@ -102,4 +102,12 @@ test("a browser-style client (WebCrypto only, non-extractable key) gets a token 
   const pair = (await crypto.subtle.generateKey("Ed25519", true, ["sign", "verify"])) as webcrypto.CryptoKeyPair;
   const jwk = await crypto.subtle.exportKey("jwk", pair.publicKey);
   assert.equal(await keyIdOf(pair.publicKey), Buffer.from(jwk.x as string, "base64url").toString("hex"));
+});
+
+test("nodeBaseUrl: wildcard addresses on loopback, IPv6 in brackets", () => {
+  assert.equal(nodeBaseUrl({ host: "127.0.0.1", port: 7600 }), "http://127.0.0.1:7600");
+  assert.equal(nodeBaseUrl({ host: "0.0.0.0", port: 7601 }), "http://127.0.0.1:7601");
+  assert.equal(nodeBaseUrl({ host: "::", port: 80 }), "http://[::1]:80");
+  assert.equal(nodeBaseUrl({ host: "fe80::1", port: 80 }), "http://[fe80::1]:80");
+  assert.equal(nodeBaseUrl({ host: "gp.example.org", port: 443 }), "http://gp.example.org:443");
 });

@@ -6,6 +6,18 @@ import type { KeyPair } from "../../ledger/keys.ts";
 import { PATIENT_PURPOSE } from "./scopes.ts";
 import { ASSERTION_ALGORITHMS } from "./token-endpoint.ts";
 
+/**
+ * The base URL of a node from its listen address: a wildcard address is reached on loopback, IPv6 goes in brackets.
+ * Tokens name URLs derived from this (see `authUrls`), so the server and `careledger token` must use the same.
+ */
+export function nodeBaseUrl(listen: { host: string; port: number }): string {
+  let host = listen.host;
+  if (host === "0.0.0.0" || host === "") host = "127.0.0.1";
+  else if (host === "::") host = "[::1]";
+  else if (host.includes(":") && !host.startsWith("[")) host = `[${host}]`;
+  return `http://${host}:${listen.port}`;
+}
+
 /** Token URL (assertions' `aud`, tokens' `iss`) and FHIR base (tokens' `aud`) of a node served at `baseUrl`. */
 export function authUrls(baseUrl: string): { tokenUrl: string; fhirBaseUrl: string; jwksUrl: string } {
   const base = baseUrl.replace(/\/+$/, "");
