@@ -18,9 +18,8 @@
 //   `urn:uuid:`/`urn:oid:` (bundles), `#id` naming a contained resource, or an absolute URL. Conditional references
 //   (`Patient?identifier=…`) are not supported. The patient link of a resource (`subject`, `patient`,
 //   `beneficiary`) may not be absolute or contained: consent decisions depend on knowing whose record it is.
-//   One leniency, for the UK Core Provenance example: a relative URL whose first segment is a resource type but
-//   whose tail is not an id (`Organization/https://…`) is accepted as an opaque URL outside the patient link,
-//   and never resolved or indexed;
+//   One leniency, for the UK Core Provenance example: a resource type followed by an absolute URL
+//   (`Organization/https://…`) is accepted as an opaque URL outside the patient link, never resolved or indexed;
 // - `fhir_comments` (STU3's XML comments, still emitted by XML→JSON converters) is tolerated as an array of strings;
 // - contained resources have an id, contain nothing themselves and carry no meta.versionId/lastUpdated (dom-2,
 //   dom-4);
@@ -253,7 +252,7 @@ export type ParsedReference =
   | { kind: "absolute"; url: string; type?: string; id?: string }
   /** `Type?params`: a conditional reference (not supported by this server). */
   | { kind: "conditional"; type: string }
-  /** A relative URL under a resource type that is not `Type/id` (kept as is, never resolved). */
+  /** `Type/<absolute URL>` (kept as is, never resolved). */
   | { kind: "opaque"; type: string };
 
 const RESOURCE_TYPES: ReadonlySet<string> = new Set(
@@ -312,8 +311,9 @@ export function parseReference(ref: string): ParsedReference | undefined {
   if (rest.length === 3 && rest[1] === "_history" && ID_RE.test(id) && ID_RE.test(rest[2] as string)) {
     return { kind: "relative", type, id, version: rest[2] as string };
   }
-  // `Organization/https://…` (UK Core example) — a URL, but no resource this server could resolve.
-  if (id !== "" && !ref.includes("..") && ref.length > slash + 1) return { kind: "opaque", type };
+  // `Organization/https://…` (UK Core example): an absolute URL behind a type — kept, never resolved.
+  const tail = ref.slice(slash + 1);
+  if (SCHEME_RE.test(tail) && URL.canParse(tail)) return { kind: "opaque", type };
   return undefined;
 }
 
@@ -606,6 +606,10 @@ function walkObject(
       if (!Array.isArray(value)) fail(state, "must be an array", undefined, "structure");
       if (value.length === 0) fail(state, "empty array", undefined, "structure");
       const companion = info.kind === "primitive" ? obj[`_${key}`] : undefined;
+      state.nodes += value.length;
+      if (state.nodes > state.maxNodes) {
+        throw tooLarge(`resource has more than ${state.maxNodes} elements`, state.segments[0]);
+      }
       for (let i = 0; i < value.length; i++) {
         state.segments.push(`[${i}]`);
         const item = value[i];
