@@ -5,7 +5,6 @@
 import {
   createCipheriv,
   createDecipheriv,
-  createHmac,
   createSecretKey,
   type KeyObject,
   randomBytes,
@@ -15,6 +14,7 @@ import { closeSync, openSync } from "node:fs";
 import { DatabaseSync, type SQLInputValue, type StatementSync } from "node:sqlite";
 import { UUID_PATTERN } from "../contract/schemas.ts";
 import { canonicalJson } from "../ledger/canonical.ts";
+import { BLIND_HASH_BYTES, BlindHasher } from "./blind-index.ts";
 import { recordCommitmentOfJson } from "./commitment.ts";
 import { type KeyProvider, VaultKeyError } from "./keys.ts";
 import type { Comparator, IndexEntry, SearchClause, SearchQuery } from "./types.ts";
@@ -158,14 +158,14 @@ export class VaultIntegrityError extends VaultError {
  * values that share those 24 and differ later — the FHIR layer may filter such rare results after decryption.
  */
 export const STRING_PREFIX_CAP = 24;
-/** Bytes of HMAC-SHA256 kept in a blind-index row. */
-const BLIND_HASH_BYTES = 16;
 const IV_BYTES = 12;
 const TAG_BYTES = 16;
 const BOX_FORMAT = 1;
 const SCHEMA_VERSION = "1";
 /** Unwrapped data keys kept in memory; beyond this the cache starts over (a re-unwrap is one AES-GCM op). */
 const KEY_CACHE_MAX = 50_000;
+/** Blind-index hashes remembered by input (about 100 bytes each). */
+const BLIND_MEMO_MAX = 100_000;
 /** Values of one search clause, and ids of one query. */
 const MAX_QUERY_VALUES = 1000;
 /** Rows per multi-row INSERT: fewer calls from JS into SQLite. */
@@ -197,14 +197,20 @@ interface ResourceRow {
 interface VersionRow {
   rid: number;
   version: number;
-  stage: number | null;
   last_updated: number;
   deleted: number;
   box: Uint8Array;
 }
 
+interface IndexedRow {
+  rid: number;
+  version: number;
+  ix: Uint8Array;
+}
+
 /** A pending version to settle (confirm or abort). */
 interface PendingRef {
+  stage: number;
   rid: number;
   version: number;
   lastUpdated: number;
@@ -216,11 +222,12 @@ interface PendingRef {
 export class Vault {
   private readonly db: DatabaseSync;
   private readonly keys: KeyProvider;
-  private readonly indexKey: KeyObject;
+  private readonly blindHasher: BlindHasher;
   private readonly anchorOf: VaultOptions["anchorOf"];
   private readonly now: () => number;
   private readonly dataKeys = new Map<string, KeyObject>();
   private readonly paramKeys = new Map<string, number>();
+  private readonly blindMemo = new Map<string, Hash>();
   private readonly stmts: ReturnType<typeof prepare>;
   private readonly queryCache = new Map<string, StatementSync>();
   private nextStage: number;
@@ -231,14 +238,16 @@ export class Vault {
   private constructor(db: DatabaseSync, options: VaultOptions) {
     this.db = db;
     this.keys = options.keys;
-    this.indexKey = createSecretKey(options.keys.blindIndexKey());
+    const indexKey = options.keys.blindIndexKey();
+    this.blindHasher = new BlindHasher(indexKey);
+    indexKey.fill(0);
     this.anchorOf = options.anchorOf;
     this.now = options.now ?? Date.now;
     this.stmts = prepare(db);
     this.loadParams();
     this.checkKey();
     this.nextStage =
-      Number((db.prepare("SELECT coalesce(max(stage), 0) AS s FROM versions").get() as { s: number }).s) + 1;
+      Number((db.prepare("SELECT coalesce(max(stage), 0) AS s FROM pending").get() as { s: number }).s) + 1;
     const isAnchored =
       options.isAnchored ?? ((type, id, version, commitment) => this.anchorOf(type, id, version) === commitment);
     this.recovered = this.recoverPending(isAnchored);
@@ -260,6 +269,8 @@ export class Vault {
       db.exec("PRAGMA secure_delete = ON");
       db.exec("PRAGMA foreign_keys = OFF");
       db.exec("PRAGMA cache_size = -32768");
+      // Checkpoint every ~32 MB of WAL rather than 4 MB: index pages dirtied by many stages are copied back once.
+      db.exec("PRAGMA wal_autocheckpoint = 8192");
       createSchema(db, options.keys);
       return new Vault(db, options);
     } catch (error) {
@@ -306,6 +317,7 @@ export class Vault {
     const hashRows: SQLInputValue[] = [];
     const dateRows: SQLInputValue[] = [];
     const numberRows: SQLInputValue[] = [];
+    const pendingRows: SQLInputValue[] = [];
     const createdKeys: string[] = [];
     this.db.exec("BEGIN IMMEDIATE");
     try {
@@ -339,8 +351,9 @@ export class Vault {
         const plaintext = payloadJson(resourceJson, salt, item.labels, item.date);
         const box = seal(dataKey, iv, plaintext, recordAad(type, id, version, item.patient));
         const deleted = item.delete === true;
-        s.insertVersion.run(rid, version, stage, nowMs, deleted ? 1 : 0, Buffer.from(commitment, "hex"), box);
-        if (!deleted) this.indexRows(type, item.index, rid, version, hashRows, dateRows, numberRows);
+        const ix = deleted ? null : this.indexRows(type, item.index, rid, version, hashRows, dateRows, numberRows);
+        s.insertVersion.run(rid, version, nowMs, deleted ? 1 : 0, box, ix);
+        pendingRows.push(stage, rid, version, nowMs, deleted ? 1 : 0, Buffer.from(commitment, "hex"));
         const anchor: AnchorEntry = {
           resourceType: type,
           resourceId: id,
@@ -359,6 +372,7 @@ export class Vault {
           deleted,
         });
       }
+      insertMany(this.db, s.multi, "pending", 6, pendingRows);
       insertMany(this.db, s.multi, "idx_hash", 3, hashRows);
       insertMany(this.db, s.multi, "idx_date", 5, dateRows);
       insertMany(this.db, s.multi, "idx_number", 4, numberRows);
@@ -387,37 +401,35 @@ export class Vault {
   }
 
   private pendingOf(write: StagedWrite): PendingRef[] {
-    const rows = this.stmts.pendingOfStage.all(write.stage) as unknown as VersionRow[];
+    const rows = this.stmts.pendingOfStage.all(write.stage) as unknown as (VersionRow & { stage: number })[];
     if (rows.length !== write.items.length) {
       throw new VaultError(
         "not-pending",
         `staged write ${write.stage} is no longer pending (confirmed, aborted or erased)`,
       );
     }
-    return rows.map((r) => ({ rid: r.rid, version: r.version, lastUpdated: r.last_updated, deleted: r.deleted === 1 }));
+    return rows.map(pendingRef);
   }
 
   private confirmRefs(refs: PendingRef[]): void {
     const s = this.stmts;
     for (const r of refs) {
-      s.confirmVersion.run(r.rid, r.version);
+      s.dropPending.run(r.stage, r.rid);
       s.makeCurrent.run(r.version, r.lastUpdated, r.deleted ? 1 : 0, r.rid);
       // Only the current version is indexed; a first version has nothing older to drop.
-      if (r.version > 1) {
-        s.dropOldHashes.run(r.rid, r.version);
-        s.dropOldDates.run(r.rid, r.version);
-        s.dropOldNumbers.run(r.rid, r.version);
-      }
+      if (r.version > 1)
+        for (const old of s.indexedBefore.all(r.rid, r.version) as unknown as IndexedRow[]) this.dropIndex(old);
     }
   }
 
   private abortRefs(refs: PendingRef[]): void {
     const s = this.stmts;
     for (const r of refs) {
+      for (const v of s.indexedBefore.all(r.rid, r.version + 1) as unknown as IndexedRow[]) {
+        if (v.version === r.version) this.dropIndex(v);
+      }
       s.deleteVersion.run(r.rid, r.version);
-      s.dropHashesOf.run(r.rid, r.version);
-      s.dropDatesOf.run(r.rid, r.version);
-      s.dropNumbersOf.run(r.rid, r.version);
+      s.dropPending.run(r.stage, r.rid);
       s.clearPending.run(r.rid);
       s.deleteIfEmpty.run(r.rid);
     }
@@ -426,15 +438,15 @@ export class Vault {
   private recoverPending(isAnchored: NonNullable<VaultOptions["isAnchored"]>): { confirmed: number; removed: number } {
     const rows = this.db
       .prepare(
-        `SELECT v.rid, v.version, v.last_updated, v.deleted, v.commitment, r.type, r.id
-         FROM versions v JOIN resources r ON r.rid = v.rid WHERE v.stage IS NOT NULL ORDER BY v.rid, v.version`,
+        `SELECT p.stage, p.rid, p.version, p.last_updated, p.deleted, p.commitment, r.type, r.id
+         FROM pending p JOIN resources r ON r.rid = p.rid ORDER BY p.stage, p.rid`,
       )
-      .all() as unknown as (VersionRow & { commitment: Uint8Array; type: string; id: string })[];
+      .all() as unknown as (VersionRow & { stage: number; commitment: Uint8Array; type: string; id: string })[];
     if (rows.length === 0) return { confirmed: 0, removed: 0 };
     const confirm: PendingRef[] = [];
     const remove: PendingRef[] = [];
     for (const r of rows) {
-      const ref = { rid: r.rid, version: r.version, lastUpdated: r.last_updated, deleted: r.deleted === 1 };
+      const ref = pendingRef(r);
       const anchored = isAnchored(r.type, r.id, String(r.version), Buffer.from(r.commitment).toString("hex"));
       (anchored ? confirm : remove).push(ref);
     }
@@ -464,7 +476,7 @@ export class Vault {
     const row = this.stmts.resourceByRef.get(type, id) as ResourceRow | undefined;
     if (!row) return undefined;
     const v = this.stmts.version.get(row.rid, version) as VersionRow | undefined;
-    if (!v || v.stage !== null) return undefined;
+    if (!v || row.pending === version) return undefined;
     return this.unsealRecord(type, id, row.patient, v);
   }
 
@@ -474,7 +486,7 @@ export class Vault {
     const row = this.stmts.resourceByRef.get(type, id) as ResourceRow | undefined;
     if (!row) return [];
     const versions = this.stmts.history.all(row.rid) as unknown as VersionRow[];
-    return versions.map((v) => this.unsealRecord(type, id, row.patient, v));
+    return versions.filter((v) => v.version !== row.pending).map((v) => this.unsealRecord(type, id, row.patient, v));
   }
 
   /** Current, non-deleted resources of a patient (what `$everything` and erasure start from). */
@@ -759,11 +771,22 @@ export class Vault {
 
   private deleteResource(rid: number): void {
     const s = this.stmts;
+    for (const v of s.indexedBefore.all(rid, Number.MAX_SAFE_INTEGER) as unknown as IndexedRow[]) this.dropIndex(v);
     s.deleteVersions.run(rid);
-    s.dropAllHashes.run(rid);
-    s.dropAllDates.run(rid);
-    s.dropAllNumbers.run(rid);
+    s.dropPendingOfRid.run(rid);
     s.deleteResource.run(rid);
+  }
+
+  /** Removes one version's index rows (its hashes are listed in its `ix`). */
+  private dropIndex(v: IndexedRow): void {
+    const s = this.stmts;
+    const ix = Buffer.from(v.ix);
+    for (let k = 0; k + BLIND_HASH_BYTES <= ix.length; k += BLIND_HASH_BYTES) {
+      s.dropHash.run(ix.subarray(k, k + BLIND_HASH_BYTES), v.rid, v.version);
+    }
+    s.dropDatesOf.run(v.rid, v.version);
+    s.dropNumbersOf.run(v.rid, v.version);
+    s.clearIx.run(v.rid, v.version);
   }
 
   /** Replaces a patient's data key, re-encrypting the given resources' versions; no resources → the key is destroyed. */
@@ -815,12 +838,19 @@ export class Vault {
     return key;
   }
 
-  /** HMAC-SHA256 under the blind-index key over `type \0 param \0 kind \0 value`, truncated to 16 bytes. */
+  /**
+   * HMAC-SHA256 under the blind-index key over `type \0 param \0 kind \0 value`, truncated to 16 bytes. Memoised:
+   * codes, systems and patient references repeat across a patient's records.
+   */
   private blind(type: string, param: string, kind: string, value: string): Hash {
-    return createHmac("sha256", this.indexKey)
-      .update(`${type}\0${param}\0${kind}\0${value}`)
-      .digest()
-      .subarray(0, BLIND_HASH_BYTES);
+    const input = `${type}\0${param}\0${kind}\0${value}`;
+    let hash = this.blindMemo.get(input);
+    if (hash === undefined) {
+      hash = this.blindHasher.digest(input);
+      if (this.blindMemo.size >= BLIND_MEMO_MAX) this.blindMemo.clear();
+      this.blindMemo.set(input, hash);
+    }
+    return hash;
   }
 
   private paramKey(type: string, param: string): number {
@@ -842,7 +872,8 @@ export class Vault {
     hashes: SQLInputValue[],
     dates: SQLInputValue[],
     numbers: SQLInputValue[],
-  ): void {
+  ): Buffer {
+    const start = hashes.length;
     for (const e of index) {
       const p = e.param;
       switch (e.kind) {
@@ -872,6 +903,9 @@ export class Vault {
           break;
       }
     }
+    const own: Buffer[] = [];
+    for (let k = start; k < hashes.length; k += 3) own.push(hashes[k] as Buffer);
+    return Buffer.concat(own);
   }
 
   private loadParams(): void {
@@ -912,6 +946,16 @@ export class Vault {
 }
 
 // ---- helpers --------------------------------------------------------------------------------------------------
+
+function pendingRef(r: {
+  stage: number;
+  rid: number;
+  version: number;
+  last_updated: number;
+  deleted: number;
+}): PendingRef {
+  return { stage: r.stage, rid: r.rid, version: r.version, lastUpdated: r.last_updated, deleted: r.deleted === 1 };
+}
 
 function recordAad(type: string, id: string, version: number, patient: string | null): Buffer {
   return Buffer.from(`${RECORD_AAD}${type}/${id}/${version}/${patient ?? ""}`, "utf8");
@@ -1074,24 +1118,28 @@ function createSchema(db: DatabaseSync, keys: KeyProvider): void {
       UNIQUE (type, id)
     );
     CREATE INDEX IF NOT EXISTS resources_patient ON resources (patient) WHERE patient IS NOT NULL;
-    -- Every version: IV ‖ AES-256-GCM(canonical {resource, salt, labels, date?}) ‖ tag. The commitment is public
-    -- (it is on the ledger) and kept to settle pending rows at open; reads recompute it from the plaintext.
+    -- Every version: format ‖ IV ‖ AES-256-GCM(canonical {resource, salt, labels, date?}) ‖ tag. Written once:
+    -- pending state lives in its own small table, so confirming does not rewrite ciphertext pages.
     CREATE TABLE IF NOT EXISTS versions (
       rid INTEGER NOT NULL,
       version INTEGER NOT NULL,
-      stage INTEGER,                        -- staged write while pending; NULL once anchored
       last_updated INTEGER NOT NULL,
       deleted INTEGER NOT NULL,
-      commitment BLOB NOT NULL,
       box BLOB NOT NULL,
+      ix BLOB,                              -- this version's blind-index hashes (16 bytes each) while it has rows
       UNIQUE (rid, version)
     );
-    CREATE INDEX IF NOT EXISTS versions_stage ON versions (stage) WHERE stage IS NOT NULL;
-    -- Blind index: truncated HMACs of (type, param, kind, value); rows of the current and of a pending version.
+    -- Versions staged and not yet confirmed (at most one per resource). The commitment is public (it is on the
+    -- ledger) and kept to settle these rows at open; reads always recompute it from the plaintext.
+    CREATE TABLE IF NOT EXISTS pending (
+      stage INTEGER NOT NULL, rid INTEGER NOT NULL, version INTEGER NOT NULL, last_updated INTEGER NOT NULL,
+      deleted INTEGER NOT NULL, commitment BLOB NOT NULL, PRIMARY KEY (stage, rid)
+    ) WITHOUT ROWID;
+    -- Blind index: truncated HMACs of (type, param, kind, value); rows of the current and of a pending version. No
+    -- index by rid (one B-tree insert per row, not two): a version's rows are found again through versions.ix.
     CREATE TABLE IF NOT EXISTS idx_hash (
       hash BLOB NOT NULL, rid INTEGER NOT NULL, version INTEGER NOT NULL, PRIMARY KEY (hash, rid, version)
     ) WITHOUT ROWID;
-    CREATE INDEX IF NOT EXISTS idx_hash_rid ON idx_hash (rid, version);
     CREATE TABLE IF NOT EXISTS params (pkey INTEGER PRIMARY KEY, type TEXT NOT NULL, param TEXT NOT NULL, UNIQUE (type, param));
     -- Dates (ms ranges) and numbers are plain, as search needs their order.
     CREATE TABLE IF NOT EXISTS idx_date (pkey INTEGER NOT NULL, low INTEGER NOT NULL, high INTEGER NOT NULL, rid INTEGER NOT NULL, version INTEGER NOT NULL);
@@ -1132,28 +1180,21 @@ function prepare(db: DatabaseSync) {
     deleteResource: p("DELETE FROM resources WHERE rid = ?"),
     byPatient: p("SELECT type, id FROM resources WHERE patient = ? AND current > 0 AND deleted = 0 ORDER BY type, id"),
     allOfPatient: p("SELECT rid, type, id, current FROM resources WHERE patient = ?"),
-    insertVersion: p(
-      "INSERT INTO versions (rid, version, stage, last_updated, deleted, commitment, box) VALUES (?, ?, ?, ?, ?, ?, ?)",
-    ),
-    version: p("SELECT rid, version, stage, last_updated, deleted, box FROM versions WHERE rid = ? AND version = ?"),
-    history: p(
-      "SELECT rid, version, stage, last_updated, deleted, box FROM versions WHERE rid = ? AND stage IS NULL ORDER BY version DESC",
-    ),
+    insertVersion: p("INSERT INTO versions (rid, version, last_updated, deleted, box, ix) VALUES (?, ?, ?, ?, ?, ?)"),
+    version: p("SELECT rid, version, last_updated, deleted, box FROM versions WHERE rid = ? AND version = ?"),
+    history: p("SELECT rid, version, last_updated, deleted, box FROM versions WHERE rid = ? ORDER BY version DESC"),
     allVersions: p("SELECT rid, version, box FROM versions WHERE rid = ?"),
     setBox: p("UPDATE versions SET box = ? WHERE rid = ? AND version = ?"),
-    pendingOfStage: p("SELECT rid, version, last_updated, deleted FROM versions WHERE stage = ?"),
-    confirmVersion: p("UPDATE versions SET stage = NULL WHERE rid = ? AND version = ?"),
+    pendingOfStage: p("SELECT stage, rid, version, last_updated, deleted FROM pending WHERE stage = ?"),
+    dropPending: p("DELETE FROM pending WHERE stage = ? AND rid = ?"),
+    dropPendingOfRid: p("DELETE FROM pending WHERE rid = ?"),
     deleteVersion: p("DELETE FROM versions WHERE rid = ? AND version = ?"),
     deleteVersions: p("DELETE FROM versions WHERE rid = ?"),
-    dropOldHashes: p("DELETE FROM idx_hash WHERE rid = ? AND version < ?"),
-    dropOldDates: p("DELETE FROM idx_date WHERE rid = ? AND version < ?"),
-    dropOldNumbers: p("DELETE FROM idx_number WHERE rid = ? AND version < ?"),
-    dropHashesOf: p("DELETE FROM idx_hash WHERE rid = ? AND version = ?"),
+    indexedBefore: p("SELECT rid, version, ix FROM versions WHERE rid = ? AND version < ? AND ix IS NOT NULL"),
+    dropHash: p("DELETE FROM idx_hash WHERE hash = ? AND rid = ? AND version = ?"),
     dropDatesOf: p("DELETE FROM idx_date WHERE rid = ? AND version = ?"),
     dropNumbersOf: p("DELETE FROM idx_number WHERE rid = ? AND version = ?"),
-    dropAllHashes: p("DELETE FROM idx_hash WHERE rid = ?"),
-    dropAllDates: p("DELETE FROM idx_date WHERE rid = ?"),
-    dropAllNumbers: p("DELETE FROM idx_number WHERE rid = ?"),
+    clearIx: p("UPDATE versions SET ix = NULL WHERE rid = ? AND version = ?"),
     keyByPatient: p("SELECT wrapped FROM patient_keys WHERE patient = ?"),
     insertKey: p("INSERT INTO patient_keys (patient, wrapped) VALUES (?, ?)"),
     deleteKey: p("DELETE FROM patient_keys WHERE patient = ?"),
