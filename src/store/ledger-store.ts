@@ -66,6 +66,9 @@ export class LedgerStore implements MerkleNodeReader {
   /** The tx index for blocks committed since the last index flush: id → where, and the (signer, nonce) keys. */
   private readonly recent = new Map<Hex32, RecentTx>();
   private readonly recentNonces = new Set<string>();
+  /** The same keys, bucketed by first byte as they arrive, so freezing them for writing out costs nothing. */
+  private idRuns = new Runs();
+  private nonceRuns = new Runs();
   /** Ids and nonce keys being written out, each stream sorted, a slice per block; and how far that has gone. */
   private draining: { ids: Drain; nonces: Drain } | undefined;
 
@@ -114,8 +117,12 @@ export class LedgerStore implements MerkleNodeReader {
       this.nonces.add(nonce);
       if (!written?.id(entry.id)) {
         this.recent.set(entry.id, { height: block.height, idx: firstIndex + pos, pos, valid: entry.result.valid });
+        this.idRuns.add(entry.id);
       }
-      if (!written?.nonce(nonce)) this.recentNonces.add(nonce);
+      if (!written?.nonce(nonce)) {
+        this.recentNonces.add(nonce);
+        this.nonceRuns.add(nonce);
+      }
     });
   }
 
@@ -126,41 +133,43 @@ export class LedgerStore implements MerkleNodeReader {
    * tx when indexing block by block), and slices keep any one commit short (20,000 at once stalled ~200 ms).
    */
   private drainIndex(rows: number, all = false): Written {
-    if (!this.draining && (all || this.recent.size >= this.indexFlushTxs) && this.recent.size > 0) {
+    if (!this.draining && (all || this.recent.size >= this.indexFlushTxs) && this.unindexed() > 0) {
       const upTo = this.headCache?.height ?? -1;
       // Two streams, each in its own key order: ids for `txs`, nonce keys for `nonces`. Writing either in the
       // other's order would scatter its inserts over the whole B-tree again.
-      this.draining = { ids: freezeSorted(this.recent.keys(), upTo), nonces: freezeSorted(this.recentNonces, upTo) };
+      this.draining = { ids: this.idRuns.freeze(upTo), nonces: this.nonceRuns.freeze(upTo) };
+      this.idRuns = new Runs();
+      this.nonceRuns = new Runs();
     }
     const drain = this.draining;
-    if (!drain) return { ids: [], nonces: [] };
-    const ids = takeSlice(drain.ids, rows, all);
+    if (!drain) return NOTHING_WRITTEN;
+    const { keys: ids, at: idsAt } = takeSlice(drain.ids, rows, all);
     for (const id of ids) {
       const at = this.recent.get(id) as RecentTx;
       this.stmts.txPut.run(fromHex(id), at.height, at.idx, at.pos, at.valid ? 1 : 0);
     }
-    const nonces = takeSlice(drain.nonces, rows, all);
+    const { keys: nonces, at: noncesAt } = takeSlice(drain.nonces, rows, all);
     for (const key of nonces) this.stmts.noncePut.run(fromHex(key));
-    if (
-      drain.ids.next + ids.length === drain.ids.keys.length &&
-      drain.nonces.next + nonces.length === drain.nonces.keys.length
-    ) {
+    if (idsAt.run === 256 && noncesAt.run === 256) {
       this.stmts.metaPut.run("indexedHeight", String(drain.ids.upTo));
     }
-    return { ids, nonces };
+    return { ids, nonces, idsAt, noncesAt };
+  }
+
+  /** Keys held only in memory (a crashed drain can leave an id written but not its nonce key, or the reverse). */
+  private unindexed(): number {
+    return this.recent.size + this.recentNonces.size;
   }
 
   /** After the transaction that wrote them committed: those keys are answered from SQLite from now on. */
   private drained(written: Written): void {
     const drain = this.draining;
-    if (!drain) return;
+    if (!drain || written === NOTHING_WRITTEN) return;
     for (const id of written.ids) this.recent.delete(id);
     for (const key of written.nonces) this.recentNonces.delete(key);
-    drain.ids.next += written.ids.length;
-    drain.nonces.next += written.nonces.length;
-    if (drain.ids.next >= drain.ids.keys.length && drain.nonces.next >= drain.nonces.keys.length) {
-      this.draining = undefined;
-    }
+    drain.ids.at = written.idsAt;
+    drain.nonces.at = written.noncesAt;
+    if (drain.ids.at.run === 256 && drain.nonces.at.run === 256) this.draining = undefined;
   }
 
   /**
@@ -351,7 +360,7 @@ export class LedgerStore implements MerkleNodeReader {
     for (const [i, n] of merkleNodes.entries()) packed.set(n.hash, i * 32);
     const { txs, ...header } = block;
     const s = this.stmts;
-    let written: Written = { ids: [], nonces: [] };
+    let written = NOTHING_WRITTEN;
     this.db.exec("BEGIN IMMEDIATE");
     try {
       s.blockPut.run(block.height, hash, JSON.stringify(header), JSON.stringify(txs));
@@ -416,8 +425,8 @@ export class LedgerStore implements MerkleNodeReader {
 
   /** Writes the in-memory part of the tx index out now (a clean stop), so the next open need not rebuild it. */
   flushIndexNow(): void {
-    if (this.recent.size === 0 || !this.db.isOpen || this.db.isTransaction) return;
-    let written: Written = { ids: [], nonces: [] };
+    if (this.unindexed() === 0 || !this.db.isOpen || this.db.isTransaction) return;
+    let written = NOTHING_WRITTEN;
     this.db.exec("BEGIN IMMEDIATE");
     try {
       written = this.drainIndex(0, true);
@@ -428,7 +437,7 @@ export class LedgerStore implements MerkleNodeReader {
       throw new StoreError("write", `could not write the tx index: ${(error as Error).message}`);
     }
     this.drained(written);
-    if (this.recent.size > 0) this.flushIndexNow();
+    if (this.unindexed() > 0) this.flushIndexNow();
   }
 
   close(): void {
@@ -463,51 +472,70 @@ function nodesBefore(n: number): number {
 }
 
 /**
- * Ids frozen for writing out in key order. Sorting 100,000 ids at once stalls a commit for tens of milliseconds, so
- * they are split by their first byte into 256 runs (already in order between runs) and each run is sorted only when
- * the writing reaches it.
+ * Keys frozen for writing out in key order. Sorting 100,000 keys at once stalls a commit for tens of milliseconds,
+ * so keys are bucketed by their first byte as they arrive (256 runs, already in order between runs; freezing is
+ * free) and each run is sorted only when the writing reaches it.
  */
+class Runs {
+  readonly runs: string[][] = Array.from({ length: 256 }, () => []);
+  add(key: string): void {
+    (this.runs[Number.parseInt(key.slice(0, 2), 16)] as string[]).push(key);
+  }
+  freeze(upTo: number): Drain {
+    return { runs: this.runs, at: { run: 0, inRun: 0 }, sorted: -1, upTo };
+  }
+}
+
+/** A position in a drain: run 256 means everything was written. */
+interface DrainAt {
+  run: number;
+  inRun: number;
+}
+
 interface Drain {
-  keys: string[];
-  /** End offset of each of the 256 runs in `ids`. */
-  runEnds: number[];
-  /** Runs sorted so far, from the first. */
-  sortedRuns: number;
-  next: number;
+  runs: string[][];
+  /** How far writing has got, counting only committed transactions. */
+  at: DrainAt;
+  /** The last run sorted (sorting again would be harmless, just slow). */
+  sorted: number;
+  /** The height up to which the index is complete once this drain is written. */
   upTo: number;
 }
 
-function freezeSorted(keys: Iterable<string>, upTo: number): Drain {
-  const runs: string[][] = Array.from({ length: 256 }, () => []);
-  for (const key of keys) (runs[Number.parseInt(key.slice(0, 2), 16)] as string[]).push(key);
-  const all: string[] = [];
-  const runEnds: number[] = [];
-  for (const run of runs) {
-    for (const key of run) all.push(key);
-    runEnds.push(all.length);
+/**
+ * The next `rows` keys in order from the committed position (all that are left when `all`), sorting runs as they
+ * are reached, and the position after them — which becomes the drain's only once the caller's transaction commits.
+ */
+function takeSlice(drain: Drain, rows: number, all: boolean): { keys: string[]; at: DrainAt } {
+  const keys: string[] = [];
+  const want = all ? Number.POSITIVE_INFINITY : rows;
+  let { run, inRun } = drain.at;
+  while (keys.length < want && run < 256) {
+    const keysOfRun = drain.runs[run] as string[];
+    if (drain.sorted < run) {
+      keysOfRun.sort();
+      drain.sorted = run;
+    }
+    const take = Math.min(keysOfRun.length - inRun, want - keys.length);
+    for (let i = 0; i < take; i++) keys.push(keysOfRun[inRun + i] as string);
+    inRun += take;
+    if (inRun >= keysOfRun.length) {
+      run++;
+      inRun = 0;
+    }
   }
-  return { keys: all, runEnds, sortedRuns: 0, next: 0, upTo };
+  return { keys, at: { run, inRun } };
 }
 
-/** The next `rows` keys in order (all that are left when `all`), sorting runs as they are reached. */
-function takeSlice(drain: Drain, rows: number, all: boolean): string[] {
-  const end = all ? drain.keys.length : Math.min(drain.keys.length, drain.next + rows);
-  while (drain.sortedRuns < 256) {
-    const start = drain.sortedRuns === 0 ? 0 : (drain.runEnds[drain.sortedRuns - 1] as number);
-    if (start >= end) break;
-    const stop = drain.runEnds[drain.sortedRuns] as number;
-    const sorted = drain.keys.slice(start, stop).sort();
-    for (let i = 0; i < sorted.length; i++) drain.keys[start + i] = sorted[i] as string;
-    drain.sortedRuns++;
-  }
-  return drain.keys.slice(drain.next, end);
-}
-
-/** Keys written to SQLite by one commit, dropped from memory once it committed. */
+/** Keys written to SQLite by one transaction (dropped from memory once it committed) and the positions after them. */
 interface Written {
   ids: Hex32[];
   nonces: string[];
+  idsAt: DrainAt;
+  noncesAt: DrainAt;
 }
+
+const NOTHING_WRITTEN: Written = { ids: [], nonces: [], idsAt: { run: 0, inRun: 0 }, noncesAt: { run: 0, inRun: 0 } };
 
 /**
  * The replay-protection key of `(signer, nonce)`: 16 bytes of SHA-256, hex. Small fixed-size keys keep the `nonces`
