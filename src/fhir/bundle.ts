@@ -120,6 +120,10 @@ export function prepareTransaction(bundle: unknown, options: PrepareOptions): Pr
   if (entries.length > maxEntries) throw tooLarge(`a bundle may hold at most ${maxEntries} entries`, "Bundle.entry");
 
   const types = options.types ?? STORED_TYPES;
+  const bundleUrls = new Set<string>();
+  for (const entry of entries) {
+    if (isObject(entry) && typeof entry.fullUrl === "string") bundleUrls.add(entry.fullUrl);
+  }
   const prepared: PreparedEntry[] = [];
   const targetOf = new Map<string, string>(); // fullUrl → Type/id
   const targets = new Set<string>();
@@ -156,6 +160,7 @@ export function prepareTransaction(bundle: unknown, options: PrepareOptions): Pr
       ...options.limits,
       path: `${at}.resource`,
       types,
+      bundleUrls,
       onReference: (holder, allowed, expression) => pending.push({ holder, allowed, expression }),
     });
     const resourceType = validated.resourceType;

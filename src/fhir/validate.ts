@@ -189,6 +189,8 @@ export interface ValidateOptions {
    * `allowed` are the resource types the element may point at (undefined = any). Bundles use it to rewrite
    * `urn:uuid:` references and check the target type.
    */
+  /** The fullUrls of the bundle the resource is in: absolute ones among them may be patient links (rewritten). */
+  bundleUrls?: ReadonlySet<string>;
   onReference?: (
     holder: { reference: string },
     allowed: readonly string[] | undefined,
@@ -583,7 +585,7 @@ function walkObject(
 ): void {
   if (depth > state.maxDepth) fail(state, `nested deeper than ${state.maxDepth} levels`, undefined, "structure");
   const keys = Object.keys(obj);
-  if (keys.length === 0 || (isResource && keys.length === 1)) fail(state, "empty object", undefined, "structure");
+  if (keys.length === 0) fail(state, "empty object", undefined, "structure");
   for (const key of keys) {
     if (++state.nodes > state.maxNodes) {
       throw tooLarge(`resource has more than ${state.maxNodes} elements`, state.segments[0]);
@@ -803,13 +805,20 @@ function checkReference(
       }
       break;
     case "absolute":
-    case "opaque":
-      if (patientLink)
+      // An absolute URL is a patient link only when it is the fullUrl of a bundle entry (it is rewritten to Type/id).
+      if (patientLink && state.options.bundleUrls?.has(value) !== true) {
         fail(state, "the patient link must be a reference to a resource on this server", undefined, "value");
+      }
+      break;
+    case "opaque":
+      if (patientLink) {
+        fail(state, "the patient link must be a reference to a resource on this server", undefined, "value");
+      }
       break;
     case "local":
-      if (patientLink)
+      if (patientLink) {
         fail(state, "the patient link must be a reference to a resource on this server", undefined, "value");
+      }
       state.localRefs.push({ id: ref.id, expression: expressionOf(state) });
       break;
     case "urn":
