@@ -130,7 +130,9 @@ test("a small bundle: references to fullUrls become Type/newId, client ids are r
       [0, "Observation", "new-1", "new-3"],
     ],
   );
-  assert.deepEqual((prepared[2]?.resource as { subject: unknown }).subject, { reference: "Patient/new-3" });
+  assert.deepEqual((prepared[2]?.resource as { subject?: unknown } | undefined)?.subject, {
+    reference: "Patient/new-3",
+  });
   assert.equal(prepared[0]?.resource.id, "new-3");
 });
 
