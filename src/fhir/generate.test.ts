@@ -304,7 +304,7 @@ describe("generatePatients: bundles", () => {
     assert.ok(median >= 20 && median <= 60, `median ${median}`);
     const within = sizes.filter((s) => s >= 15 && s <= 90).length;
     assert.ok(within >= 900, `${within} of 1000 bundles hold 15–90 resources`);
-    const types = new Set(RUN.flatMap((b) => resources(b).map((r) => r.resourceType)));
+    const types = new Set<string>(RUN.flatMap((b) => resources(b).map((r) => r.resourceType)));
     for (const t of [
       "Patient",
       "Encounter",

@@ -146,12 +146,16 @@ describe("test-range NHS numbers", () => {
   it("spreads consecutive seeds over the range", () => {
     // Each digit after the 999 prefix should appear about a tenth of the time for seeds 0 … 9,999, and neighbours
     // should not be neighbours.
-    const counts = Array.from({ length: 10 }, () => Array(10).fill(0) as number[]);
+    const counts = Array.from({ length: 6 }, () => new Array<number>(10).fill(0));
     let adjacent = 0;
     let previous = -1;
     for (let i = 0; i < 10_000; i++) {
       const n = testNhsNumber(i);
-      for (let p = 0; p < 6; p++) (counts[p] as number[])[Number(n[3 + p])]++;
+      for (let p = 0; p < 6; p++) {
+        const row = counts[p] as number[];
+        const digit = Number(n[3 + p]);
+        row[digit] = (row[digit] as number) + 1;
+      }
       const value = Number(n.slice(3, 9));
       if (Math.abs(value - previous) < 100) adjacent++;
       previous = value;
