@@ -90,6 +90,7 @@ test("unknown elements are refused at every depth, with the element named", () =
   // A Patient element on an Observation is the classic sign of a wrong type.
   rejects(obs({ birthDate: "2000-01-01" }), "Observation.birthDate");
   rejects(obs({ _code: { id: "x" } }), "Observation._code", 400, "structure");
+  rejects(obs({ "bad key<script>": 1 }), "Observation", 400, "structure");
 });
 
 test("primitive types follow the R4 regexes and the calendar", () => {
@@ -227,6 +228,8 @@ test("narrative: an xhtml div without active content", () => {
     text('<div xmlns="http://www.w3.org/1999/xhtml"><a href="javascript:alert(1)">x</a></div>'),
     "Patient.text.div",
   );
+  // Words in the text that look like attributes are text.
+  validateResource(text('<div xmlns="http://www.w3.org/1999/xhtml">seen on=admission; javascript: not used</div>'));
 });
 
 test("size and depth limits", () => {

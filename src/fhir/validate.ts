@@ -220,12 +220,13 @@ const OID_RE = /^urn:oid:[0-2](\.(0|[1-9][0-9]*))+$/;
 const UUID_URN_RE = /^urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const UUID_URN_ANY_CASE_RE = /^urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const BASE64_RE = /^[A-Za-z0-9+/=\s]+$/;
+const ELEMENT_NAME_RE = /^_?[A-Za-z][A-Za-z0-9_]{0,63}$/;
 const SCHEME_RE = /^[A-Za-z][A-Za-z0-9+.-]*:/;
 const INT32_MIN = -2_147_483_648;
 const INT32_MAX = 2_147_483_647;
 // Active content an R4 narrative may not carry (txt-1 allows only basic formatting, links and images).
 const ACTIVE_XHTML_RE =
-  /<\s*\/?\s*(script|form|iframe|frame|object|embed|applet|base|link|meta|style)\b|\son[a-z]+\s*=|javascript:/i;
+  /<\s*\/?\s*(script|form|iframe|frame|object|embed|applet|base|link|meta|style)\b|<[^>]*\son[a-z]+\s*=|<[^>]*=\s*["']?\s*javascript:/i;
 
 /** Whether a date string (any precision) names real calendar days (`DATE_RE`/`DATETIME_RE` allow Feb 31). */
 export function isCalendarValid(value: string): boolean {
@@ -599,7 +600,10 @@ function walkObject(
     const isExtension = key.charCodeAt(0) === 95; /* _ */
     const name = isExtension ? key.slice(1) : key;
     const info = lookup(ctx, name);
-    if (info === undefined) fail(state, "unknown element", key, "structure");
+    if (info === undefined) {
+      // The name is the caller's own, but an absurd one is not echoed back.
+      fail(state, "unknown element", ELEMENT_NAME_RE.test(key) ? key : undefined, "structure");
+    }
     state.segments.push(`.${key}`);
     if (isExtension) {
       if (info.kind !== "primitive") fail(state, "only primitive elements have a '_' form", undefined, "structure");
