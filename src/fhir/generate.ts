@@ -555,7 +555,7 @@ interface ChronicCondition {
   meds: readonly Med[];
   plan?: { category: Code; activities: readonly Code[] };
   /** What each annual review measures. */
-  review?: "hba1c" | "bp" | "renal" | "none";
+  review?: "hba1c" | "bp" | "renal" | "breathing";
 }
 
 const band = (age: number, lo: number, hi: number, p: number) => (age >= lo && age <= hi ? p : 0);
@@ -585,7 +585,7 @@ const CHRONIC: readonly ChronicCondition[] = [
       category: ["699728000", "Asthma self management"],
       activities: [["710818004", "Inhaled steroid therapy"]],
     },
-    review: "none",
+    review: "breathing",
   },
   {
     code: ["13645005", "Chronic obstructive lung disease"],
@@ -596,7 +596,7 @@ const CHRONIC: readonly ChronicCondition[] = [
       category: ["53950000", "Respiratory therapy"],
       activities: [["371605008", "Deep breathing and coughing exercises"]],
     },
-    review: "none",
+    review: "breathing",
   },
   {
     code: ["49436004", "Atrial fibrillation"],
@@ -943,12 +943,14 @@ class PatientBuilder {
       class: { system: ACT_CODE, code: classCode[0], display: classCode[1] },
       type: [concept(SNOMED, type)],
       subject: ref(this.patientRef),
-      participant:
-        setting === "gp" || setting === "virtual" ? [{ individual: { ...ref(this.gpRef), type: "Practitioner" } }] : [],
       period: { start: fhirDateTime(start), end: fhirDateTime(end) },
-      serviceProvider: ref(setting === "gp" || setting === "virtual" ? this.practiceRef : this.hospital()),
     };
-    if (encounter.participant?.length === 0) delete encounter.participant;
+    if (setting === "gp" || setting === "virtual") {
+      encounter.participant = [{ individual: { ...ref(this.gpRef), type: "Practitioner" } }];
+      encounter.serviceProvider = ref(this.practiceRef);
+    } else {
+      encounter.serviceProvider = ref(this.hospital());
+    }
     if (reason !== undefined) encounter.reasonReference = [ref(reason)];
     return { ref: this.add(encounter, label), start, end };
   }
@@ -1419,7 +1421,10 @@ class PatientBuilder {
             const a = this.ageAt(when);
             this.bloodPressure(visit, 130 + 0.3 * (a - 30) + rng.normal(0, 9), 82 + rng.normal(0, 6));
           } else if (c.review === "renal") this.renal(visit, true);
-          else this.observation(visit, M.heartRate, rng.normal(74, 8), 0);
+          else {
+            this.observation(visit, M.respRate, rng.normal(16, 2), 0);
+            this.observation(visit, M.spo2, clamp(rng.normal(c.code[0] === "13645005" ? 93 : 97, 1.5), 85, 100), 0);
+          }
         });
       }
     }
