@@ -168,8 +168,11 @@ const KEY_CACHE_MAX = 50_000;
 const BLIND_MEMO_MAX = 100_000;
 /** Values of one search clause, and ids of one query. */
 const MAX_QUERY_VALUES = 1000;
+/** Versions per resource are numbered below 2^20: the versions table keys rows by `rid * 2^20 + version`. */
+const VERSION_BITS = 20;
+const MAX_VERSION = 2 ** VERSION_BITS - 1;
 /** Rows per multi-row INSERT: fewer calls from JS into SQLite. */
-const INSERT_CHUNK = 64;
+const INSERT_CHUNK = 200;
 
 const RESOURCE_TYPE_RE = /^[A-Z][A-Za-z]{1,63}$/;
 const FHIR_ID_RE = /^[A-Za-z0-9\-.]{1,64}$/;
@@ -329,6 +332,7 @@ export class Vault {
         let version = (existing ? Math.max(existing.current, existing.pending ?? 0) : 0) + 1;
         // A version a crash or an abort burned may already be on the ledger; the ledger refuses a second anchor.
         while (this.anchorOf(type, id, String(version)) !== undefined) version++;
+        if (version > MAX_VERSION) throw new VaultError("limit", `${type}/${id}: more than ${MAX_VERSION} versions`);
         let rid: number;
         if (existing) {
           rid = existing.rid;
@@ -472,7 +476,7 @@ export class Vault {
   /** One anchored version, or undefined. */
   vread(type: string, id: string, version: number): VaultRecord | undefined {
     this.assertOpen();
-    if (!Number.isSafeInteger(version) || version < 1) return undefined;
+    if (!Number.isSafeInteger(version) || version < 1 || version > MAX_VERSION) return undefined;
     const row = this.stmts.resourceByRef.get(type, id) as ResourceRow | undefined;
     if (!row) return undefined;
     const v = this.stmts.version.get(row.rid, version) as VersionRow | undefined;
@@ -771,7 +775,7 @@ export class Vault {
 
   private deleteResource(rid: number): void {
     const s = this.stmts;
-    for (const v of s.indexedBefore.all(rid, Number.MAX_SAFE_INTEGER) as unknown as IndexedRow[]) this.dropIndex(v);
+    for (const v of s.indexedBefore.all(rid, MAX_VERSION + 1) as unknown as IndexedRow[]) this.dropIndex(v);
     s.deleteVersions.run(rid);
     s.dropPendingOfRid.run(rid);
     s.deleteResource.run(rid);
@@ -803,7 +807,7 @@ export class Vault {
         const plain = unseal(old, Buffer.from(v.box), aad);
         if (plain === undefined)
           throw new VaultIntegrityError(`${type}/${id} version ${v.version}: ciphertext does not authenticate`);
-        this.stmts.setBox.run(seal(fresh, randomBytes(IV_BYTES), plain, aad), rid, v.version);
+        this.stmts.setBox.run(rid, v.version, seal(fresh, randomBytes(IV_BYTES), plain, aad));
       }
     }
   }
@@ -1121,13 +1125,11 @@ function createSchema(db: DatabaseSync, keys: KeyProvider): void {
     -- Every version: format ‖ IV ‖ AES-256-GCM(canonical {resource, salt, labels, date?}) ‖ tag. Written once:
     -- pending state lives in its own small table, so confirming does not rewrite ciphertext pages.
     CREATE TABLE IF NOT EXISTS versions (
-      rid INTEGER NOT NULL,
-      version INTEGER NOT NULL,
+      vkey INTEGER PRIMARY KEY,             -- rid * 2^20 + version: one B-tree, a resource's versions side by side
       last_updated INTEGER NOT NULL,
       deleted INTEGER NOT NULL,
       box BLOB NOT NULL,
-      ix BLOB,                              -- this version's blind-index hashes (16 bytes each) while it has rows
-      UNIQUE (rid, version)
+      ix BLOB                               -- this version's blind-index hashes (16 bytes each) while it has rows
     );
     -- Versions staged and not yet confirmed (at most one per resource). The commitment is public (it is on the
     -- ledger) and kept to settle these rows at open; reads always recompute it from the plaintext.
@@ -1168,6 +1170,9 @@ function createSchema(db: DatabaseSync, keys: KeyProvider): void {
 
 function prepare(db: DatabaseSync) {
   const p = (sql: string) => db.prepare(sql);
+  const vkey = `?1 * ${2 ** VERSION_BITS} + ?2`;
+  const cols = `vkey >> ${VERSION_BITS} AS rid, vkey & ${MAX_VERSION} AS version`;
+  const ofRid = `vkey BETWEEN ?1 * ${2 ** VERSION_BITS} AND ?1 * ${2 ** VERSION_BITS} + ${MAX_VERSION}`;
   return {
     multi: new Map<string, StatementSync>(),
     resourceByRef: p("SELECT rid, patient, current, pending, deleted FROM resources WHERE type = ? AND id = ?"),
@@ -1180,21 +1185,23 @@ function prepare(db: DatabaseSync) {
     deleteResource: p("DELETE FROM resources WHERE rid = ?"),
     byPatient: p("SELECT type, id FROM resources WHERE patient = ? AND current > 0 AND deleted = 0 ORDER BY type, id"),
     allOfPatient: p("SELECT rid, type, id, current FROM resources WHERE patient = ?"),
-    insertVersion: p("INSERT INTO versions (rid, version, last_updated, deleted, box, ix) VALUES (?, ?, ?, ?, ?, ?)"),
-    version: p("SELECT rid, version, last_updated, deleted, box FROM versions WHERE rid = ? AND version = ?"),
-    history: p("SELECT rid, version, last_updated, deleted, box FROM versions WHERE rid = ? ORDER BY version DESC"),
-    allVersions: p("SELECT rid, version, box FROM versions WHERE rid = ?"),
-    setBox: p("UPDATE versions SET box = ? WHERE rid = ? AND version = ?"),
+    insertVersion: p(`INSERT INTO versions (vkey, last_updated, deleted, box, ix) VALUES (${vkey}, ?3, ?4, ?5, ?6)`),
+    version: p(`SELECT ${cols}, last_updated, deleted, box FROM versions WHERE vkey = ${vkey}`),
+    history: p(`SELECT ${cols}, last_updated, deleted, box FROM versions WHERE ${ofRid} ORDER BY vkey DESC`),
+    allVersions: p(`SELECT ${cols}, box FROM versions WHERE ${ofRid}`),
+    setBox: p(`UPDATE versions SET box = ?3 WHERE vkey = ${vkey}`),
     pendingOfStage: p("SELECT stage, rid, version, last_updated, deleted FROM pending WHERE stage = ?"),
     dropPending: p("DELETE FROM pending WHERE stage = ? AND rid = ?"),
     dropPendingOfRid: p("DELETE FROM pending WHERE rid = ?"),
-    deleteVersion: p("DELETE FROM versions WHERE rid = ? AND version = ?"),
-    deleteVersions: p("DELETE FROM versions WHERE rid = ?"),
-    indexedBefore: p("SELECT rid, version, ix FROM versions WHERE rid = ? AND version < ? AND ix IS NOT NULL"),
+    deleteVersion: p(`DELETE FROM versions WHERE vkey = ${vkey}`),
+    deleteVersions: p(`DELETE FROM versions WHERE ${ofRid}`),
+    indexedBefore: p(
+      `SELECT ${cols}, ix FROM versions WHERE vkey >= ?1 * ${2 ** VERSION_BITS} AND vkey < ${vkey} AND ix IS NOT NULL`,
+    ),
     dropHash: p("DELETE FROM idx_hash WHERE hash = ? AND rid = ? AND version = ?"),
     dropDatesOf: p("DELETE FROM idx_date WHERE rid = ? AND version = ?"),
     dropNumbersOf: p("DELETE FROM idx_number WHERE rid = ? AND version = ?"),
-    clearIx: p("UPDATE versions SET ix = NULL WHERE rid = ? AND version = ?"),
+    clearIx: p(`UPDATE versions SET ix = NULL WHERE vkey = ${vkey}`),
     keyByPatient: p("SELECT wrapped FROM patient_keys WHERE patient = ?"),
     insertKey: p("INSERT INTO patient_keys (patient, wrapped) VALUES (?, ?)"),
     deleteKey: p("DELETE FROM patient_keys WHERE patient = ?"),
