@@ -3,6 +3,7 @@ import { existsSync, readFileSync, rmSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { createScenario, type ScenarioMeta } from "../contract/fixtures.ts";
 import type { DecisionRequest } from "../contract/index.ts";
+import { attachFhir } from "../fhir/server.ts";
 import { sha256 } from "../ledger/hash.ts";
 import { parseSignedTx } from "../ledger/tx.ts";
 import { dataPaths, ensureDir, writeConfig, writeFileAtomic, writeKeyFile } from "../node/datadir.ts";
@@ -61,7 +62,7 @@ export async function demoCommand(options: DemoOptions): Promise<void> {
     for (const [i, org] of ORG_NAMES.entries()) {
       // Port 0 asks the system for a free port for each node; otherwise the nodes take PORT, PORT+1, PORT+2.
       const port = options.port === 0 ? 0 : options.port + i;
-      nodes.push(await openNode(join(dir, org), { orderer, pool, log, flags: { port } }));
+      nodes.push(await openNode(join(dir, org), { orderer, pool, log, flags: { port }, extend: attachFhir }));
     }
     if (meta) await submitSetup(nodes[0] as RunningNode, meta);
     await caughtUp(nodes);

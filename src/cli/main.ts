@@ -5,8 +5,10 @@ import { StoreError } from "../store/ledger-store.ts";
 import { benchCommand } from "./bench.ts";
 import { demoCommand } from "./demo.ts";
 import { exportCommand } from "./export.ts";
+import { DEFAULT_OUT, DEFAULT_SEED, generateCommand, parsePatientCount } from "./generate.ts";
 import { initCommand } from "./init.ts";
 import { startCommand } from "./start.ts";
+import { tokenCommand } from "./token.ts";
 import { verifyCommand } from "./verify.ts";
 
 /** Exit codes: 0 ok, 1 a check failed (verify), 2 bad usage or a problem the user must fix. */
@@ -77,6 +79,29 @@ function program(): Command {
     .requiredOption("--dir <dir>", "the node's data dir")
     .option("--out <file>", "file to write (default: standard output)")
     .action(exportCommand);
+
+  cli
+    .command("generate")
+    .description("write deterministic synthetic UK patients as FHIR transaction bundles")
+    .requiredOption("--patients <n>", "how many patients (1-1000000)", parsePatientCount)
+    .option("--seed <seed>", "the same seed gives the same patients", DEFAULT_SEED)
+    .option("--out <dir>", "a directory (one file per patient), - for NDJSON on stdout, or FILE.ndjson", DEFAULT_OUT)
+    .option("--now <date>", "the generated world's today (default 2025-06-30T12:00:00Z)")
+    .action(async (options) => {
+      await generateCommand(options);
+    });
+
+  cli
+    .command("token")
+    .description("print a bearer token for the FHIR API, for an identity whose key is in the data dir")
+    .requiredOption("--dir <dir>", "the demo dir, or a node's data dir")
+    .requiredOption("--as <name>", "a name from DIR/demo-users.json, or a key file")
+    .option("--purpose <code>", "purpose of use (v3 PurposeOfUse: TREAT, ETREAT, HRESCH, …)")
+    .option("--scope <scopes>", "SMART scopes to ask for (default: all the identity may have)")
+    .option("--patient <id>", "for a proxy: the patient to act for")
+    .option("--node <name>", "which node issues the token (a data dir name under --dir)")
+    .option("--url <url>", "the node's base URL when its config does not say (port 0)")
+    .action((options) => tokenCommand(options));
 
   cli
     .command("bench")

@@ -1,7 +1,11 @@
+import { attachFhir } from "../fhir/server.ts";
 import { openNode } from "../node/runtime.ts";
 
 export async function startCommand(options: { dir: string; port?: number; host?: string }): Promise<void> {
-  const running = await openNode(options.dir, { flags: { port: options.port, host: options.host } });
+  const running = await openNode(options.dir, {
+    flags: { port: options.port, host: options.host },
+    extend: attachFhir,
+  });
   // Signal handlers go in before the node says where it listens: whoever reads that line may stop it at once.
   const stopped = new Promise<void>((resolve) => {
     const stop = (signal: string) => {

@@ -30,6 +30,23 @@ export interface OpenOptions {
   pool?: VerifyPool;
   log?: Logger;
   listen?: boolean;
+  /**
+   * Layers below the node (the FHIR API) add their routes here, before the server listens. What it returns is told
+   * the URL once listening and closed before the node is (so it can flush what it still has to write).
+   */
+  extend?: (app: FastifyInstance, ctx: ExtensionContext) => Promise<Extension>;
+}
+
+export interface ExtensionContext {
+  dir: string;
+  node: LedgerNode;
+  config: NodeConfig;
+  log: Logger;
+}
+
+export interface Extension {
+  listening?(url: string): void;
+  close(): Promise<void>;
 }
 
 /**
@@ -73,11 +90,22 @@ export async function openNode(dir: string, options: OpenOptions = {}): Promise<
     throw error;
   }
   const app = buildHttpServer({ node, log });
+  let extension: Extension | undefined;
+  if (options.extend) {
+    try {
+      extension = await options.extend(app, { dir, node, config, log });
+    } catch (error) {
+      await node.close(0);
+      await cleanup();
+      throw error;
+    }
+  }
   let url = "";
   if (options.listen !== false) {
     try {
       url = await app.listen({ host: config.host, port: config.port });
     } catch (error) {
+      await extension?.close();
       await node.close(0);
       await cleanup();
       const code = (error as NodeJS.ErrnoException).code;
@@ -86,6 +114,7 @@ export async function openNode(dir: string, options: OpenOptions = {}): Promise<
       throw new ConfigError(`cannot listen on ${config.host}:${config.port}: ${(error as Error).message}`);
     }
   }
+  extension?.listening?.(url);
   const audit = config.auditOnStart ? startAudit(paths.ledger, genesisHash, node, log) : undefined;
   let closed = false;
   return {
@@ -98,6 +127,7 @@ export async function openNode(dir: string, options: OpenOptions = {}): Promise<
       closed = true;
       await audit?.terminate();
       await app.close();
+      await extension?.close();
       await node.close();
       await cleanup();
     },
