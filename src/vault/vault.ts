@@ -566,23 +566,32 @@ export class Vault {
     const type = q.resourceType;
     const where: string[] = ["r.type = ?", "r.current > 0", "r.deleted = 0"];
     const params: SQLInputValue[] = [type];
-    for (const clause of q.clauses) {
+    const hashed = q.clauses.some((c) => c.kind !== "date" && c.kind !== "number" && !(c.kind === "token" && c.not));
+    let driving = hashed;
+    // Hash clauses first, then ranges: with a hash clause to drive the query, a range is checked per candidate
+    // through the (rid, version) index instead of listing every matching date of the type.
+    const ordered = [...q.clauses].sort((x, y) => rangeKind(x) - rangeKind(y));
+    for (const clause of ordered) {
       if (!PARAM_RE.test(clause.param)) throw new VaultError("invalid-query", "a search parameter name is not valid");
       if (clause.anyOf.length === 0 || clause.anyOf.length > MAX_QUERY_VALUES) {
         throw new VaultError("invalid-query", `search parameter ${clause.param}: 1 to ${MAX_QUERY_VALUES} values`);
       }
       if (clause.kind === "date" || clause.kind === "number") {
         const pkey = this.paramKeys.get(`${type}\0${clause.param}`);
-        if (pkey === undefined) return [];
         const [table, lo, hi] =
           clause.kind === "date" ? ["idx_date", "d.low", "d.high"] : ["idx_number", "d.value", "d.value"];
         const ors = clause.anyOf.map((range) =>
           this.rangeCondition(lo, hi, range, clause.kind === "date", params, clause.param),
         );
+        if (pkey === undefined) return [];
         where.push(
-          `r.rid IN (SELECT d.rid FROM ${table} d JOIN resources c ON c.rid = d.rid AND c.current = d.version
-           WHERE d.pkey = ${pkey} AND (${ors.join(" OR ")}))`,
+          hashed
+            ? `EXISTS (SELECT 1 FROM ${table} d INDEXED BY ${table}_rid WHERE d.rid = r.rid AND d.version = r.current
+               AND d.pkey = ${pkey} AND (${ors.join(" OR ")}))`
+            : `r.rid IN (SELECT d.rid FROM ${table} d JOIN resources c ON c.rid = d.rid AND c.current = d.version
+               WHERE d.pkey = ${pkey} AND (${ors.join(" OR ")}))`,
         );
+        driving = true;
       } else {
         const hashes = this.queryHashes(type, clause);
         where.push(
@@ -616,11 +625,14 @@ export class Vault {
         const [table, low, high] = numeric ? ["idx_number", "value", "value"] : ["idx_date", "low", "high"];
         const agg = s.descending ? `max(d.${high})` : `min(d.${low})`;
         order.push(
-          `(SELECT ${agg} FROM ${table} d WHERE d.rid = r.rid AND d.version = r.current AND d.pkey = ${pkey}) ${dir} NULLS LAST`,
+          `(SELECT ${agg} FROM ${table} d INDEXED BY ${table}_rid WHERE d.rid = r.rid AND d.version = r.current AND d.pkey = ${pkey}) ${dir} NULLS LAST`,
         );
       }
     }
     order.push("r.id ASC");
+    // With a selective clause, drive the query from its matches (looked up by rid), not from every resource of the
+    // type: `+r.type` keeps SQLite off the (type, id) index, which it would otherwise prefer. `_id` lists use it.
+    if (driving && q.ids === undefined) where[0] = "+r.type = ?";
     const sql = `SELECT r.id FROM resources r WHERE ${where.join(" AND ")} ORDER BY ${order.join(", ")}`;
     return (this.query(sql).all(...params) as { id: string }[]).map((r) => r.id);
   }
@@ -950,6 +962,10 @@ export class Vault {
 }
 
 // ---- helpers --------------------------------------------------------------------------------------------------
+
+function rangeKind(c: SearchClause): number {
+  return c.kind === "date" || c.kind === "number" ? 1 : 0;
+}
 
 function pendingRef(r: {
   stage: number;
