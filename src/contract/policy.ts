@@ -3,8 +3,12 @@
 export const ROLES = ["clinician", "nurse", "researcher", "analyst", "admin"] as const;
 export type Role = (typeof ROLES)[number];
 
-/** v3 PurposeOfUse codes the contract knows. */
-export const PURPOSES = ["TREAT", "ETREAT", "HRESCH", "CLINTRCH", "HMARKT", "HOPERAT", "PUBHLTH"] as const;
+/**
+ * v3 PurposeOfUse codes the contract knows. `PATRQT` (patient requested) is what patients and their proxies act
+ * under: no role may use it (decision step 2), so it only ever permits through step 1 (own record, proxy); it is
+ * listed so that their reads can be written to `access.log`.
+ */
+export const PURPOSES = ["TREAT", "ETREAT", "HRESCH", "CLINTRCH", "HMARKT", "HOPERAT", "PUBHLTH", "PATRQT"] as const;
 export type Purpose = (typeof PURPOSES)[number];
 
 export const ACTIONS = ["read", "write"] as const;
