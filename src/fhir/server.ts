@@ -54,7 +54,16 @@ export async function attachFhir(app: FastifyInstance, ext: ExtensionContext): P
   const paths = fhirPaths(dir);
   const nodeRec = node.store.state.get(`key/${node.key.keyId}`) as { kind?: string; org?: string } | undefined;
   if (nodeRec?.kind !== "node" || typeof nodeRec.org !== "string") {
-    throw new OperationOutcomeError(500, "exception", "this node's key is not registered as an organisation's node");
+    // A node that joined from a genesis file before its organisation was approved serves the ledger, not FHIR.
+    ext.log.warn("the FHIR API is off: this node's key is not (yet) an organisation's node on the ledger");
+    const off = new OperationOutcomeError(
+      503,
+      "processing",
+      "the FHIR API starts once this node's key is registered to an organisation on the ledger (then restart the node)",
+    );
+    app.all("/fhir", async (_request, reply) => sendError(reply, off));
+    app.all("/fhir/*", async (_request, reply) => sendError(reply, off));
+    return { close: async () => {} };
   }
   const orgId = nodeRec.org;
   const anchors = ledgerAnchors(node.store.state, orgId);
