@@ -226,10 +226,10 @@ export function registerFhirRoutes(app: FastifyInstance, options: RouteOptions):
         (pick: (request: FastifyRequest) => FhirHandler | undefined) =>
         async (request: FastifyRequest, reply: FastifyReply) => {
           const principal = await auth(request);
-          const handler = pick(request);
-          if (!handler) throw methodNotAllowed();
           const params = request.params as FhirRequest["params"];
           checkParams(params);
+          const handler = pick(request);
+          if (!handler) throw methodNotAllowed();
           const req: FhirRequest = {
             principal,
             params,
