@@ -228,8 +228,6 @@ export function registerFhirRoutes(app: FastifyInstance, options: RouteOptions):
           const principal = await auth(request);
           const params = request.params as FhirRequest["params"];
           checkParams(params);
-          const handler = pick(request);
-          if (!handler) throw methodNotAllowed();
           const req: FhirRequest = {
             principal,
             params,
@@ -237,6 +235,8 @@ export function registerFhirRoutes(app: FastifyInstance, options: RouteOptions):
             body: request.body,
             ifMatch: parseIfMatch(request.headers["if-match"]),
           };
+          const handler = pick(request);
+          if (!handler) throw methodNotAllowed();
           return send(reply, await handler(ctx, req));
         };
 
