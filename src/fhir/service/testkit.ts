@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { KeyPair } from "../../ledger/keys.ts";
 import { parseSignedTx } from "../../ledger/tx.ts";
-import type { SignedTx } from "../../ledger/types.ts";
+import type { BlockEntry, SignedTx } from "../../ledger/types.ts";
 import { readKeyFile } from "../../node/datadir.ts";
 import type { CommitResult } from "../../node/ledger-node.ts";
 import { silentLogger } from "../../node/logger.ts";
@@ -24,10 +24,11 @@ import { tokenRequestForm } from "../auth/client-assertion.ts";
 import { JtiCache } from "../auth/jti-cache.ts";
 import { authUrls } from "../auth/smart-configuration.ts";
 import { issueToken } from "../auth/token-endpoint.ts";
+import { outcomeOf } from "../outcome.ts";
 import { clinicalDate, patientOf, securityLabels } from "../resource-facts.ts";
 import { extractIndex } from "../search-params.ts";
 import { AccessLogBatcher } from "./access-log.ts";
-import type { FhirContext, FhirRequest } from "./context.ts";
+import type { AccessEntry, FhirContext, FhirHandler, FhirRequest } from "./context.ts";
 
 /** Base URL the kit's tokens and links use (nothing listens on it). */
 export const KIT_BASE_URL = "http://127.0.0.1:7600";
@@ -314,6 +315,35 @@ export async function putRecords(
   }
   kit.vault.confirm(staged);
   return staged;
+}
+
+/** Calls a handler and returns what the server would send: its response, or the OperationOutcome of what it threw. */
+export async function call(
+  handler: FhirHandler,
+  ctx: FhirContext,
+  req: FhirRequest,
+  // biome-ignore lint/suspicious/noExplicitAny: response bodies are checked field by field by the tests
+): Promise<{ status: number; body?: any; headers?: Record<string, string> }> {
+  try {
+    return await handler(ctx, req);
+  } catch (error) {
+    return outcomeOf(error);
+  }
+}
+
+/** Every `access.log` entry committed valid in blocks above `fromHeight`, read from the ledger. */
+export function ledgerAccessEntries(kit: ServiceKit, fromHeight = 0): AccessEntry[] {
+  const out: AccessEntry[] = [];
+  for (let h = fromHeight + 1; h <= kit.running.node.height; h++) {
+    const row = kit.running.node.readBlock(h);
+    if (!row) continue;
+    for (const e of JSON.parse(row.txs) as BlockEntry[]) {
+      if (e.tx.type === "access.log" && e.result.valid) {
+        out.push(...((e.tx.payload as { entries: AccessEntry[] }).entries ?? []));
+      }
+    }
+  }
+  return out;
 }
 
 /** A FhirRequest for a handler call. */
