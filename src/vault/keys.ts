@@ -14,7 +14,7 @@ export interface KeyProvider {
   wrap(dataKey: Buffer, aad: string): Buffer;
   /** Inverse of `wrap`; throws `VaultKeyError` if the wrapped bytes or the aad do not match. */
   unwrap(wrapped: Buffer, aad: string): Buffer;
-  /** 32-byte HMAC key for the blind indexes. */
+  /** 32-byte HMAC key for the blind indexes, as a fresh copy (the vault wipes it after use). */
   blindIndexKey(): Buffer;
 }
 
