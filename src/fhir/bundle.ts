@@ -26,6 +26,12 @@ import { ID_RE, parseReference, STORED_TYPES, type ValidateOptions, validateReso
 export interface PrepareOptions {
   /** A fresh resource id (the vault's: random, carrying nothing). */
   newId: () => string;
+  /**
+   * For POST entries: the id to store the resource under instead of a fresh `newId()` (import gives a Patient its
+   * ledger pseudonym this way), or undefined for a fresh one. Called after the resource validated, before any
+   * reference is rewritten; `fullUrl` is the entry's own, if any.
+   */
+  idFor?: (resourceType: string, resource: Resource, fullUrl: string | undefined) => string | undefined;
   /** Largest number of entries (default 5,000); more is 413. */
   maxEntries?: number;
   /** Types that may be imported (default `STORED_TYPES`). */
@@ -168,7 +174,8 @@ export function prepareTransaction(bundle: unknown, options: PrepareOptions): Pr
     let id: string;
     if (method === "POST") {
       if (url !== resourceType) throw badRequest(`POST url must be ${resourceType}`, `${at}.request.url`, "value");
-      id = options.newId();
+      const fullUrl = typeof entry.fullUrl === "string" ? entry.fullUrl : undefined;
+      id = options.idFor?.(resourceType, validated, fullUrl) ?? options.newId();
       if (!ID_RE.test(id)) throw new OperationOutcomeError(500, "exception", "invalid id generated");
     } else {
       const parts = url.split("/");
