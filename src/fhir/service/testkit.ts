@@ -28,6 +28,7 @@ import { outcomeOf } from "../outcome.ts";
 import { clinicalDate, patientOf, securityLabels } from "../resource-facts.ts";
 import { extractIndex } from "../search-params.ts";
 import { AccessLogBatcher } from "./access-log.ts";
+import { AuditIndex } from "./audit.ts";
 import type { AccessEntry, FhirContext, FhirHandler, FhirRequest } from "./context.ts";
 
 /** Base URL the kit's tokens and links use (nothing listens on it). */
@@ -61,6 +62,8 @@ export interface ServiceKit {
   vault: Vault;
   anchorer: AnchorBatcher;
   accessLog: AccessLogBatcher;
+  /** The access-log index (`DIR/audit.db`), following the node. */
+  audit: AuditIndex;
   ctx: FhirContext;
   /**
    * Commitments of records that belong to no patient (the contract anchors only patient records): kept off-ledger
@@ -141,6 +144,7 @@ export async function openServiceKit(options: { orgName?: string; now?: () => nu
   });
   const anchorer = new AnchorBatcher({ node, key: nodeKey, custodian: orgId, now });
   const accessLog = new AccessLogBatcher({ node, key: nodeKey, now });
+  const audit = AuditIndex.open(join(dir, "audit.db"), node);
   const { fhirBaseUrl, tokenUrl } = authUrls(KIT_BASE_URL);
   const ctx: FhirContext = {
     node,
@@ -165,6 +169,7 @@ export async function openServiceKit(options: { orgName?: string; now?: () => nu
     vault,
     anchorer,
     accessLog,
+    audit,
     ctx,
     localAnchors,
     async commit(txs, expectValid = true) {
@@ -271,6 +276,7 @@ export async function openServiceKit(options: { orgName?: string; now?: () => nu
     },
     async close() {
       await accessLog.close(2000);
+      kit.audit.close();
       vault.close();
       await running.close();
       rmSync(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 50 });
