@@ -264,7 +264,6 @@ function openDb(path: string): DatabaseSync {
 // ---- FHIR mapping ---------------------------------------------------------------------------------------------
 
 const KEY_SYSTEM = "urn:careledger:key";
-const MEMBER_SYSTEM = "urn:careledger:member";
 const ORG_SYSTEM = "urn:careledger:org";
 
 /** Who the requester of an entry is, from ledger state (for the agent). */
