@@ -171,6 +171,7 @@ const MAX_QUERY_VALUES = 1000;
 /** Versions per resource are numbered below 2^20: the versions table keys rows by `rid * 2^20 + version`. */
 const VERSION_BITS = 20;
 const MAX_VERSION = 2 ** VERSION_BITS - 1;
+const VERSION_SPAN = 2 ** VERSION_BITS;
 /** Rows per multi-row INSERT: fewer calls from JS into SQLite. */
 const INSERT_CHUNK = 200;
 
@@ -321,6 +322,9 @@ export class Vault {
     const dateRows: SQLInputValue[] = [];
     const numberRows: SQLInputValue[] = [];
     const pendingRows: SQLInputValue[] = [];
+    const resourceRows: SQLInputValue[] = [];
+    const versionRows: SQLInputValue[] = [];
+    let nextRid: number | undefined;
     const createdKeys: string[] = [];
     this.db.exec("BEGIN IMMEDIATE");
     try {
@@ -338,7 +342,11 @@ export class Vault {
           rid = existing.rid;
           s.setPending.run(version, rid);
         } else {
-          rid = Number(s.insertResource.run(type, id, item.patient, version).lastInsertRowid);
+          // Rows of new resources and of every version go in with multi-row INSERTs at the end; rids are ours to
+          // assign inside this write transaction.
+          nextRid ??= Number((s.maxRid.get() as { m: number }).m) + 1;
+          rid = nextRid++;
+          resourceRows.push(rid, type, id, item.patient, version);
         }
         const keyName = item.patient ?? CUSTODIAN_KEY;
         const created = !this.dataKeys.has(keyName) && s.keyByPatient.get(keyName) === undefined;
@@ -356,7 +364,7 @@ export class Vault {
         const box = seal(dataKey, iv, plaintext, recordAad(type, id, version, item.patient));
         const deleted = item.delete === true;
         const ix = deleted ? null : this.indexRows(type, item.index, rid, version, hashRows, dateRows, numberRows);
-        s.insertVersion.run(rid, version, nowMs, deleted ? 1 : 0, box, ix);
+        versionRows.push(rid * VERSION_SPAN + version, nowMs, deleted ? 1 : 0, box, ix);
         pendingRows.push(stage, rid, version, nowMs, deleted ? 1 : 0, Buffer.from(commitment, "hex"));
         const anchor: AnchorEntry = {
           resourceType: type,
@@ -376,6 +384,8 @@ export class Vault {
           deleted,
         });
       }
+      insertMany(this.db, s.multi, "resources (rid, type, id, patient, pending)", 5, resourceRows, false);
+      insertMany(this.db, s.multi, "versions (vkey, last_updated, deleted, box, ix)", 5, versionRows, false);
       insertMany(this.db, s.multi, "pending", 6, pendingRows);
       insertMany(this.db, s.multi, "idx_hash", 3, hashRows);
       insertMany(this.db, s.multi, "idx_date", 5, dateRows);
@@ -1101,6 +1111,7 @@ function insertMany(
   table: string,
   width: number,
   flat: SQLInputValue[],
+  orIgnore = true,
 ): void {
   const rows = flat.length / width;
   const statement = (n: number) => {
@@ -1108,7 +1119,7 @@ function insertMany(
     let stmt = cache.get(key);
     if (!stmt) {
       const row = `(${Array(width).fill("?").join(",")})`;
-      stmt = db.prepare(`INSERT OR IGNORE INTO ${table} VALUES ${Array(n).fill(row).join(",")}`);
+      stmt = db.prepare(`INSERT ${orIgnore ? "OR IGNORE " : ""}INTO ${table} VALUES ${Array(n).fill(row).join(",")}`);
       cache.set(key, stmt);
     }
     return stmt;
@@ -1193,7 +1204,7 @@ function prepare(db: DatabaseSync) {
     multi: new Map<string, StatementSync>(),
     resourceByRef: p("SELECT rid, patient, current, pending, deleted FROM resources WHERE type = ? AND id = ?"),
     refOfRid: p("SELECT type, id FROM resources WHERE rid = ?"),
-    insertResource: p("INSERT INTO resources (type, id, patient, current, pending) VALUES (?, ?, ?, 0, ?)"),
+    maxRid: p("SELECT coalesce(max(rid), 0) AS m FROM resources"),
     setPending: p("UPDATE resources SET pending = ? WHERE rid = ?"),
     clearPending: p("UPDATE resources SET pending = NULL WHERE rid = ?"),
     makeCurrent: p("UPDATE resources SET current = ?, pending = NULL, last_updated = ?, deleted = ? WHERE rid = ?"),
@@ -1201,7 +1212,6 @@ function prepare(db: DatabaseSync) {
     deleteResource: p("DELETE FROM resources WHERE rid = ?"),
     byPatient: p("SELECT type, id FROM resources WHERE patient = ? AND current > 0 AND deleted = 0 ORDER BY type, id"),
     allOfPatient: p("SELECT rid, type, id, current FROM resources WHERE patient = ?"),
-    insertVersion: p(`INSERT INTO versions (vkey, last_updated, deleted, box, ix) VALUES (${vkey}, ?3, ?4, ?5, ?6)`),
     version: p(`SELECT ${cols}, last_updated, deleted, box FROM versions WHERE vkey = ${vkey}`),
     history: p(`SELECT ${cols}, last_updated, deleted, box FROM versions WHERE ${ofRid} ORDER BY vkey DESC`),
     allVersions: p(`SELECT ${cols}, box FROM versions WHERE ${ofRid}`),
