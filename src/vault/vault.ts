@@ -522,7 +522,7 @@ export class Vault {
       if (error instanceof VaultKeyError) throw new VaultIntegrityError(`${where}: its data key does not unwrap`);
       throw error;
     }
-    const plain = unseal(key, Buffer.from(v.box), recordAad(type, id, v.version, patient));
+    const plain = unseal(key, view(v.box), recordAad(type, id, v.version, patient));
     if (plain === undefined) throw new VaultIntegrityError(`${where}: ciphertext does not authenticate`);
     let payload: { resource: VaultResource; salt: string; labels: string[]; date?: string };
     try {
@@ -826,7 +826,7 @@ export class Vault {
       const { type, id } = this.stmts.refOfRid.get(rid) as { type: string; id: string };
       for (const v of this.stmts.allVersions.all(rid) as unknown as VersionRow[]) {
         const aad = recordAad(type, id, v.version, patient);
-        const plain = unseal(old, Buffer.from(v.box), aad);
+        const plain = unseal(old, view(v.box), aad);
         if (plain === undefined)
           throw new VaultIntegrityError(`${type}/${id} version ${v.version}: ciphertext does not authenticate`);
         this.stmts.setBox.run(rid, v.version, seal(fresh, randomBytes(IV_BYTES), plain, aad));
@@ -1021,6 +1021,11 @@ function unseal(key: KeyObject, box: Buffer, aad: Buffer): Buffer | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** A Buffer over SQLite's bytes without copying them. */
+function view(bytes: Uint8Array): Buffer {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
 function codePoints(value: string): string[] {
