@@ -12,6 +12,7 @@ import { cpSync, existsSync, statSync, truncateSync } from "node:fs";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { after, before, describe, test } from "node:test";
+import { nonceKey } from "../src/store/ledger-store.ts";
 import { runCli, startNode, stopNode, tempDir } from "./helpers.ts";
 import { call, newNetwork, openTestNode, registerTx } from "./support-net.ts";
 
@@ -154,6 +155,21 @@ const cases: Case[] = [
         `the tx index holds ${BLOCKS * TXS_PER_BLOCK} rows but the log holds ${BLOCKS * TXS_PER_BLOCK + 1} txs`,
       ),
     },
+  },
+  {
+    name: "(d') a replay-protection (nonce) row deleted",
+    tamper: (dir) =>
+      withDb(dir, (db) => {
+        const row = db.prepare("SELECT txs FROM blocks WHERE height = 3").get() as { txs: string };
+        const tx = (JSON.parse(row.txs) as { tx: { signer: string; nonce: string } }[])[1]?.tx;
+        assert.ok(tx);
+        const deleted = db
+          .prepare("DELETE FROM nonces WHERE key = ?")
+          .run(Buffer.from(nonceKey(tx.signer, tx.nonce), "hex"));
+        assert.equal(deleted.changes, 1);
+      }),
+    verify: /^FAILED at height 3: tx 1 \([0-9a-f]{16}…\) is missing from the store's replay index$/m,
+    start: "starts",
   },
   {
     name: "(e) ledger.db truncated to half its size",

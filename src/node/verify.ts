@@ -107,6 +107,10 @@ export async function replayLedger(
         if (!options.store.hasTx(entry.id)) {
           throw new Bad(h, `tx ${pos} (${entry.id.slice(0, 16)}…) is missing from the store's tx index`);
         }
+        // A missing nonce key would let the same (signer, nonce) be logged again as valid.
+        if (!options.store.nonceUsed(entry.tx.signer, entry.tx.nonce)) {
+          throw new Bad(h, `tx ${pos} (${entry.id.slice(0, 16)}…) is missing from the store's replay index`);
+        }
       }
       for (const n of rebuilt.nodes) {
         let stored: Uint8Array;
