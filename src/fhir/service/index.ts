@@ -3,7 +3,13 @@
  * audit index). `server.ts` routes requests to these handlers; an interaction without a handler answers 405.
  */
 import type { Logger } from "../../node/logger.ts";
+import { AccessLogBatcher } from "./access-log.ts";
+import { AuditIndex, auditEventSearchWith } from "./audit.ts";
 import type { AccessLogger, FhirContext, FhirHandler } from "./context.ts";
+import { everything } from "./everything.ts";
+import { provenanceSearch } from "./provenance.ts";
+import { history, read, vread } from "./read.ts";
+import { search } from "./search.ts";
 
 export interface FhirHandlers {
   read?: FhirHandler;
@@ -31,9 +37,27 @@ export interface Services {
 }
 
 export async function openServices(
-  _ctx: FhirContext,
-  _options: { auditPath: string; dir: string; log: Logger },
+  ctx: FhirContext,
+  options: { auditPath: string; dir: string; log: Logger },
 ): Promise<Services> {
-  // Filled in as the read and write sides land (see docs/STATUS.md).
-  return { handlers: {}, accessLog: { log: () => {}, flush: async () => {} }, close: async () => {} };
+  const accessLog = new AccessLogBatcher({ node: ctx.node, key: ctx.nodeKey, log: options.log });
+  const audit = AuditIndex.open(options.auditPath, ctx.node);
+  const handlers: FhirHandlers = {
+    read,
+    vread,
+    history,
+    search,
+    everything,
+    auditEventSearch: auditEventSearchWith(audit),
+    provenanceSearch,
+  };
+  return {
+    handlers,
+    accessLog,
+    async close() {
+      // What was read is on the ledger before the node goes.
+      await accessLog.close();
+      audit.close();
+    },
+  };
 }
