@@ -26,10 +26,12 @@ import { DatabaseSync, type SQLInputValue } from "node:sqlite";
 import { UUID_PATTERN } from "../../contract/schemas.ts";
 import type { StateReader } from "../../contract/state.ts";
 import { AnchorBatcher, type AnchorBatcherOptions, AnchorError, ledgerAnchors } from "../../vault/anchorer.ts";
+import { FileKeyProvider } from "../../vault/keys.ts";
 import {
   type AnchorEntry,
   type PutItem,
   type StagedWrite,
+  Vault,
   VaultConflictError,
   VaultError,
   VaultIntegrityError,
@@ -43,6 +45,7 @@ import { clinicalDate, patientOf, securityLabels } from "../resource-facts.ts";
 import { extractIndex } from "../search-params.ts";
 import { STORED_TYPES, validateResource } from "../validate.ts";
 import { type AccessInteraction, checkAccess, type RecordFacts } from "./consent-check.ts";
+import { consentUpdate } from "./consent-resource.ts";
 import type { FhirContext, FhirHandler, FhirRequest, FhirResponse } from "./context.ts";
 import { isRegistered, type LookupKey, pseudonymOf } from "./patients.ts";
 
@@ -253,6 +256,58 @@ export class CustodianAnchorer extends AnchorBatcher {
       throw error;
     }
   }
+}
+
+/** The local commitments file's name in a data dir. */
+export const LOCAL_ANCHORS_FILE = "local-anchors.db";
+
+export interface CustodianStoreOptions {
+  /** What anchors go through and whose state the vault checks them against. */
+  node: AnchorBatcherOptions["node"] & { store: { state: StateReader } };
+  key: AnchorBatcherOptions["key"];
+  custodian: string;
+  vaultPath: string;
+  vaultKeyPath: string;
+  localAnchorsPath: string;
+  now?: () => number;
+}
+
+/**
+ * The vault and anchorer of a node, wired together (the server and `careledger import` must open them the same
+ * way): the anchorer first, then the vault on its anchor source, so that writes a crash left pending are settled by
+ * the journal. `close()` closes both.
+ */
+export function openCustodianStore(options: CustodianStoreOptions): {
+  vault: Vault;
+  anchorer: CustodianAnchorer;
+  close(): void;
+} {
+  const anchorer = new CustodianAnchorer({
+    node: options.node,
+    key: options.key,
+    custodian: options.custodian,
+    path: options.localAnchorsPath,
+    ...(options.now === undefined ? {} : { now: options.now }),
+  });
+  let vault: Vault;
+  try {
+    vault = Vault.open(options.vaultPath, {
+      keys: FileKeyProvider.openOrCreate(options.vaultKeyPath),
+      ...anchorer.vaultAnchors(options.node.store.state),
+      ...(options.now === undefined ? {} : { now: options.now }),
+    });
+  } catch (error) {
+    anchorer.close();
+    throw error;
+  }
+  return {
+    vault,
+    anchorer,
+    close() {
+      vault.close();
+      anchorer.close();
+    },
+  };
 }
 
 // ---- the write path -------------------------------------------------------------------------------------------
@@ -572,9 +627,11 @@ export function nhsNumberOf(resource: object): string | undefined {
  * `PUT /fhir/:type/:id` — update; `If-Match: W/"n"` is checked by the vault (412 when n is not current). The caller
  * must be allowed to write both the current version and the new one (labels or dates may change). Missing or hidden
  * target → 405 (see the file comment); `PUT Patient/<registered pseudonym>` not held here yet → created (201).
+ * `PUT Consent/:id` is a consent rule change or revocation (consent-resource.ts).
  */
 export function updateHandler(_options: WriteHandlerOptions = {}): FhirHandler {
   return async (ctx, req) => {
+    if (req.params.type === "Consent") return consentUpdate(ctx, req);
     const type = checkWritableType(req.params.type);
     const id = req.params.id;
     if (id === undefined) throw badRequest("an update needs an id in the URL", "id");
