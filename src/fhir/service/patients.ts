@@ -215,8 +215,9 @@ export async function ensurePatients(
   const fresh: { lookup: string; patient: string; key: KeyPair; tx: SignedTx }[] = [];
   const wanted = requests.map((r) => (typeof r === "string" ? { nhsNumber: r } : r));
   const lookups = wanted.map((r) => registry.lookup.lookupOf(r.nhsNumber));
+  const freshLookups = new Set<string>();
   for (const [i, lookup] of lookups.entries()) {
-    if (byLookup.has(lookup)) continue;
+    if (byLookup.has(lookup) || freshLookups.has(lookup)) continue;
     const known = state.get(K.nhs(lookup));
     if (typeof known === "string") {
       byLookup.set(lookup, { patient: known, created: false });
@@ -235,6 +236,7 @@ export async function ensurePatients(
     const patient = proposed !== undefined && PSEUDONYM_RE.test(proposed) ? proposed : randomUUID();
     const tx = signNew(signer, "patient.register", { patient, org: ctx.orgId, key: key.keyId, lookup }, ctx.now());
     fresh.push({ lookup, patient, key, tx });
+    freshLookups.add(lookup);
   }
   if (fresh.length > 0) {
     mkdirSync(registry.keysDir, { recursive: true, mode: 0o700 });
