@@ -10,6 +10,9 @@
 //   references to an entry of the same bundle (by its PUT url, the tail of its absolute fullUrl, or — for bare
 //   resources and collections — its own id) and to resources imported earlier in the same run are rewritten to
 //   the new ids; so are `urn:uuid:` ones (bundle.ts).
+// - A record whose patient link names a Patient that is neither in the run nor registered (`Patient/72` in an HL7
+//   example) is taken to name a patient known elsewhere by that source id: it is registered under the test-range NHS
+//   number the id seeds, exactly as a Patient with that id and no NHS number would be, so the two meet if it comes.
 // - Patients: identifiers are kept (US MRN, SSN, … stay as received, encrypted like everything else); a Patient with
 //   no valid NHS number gets one from the 999 test range, seeded by its source id (or fullUrl), so importing the
 //   same data again finds the same pseudonym; an invalid NHS number in the source is kept as data but not used.
@@ -30,7 +33,13 @@ import { NHS_NUMBER_SYSTEM, testNhsNumber } from "../nhs-number.ts";
 import { OperationOutcomeError } from "../outcome.ts";
 import { STORED_TYPES } from "../validate.ts";
 import type { FhirContext } from "./context.ts";
-import { ensurePatients, type PatientRegistry, type PatientRequest, RegistrationError } from "./patients.ts";
+import {
+  ensurePatients,
+  isRegistered,
+  type PatientRegistry,
+  type PatientRequest,
+  RegistrationError,
+} from "./patients.ts";
 import { entryResults, itemsOf, MAX_TRANSACTION_ENTRIES } from "./transaction.ts";
 import { abortQuietly, nhsNumberOf, writeError } from "./write.ts";
 
@@ -193,6 +202,29 @@ export function planBundle(
       return patient;
     },
   });
+  // A record whose patient is neither in the bundle nor registered names a patient known elsewhere by that source id:
+  // it gets the test-range NHS number that id seeds (as a Patient without one would), hence a pseudonym.
+  const pending = new Set(proposed.values());
+  const renamed = new Map<string, string>();
+  for (const p of prepared) {
+    const source = p.patient;
+    if (p.resourceType === "Patient" || source === undefined || pending.has(source) || isRegistered(ctx, source))
+      continue;
+    let patient = renamed.get(source);
+    if (patient === undefined) {
+      const nhsNumber = testNhsNumber(source);
+      const known = state.get(`nhs/${options.registry.lookup.lookupOf(nhsNumber)}`);
+      patient = typeof known === "string" ? known : proposed.get(nhsNumber);
+      if (patient === undefined) {
+        patient = randomUUID();
+        proposed.set(nhsNumber, patient);
+        registrations.push({ nhsNumber, patient });
+      }
+      renamed.set(source, patient);
+    }
+    rewriteReferences(p.resource, new Map([[`Patient/${source}`, `Patient/${patient}`]]), new Map());
+    p.patient = patient;
+  }
   const items = itemsOf(ctx, prepared, new Set(proposed.values()));
   return { prepared, items, registrations, sourceNames, created: 0 };
 }

@@ -1,0 +1,421 @@
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, test } from "node:test";
+import type { Bundle } from "@medplum/fhirtypes";
+import { STATE_KEYS } from "../../contract/index.ts";
+import { read } from "../../contract/state.ts";
+import { silentLogger } from "../../node/logger.ts";
+import { initNetwork } from "../../node/network.ts";
+import { openNode } from "../../node/runtime.ts";
+import { generatePatients } from "../generate.ts";
+import { isTestNhsNumber, NHS_NUMBER_SYSTEM } from "../nhs-number.ts";
+import { patientOf } from "../resource-facts.ts";
+import { ImportError, importBundle, importFiles, readSources } from "./import.ts";
+import { LOOKUP_KEY_FILE, LookupKey, pseudonymOf } from "./patients.ts";
+import { LOCAL_ANCHORS_FILE, nhsNumberOf, openCustodianStore } from "./write.ts";
+import { openWriteKit, type WriteKit } from "./write-kit.ts";
+
+const DATA = new URL("../../../../shared/data/", import.meta.url).pathname;
+const SYNTHEA = join(DATA, "synthea");
+const syntheaFiles = readdirSync(SYNTHEA)
+  .filter((f) => f.endsWith(".json"))
+  .sort()
+  .map((f) => join(SYNTHEA, f));
+
+let kit: WriteKit;
+/** The data dir's bytes before any import: strings already there (schema words, the org's name) prove nothing. */
+let baseline = "";
+
+before(async () => {
+  kit = await openWriteKit();
+  baseline = filesText(kit.dir);
+});
+after(async () => {
+  await kit.close();
+});
+
+function options() {
+  return { signer: kit.admin, registry: kit.registry };
+}
+
+/** Every file under `dir`, as latin1 text (bytes one to one). */
+function filesText(dir: string): string {
+  const parts: string[] = [];
+  const walk = (d: string) => {
+    for (const name of readdirSync(d)) {
+      const path = join(d, name);
+      if (statSync(path).isDirectory()) walk(path);
+      else parts.push(readFileSync(path).toString("latin1"));
+    }
+  };
+  walk(dir);
+  return parts.join("\n");
+}
+
+function vaultCount(): number {
+  let n = 0;
+  for (const type of ["Patient", "Observation", "Condition", "Organization", "Encounter", "Consent", "Provenance"]) {
+    n += kit.vault.search({ resourceType: type, clauses: [] }).length;
+  }
+  return n;
+}
+
+test("all 40 Synthea bundles import: NHS numbers assigned, US identifiers kept, references rewritten, anchored", async () => {
+  const summary = await importFiles(kit.ctx, syntheaFiles, options());
+  assert.equal(summary.bundles, 40);
+  assert.equal(summary.resources, 5454);
+  assert.equal(summary.patients, 40);
+  console.log(
+    `# import of the 40 Synthea bundles: ${summary.resources} resources in ${summary.seconds.toFixed(2)} s = ` +
+      `${Math.round(summary.rate)} resources/s (encrypted, indexed, anchored; CPU shared with other work)`,
+  );
+  const state = kit.ctx.node.store.state;
+  const patients = kit.vault.search({ resourceType: "Patient", clauses: [] });
+  assert.equal(patients.length, 40);
+  for (const id of patients) {
+    const rec = kit.vault.read("Patient", id);
+    assert.ok(rec);
+    const identifiers = rec.resource.identifier as { system?: string; value?: string }[];
+    const nhs = nhsNumberOf(rec.resource);
+    assert.ok(isTestNhsNumber(nhs), "a valid NHS number from the 999 test range");
+    assert.ok(
+      identifiers.some((i) => i.system === "http://hl7.org/fhir/sid/us-ssn"),
+      "the SSN is kept",
+    );
+    assert.ok(
+      identifiers.some((i) => i.system === "http://hospital.smarthealthit.org"),
+      "the MRN is kept",
+    );
+    assert.equal(pseudonymOf(kit.ctx, kit.registry.lookup, nhs as string), id, "Patient.id is the pseudonym");
+    assert.equal(read.patient(state, id)?.org, kit.orgId);
+    // Every record of the patient: anchored on the ledger, pointing at its Patient by the pseudonym.
+    const refs = kit.vault.byPatient(id);
+    assert.ok(refs.length > 10);
+    for (const ref of refs.slice(0, 20)) {
+      const r = kit.vault.read(ref.type, ref.id);
+      assert.ok(r);
+      assert.equal(patientOf(r.resource), id);
+      assert.ok(state.get(STATE_KEYS.anchor(kit.orgId, ref.type, ref.id, "1")), `${ref.type} anchored`);
+      assert.ok(!JSON.stringify(r.resource).includes("urn:uuid:"), "no bundle-local reference survives");
+    }
+  }
+  const orgs = kit.vault.search({ resourceType: "Organization", clauses: [] });
+  assert.equal(orgs.length, 56, "records of no patient are stored too");
+});
+
+test("re-importing a bundle finds the same patient (same NHS number and pseudonym) and updates its Patient", async () => {
+  const file = syntheaFiles[0] as string;
+  const source = JSON.parse(readFileSync(file, "utf8"));
+  const response = (await importBundle(kit.ctx, source, options())) as Bundle;
+  assert.equal(response.type, "transaction-response");
+  assert.equal(response.entry?.length, source.entry.length);
+  const patientEntry = response.entry?.[0]?.response;
+  assert.equal(patientEntry?.status, "200 OK", "the Patient existed: a new version");
+  assert.match(patientEntry?.location ?? "", /^Patient\/[0-9a-f-]{36}\/_history\/2$/);
+  assert.equal(response.entry?.[1]?.response?.status, "201 Created");
+  assert.equal(kit.vault.search({ resourceType: "Patient", clauses: [] }).length, 40);
+});
+
+test("the HL7 and UK Core examples import; references between them resolve to the new ids", async () => {
+  const summary = await importFiles(kit.ctx, [join(DATA, "hl7-examples"), join(DATA, "ukcore-examples")], options());
+  assert.equal(summary.resources, 48 + 8);
+  // HL7's Consent-basic is about Patient/f001: stored as a record of f001's pseudonym.
+  const consents = kit.vault.search({ resourceType: "Consent", clauses: [] });
+  assert.equal(consents.length, 12 + 1);
+  const f001 = kit.vault
+    .search({ resourceType: "Patient", clauses: [] })
+    .map((id) => kit.vault.read("Patient", id))
+    .find((r) => (r?.resource.identifier as { value?: string }[] | undefined)?.some((i) => i.value === "738472983"));
+  assert.ok(f001, "Patient f001 (its own identifiers kept)");
+  const about = consents.map((id) => kit.vault.read("Consent", id)).filter((r) => r?.patient === f001.resource.id);
+  assert.ok(about.length >= 9, "the consent examples about f001 point at its pseudonym");
+  // UK Core: RichardSmith keeps his (valid) NHS number; BabyPatient's fails Modulus 11, so gets a test one too.
+  const richard = pseudonymOf(kit.ctx, kit.registry.lookup, "9912003888");
+  assert.ok(richard);
+  const baby = kit.vault
+    .search({ resourceType: "Patient", clauses: [] })
+    .map((id) => kit.vault.read("Patient", id)?.resource)
+    .find((r) => (r?.identifier as { value?: string }[]).some((i) => i.value === "9912003890"));
+  assert.ok(baby);
+  assert.ok(isTestNhsNumber(nhsNumberOf(baby)));
+});
+
+function syntheaBundle(index = 1): Record<string, unknown> {
+  return JSON.parse(readFileSync(syntheaFiles[index] as string, "utf8"));
+}
+
+test("a bad bundle is rejected whole, naming the entry; nothing of it is stored, registered or anchored", async () => {
+  const height = kit.ctx.node.height;
+  const count = vaultCount();
+  const keyFiles = readdirSync(kit.registry.keysDir).length;
+  type Entry = { resource: Record<string, unknown>; fullUrl: string };
+  type Spoil = (b: { entry: Entry[] }) => void;
+  const sample = syntheaBundle(2) as unknown as { entry: Entry[] };
+  const at = (type: string, nth = 0) =>
+    sample.entry.map((e, i) => [e, i] as const).filter(([e]) => e.resource.resourceType === type)[nth]?.[1] as number;
+  const obs = at("Observation");
+  const cond = at("Condition");
+  const enc = at("Encounter");
+  const cases: [string, Spoil, number, RegExp][] = [
+    [
+      "a missing required element",
+      (b) => delete b.entry[obs]?.resource.status,
+      400,
+      new RegExp(`Bundle\\.entry\\[${obs}\\]\\.resource\\.status`),
+    ],
+    [
+      "a wrong type",
+      (b) => ((b.entry[obs] as Entry).resource.status = 12),
+      400,
+      new RegExp(`Bundle\\.entry\\[${obs}\\]`),
+    ],
+    [
+      "an unknown resourceType",
+      (b) => ((b.entry[cond] as Entry).resource.resourceType = "Bogus"),
+      400,
+      new RegExp(`Bundle\\.entry\\[${cond}\\]\\.resource\\.resourceType`),
+    ],
+    [
+      "a broken reference",
+      (b) =>
+        ((b.entry[enc] as Entry).resource.subject = { reference: "urn:uuid:00000000-0000-4000-8000-000000000000" }),
+      400,
+      new RegExp(`Bundle\\.entry\\[${enc}\\]\\.resource\\.subject`),
+    ],
+    [
+      "an unknown element",
+      (b) => ((b.entry[cond] as Entry).resource.colour = "blue"),
+      400,
+      new RegExp(`Bundle\\.entry\\[${cond}\\]\\.resource\\.colour`),
+    ],
+    [
+      "a duplicated fullUrl",
+      (b) => ((b.entry[4] as Entry).fullUrl = (b.entry[3] as Entry).fullUrl),
+      409,
+      /Bundle\.entry\[4\]\.fullUrl/,
+    ],
+  ];
+  for (const [what, spoil, status, where] of cases) {
+    const bundle = syntheaBundle(2) as unknown as { entry: Entry[] };
+    spoil(bundle);
+    await assert.rejects(importBundle(kit.ctx, bundle, options()), (error: { status?: number; message?: string }) => {
+      assert.equal(error.status, status, `${what}: ${error.message}`);
+      assert.match(error.message ?? "", where, what);
+      return true;
+    });
+  }
+  // Too many entries: 413, before anything else.
+  const huge = syntheaBundle(2);
+  await assert.rejects(importBundle(kit.ctx, huge, { ...options(), maxEntries: 10 }), { status: 413 });
+  // Through importFiles the error names the file as well.
+  const dir = mkdtempSync(join(tmpdir(), "careledger-bad-"));
+  try {
+    const bad = syntheaBundle(2) as unknown as { entry: Entry[] };
+    delete bad.entry[obs]?.resource.status;
+    writeFileSync(join(dir, "bad.json"), JSON.stringify(bad));
+    await assert.rejects(importFiles(kit.ctx, [join(dir, "bad.json")], options()), (error) => {
+      assert.ok(error instanceof ImportError);
+      assert.equal(error.source, join(dir, "bad.json"));
+      assert.match(error.message, new RegExp(`Bundle\\.entry\\[${obs}\\]\\.resource\\.status`));
+      return true;
+    });
+    writeFileSync(join(dir, "broken.json"), "{not json");
+    await assert.rejects(importFiles(kit.ctx, [join(dir, "broken.json")], options()), /broken\.json: not valid JSON/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  assert.equal(vaultCount(), count, "nothing stored");
+  assert.equal(readdirSync(kit.registry.keysDir).length, keyFiles, "no patient registered");
+  const after = kit.ctx.node.height;
+  for (let h = height + 1; h <= after; h++) {
+    const row = kit.ctx.node.readBlock(h);
+    assert.ok(!row?.txs.includes("record.anchor") && !row?.txs.includes("patient.register"), "nothing anchored");
+  }
+});
+
+test("generated UK patients import from NDJSON, pipelined (rate printed)", async () => {
+  const scratch = mkdtempSync(join(tmpdir(), "careledger-generated-"));
+  after(() => rmSync(scratch, { recursive: true, force: true }));
+  const file = join(scratch, "generated.ndjson");
+  const bundles = [...generatePatients({ patients: 100, seed: "import-test", now: "2025-06-30" })];
+  writeFileSync(file, bundles.map((b) => JSON.stringify(b)).join("\n"));
+  const expected = bundles.reduce((n, b) => n + (b.entry?.length ?? 0), 0);
+  let last = 0;
+  const summary = await importFiles(kit.ctx, [file], { ...options(), onProgress: (p) => (last = p.resources) });
+  assert.equal(summary.resources, expected);
+  assert.equal(last, expected);
+  assert.equal(summary.patients, 100);
+  console.log(
+    `# import of 100 generated patients: ${summary.resources} resources in ${summary.seconds.toFixed(2)} s = ` +
+      `${Math.round(summary.rate)} resources/s`,
+  );
+  const sources = [];
+  for await (const s of readSources([file])) sources.push(s.name);
+  assert.equal(sources[0], `${file}:1`);
+});
+
+test("the raw database files hold none of the names, identifiers, codes or narrative imported", () => {
+  const needles = new Set<string>();
+  for (const file of syntheaFiles.slice(0, 10)) {
+    const bundle = JSON.parse(readFileSync(file, "utf8")) as Bundle;
+    for (const entry of bundle.entry ?? []) {
+      const r = entry.resource as unknown as Record<string, unknown>;
+      if (r.resourceType === "Patient") {
+        for (const n of (r.name as { family?: string; given?: string[] }[]) ?? []) {
+          for (const part of [n.family, ...(n.given ?? [])]) if (part !== undefined) needles.add(part);
+        }
+        for (const i of (r.identifier as { value?: string }[]) ?? []) if (i.value) needles.add(i.value);
+        for (const a of (r.address as { line?: string[] }[]) ?? []) for (const l of a.line ?? []) needles.add(l);
+      }
+      if (r.resourceType === "Observation" || r.resourceType === "Condition") {
+        const coding = (r.code as { coding?: { code?: string; display?: string }[] })?.coding?.[0];
+        // Codes as a JSON leak would show them (quoted): bare digit-and-dash runs turn up by chance inside the
+        // UUIDs and hex the ledger is full of.
+        if (coding?.code) needles.add(JSON.stringify(coding.code));
+        if (coding?.display) needles.add(coding.display);
+      }
+    }
+  }
+  for (const id of kit.vault.search({ resourceType: "Patient", clauses: [] })) {
+    const nhs = nhsNumberOf(kit.vault.read("Patient", id)?.resource ?? {});
+    if (nhs) needles.add(nhs);
+  }
+  needles.add("Generated by");
+  needles.add("Medical Record Number");
+  const haystack = filesText(kit.dir);
+  const lower = haystack.toLowerCase();
+  let checked = 0;
+  for (const needle of needles) {
+    if (needle.length < 5 || baseline.toLowerCase().includes(needle.toLowerCase())) continue;
+    checked++;
+    for (const form of new Set([needle, needle.toLowerCase()])) {
+      const at = haystack.indexOf(form);
+      assert.ok(
+        at < 0,
+        `"${form}" appears in the data dir's files: ${JSON.stringify(haystack.slice(at - 80, at + 40))}`,
+      );
+    }
+    assert.ok(!lower.includes(needle.toLowerCase()));
+    assert.ok(!haystack.includes(Buffer.from(needle, "utf8").toString("latin1")), `"${needle}" (UTF-8) appears`);
+  }
+  assert.ok(checked > 100, `only ${checked} strings checked`);
+  assert.ok(lower.length > 1_000_000, "the files were read");
+});
+
+test("a crash mid-import (process killed) leaves whole bundles only", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "careledger-crash-import-"));
+  try {
+    initNetwork(dir, { orgName: "Crash Practice" });
+    LookupKey.create(join(dir, LOOKUP_KEY_FILE));
+    const bundles = [...generatePatients({ patients: 60, seed: "crash", now: "2025-06-30" })];
+    const file = join(dir, "patients.ndjson");
+    writeFileSync(file, bundles.map((b) => JSON.stringify(b)).join("\n"));
+    const child = join(dir, "child.ts");
+    writeFileSync(child, childScript());
+    const proc = spawn(process.execPath, [child, dir, file], { stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    let err = "";
+    proc.stderr.on("data", (d) => (err += d));
+    await new Promise<void>((resolve, reject) => {
+      proc.stdout.on("data", (d) => {
+        out += d;
+        if ((out.match(/progress/g) ?? []).length === 2) {
+          // A moment later the next group is usually staged and anchoring: the kill lands mid-write.
+          setTimeout(() => {
+            proc.kill("SIGKILL");
+            resolve();
+          }, 40);
+        }
+      });
+      proc.on("exit", (code) => (code === 0 ? resolve() : reject(new Error(`child exited ${code}: ${err}`))));
+    });
+    await new Promise((r) => proc.once("exit", r).once("close", r));
+    assert.ok(!out.includes("done"), "killed before the end");
+
+    const running = await openNode(dir, { listen: false, log: silentLogger, flags: { auditOnStart: false } });
+    const org = initOrg(running.node);
+    const store = openCustodianStore({
+      node: running.node,
+      key: running.node.key,
+      custodian: org,
+      vaultPath: join(dir, "vault.db"),
+      vaultKeyPath: join(dir, "vault.key"),
+      localAnchorsPath: join(dir, LOCAL_ANCHORS_FILE),
+    });
+    try {
+      const lookup = LookupKey.open(join(dir, LOOKUP_KEY_FILE));
+      const stored = store.vault.search({ resourceType: "Patient", clauses: [] });
+      assert.ok(stored.length >= 2 && stored.length < 60, `${stored.length} patients stored`);
+      console.log(
+        `# crash test: ${stored.length} of 60 bundles whole after the kill; vault recovery ${JSON.stringify(store.vault.recovered)}`,
+      );
+      let others = 0;
+      let expectedOthers = 0;
+      for (const bundle of bundles) {
+        const patient = bundle.entry?.[0]?.resource as { identifier?: { system?: string; value?: string }[] };
+        const nhs = patient.identifier?.find((i) => i.system === NHS_NUMBER_SYSTEM)?.value as string;
+        const pseudonym = running.node.store.state.get(`nhs/${lookup.lookupOf(nhs)}`) as string | undefined;
+        const inVault = pseudonym !== undefined && store.vault.read("Patient", pseudonym) !== undefined;
+        const linked = (bundle.entry ?? []).filter((e) => {
+          const r = e.resource as unknown as Record<string, unknown>;
+          return r.resourceType === "Patient" || r.subject !== undefined || r.patient !== undefined;
+        }).length;
+        if (inVault) {
+          assert.equal(store.vault.byPatient(pseudonym as string).length, linked, "a stored bundle is whole");
+          expectedOthers += (bundle.entry?.length ?? 0) - linked;
+        } else if (pseudonym !== undefined) {
+          assert.equal(store.vault.byPatient(pseudonym).length, 0, "an unstored bundle left nothing");
+        }
+      }
+      for (const type of ["Organization", "Practitioner"])
+        others += store.vault.search({ resourceType: type, clauses: [] }).length;
+      assert.equal(others, expectedOthers, "records of no patient only from whole bundles");
+    } finally {
+      store.close();
+      await running.close();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 50 });
+  }
+});
+
+function initOrg(node: { store: { state: { get(k: string): unknown } }; key: { keyId: string } }): string {
+  return (node.store.state.get(`key/${node.key.keyId}`) as { org: string }).org;
+}
+
+/** The crash test's child: imports an NDJSON file into a data dir, printing progress, until it is killed. */
+function childScript(): string {
+  const src = (path: string) => JSON.stringify(new URL(path, import.meta.url).pathname);
+  return `
+import { join } from "node:path";
+import { readKeyFile } from ${src("../../node/datadir.ts")};
+import { silentLogger } from ${src("../../node/logger.ts")};
+import { openNode } from ${src("../../node/runtime.ts")};
+import { importFiles } from ${src("./import.ts")};
+import { LOOKUP_KEY_FILE, LookupKey, PATIENT_KEYS_DIR } from ${src("./patients.ts")};
+import { LOCAL_ANCHORS_FILE, openCustodianStore } from ${src("./write.ts")};
+const [dir, file] = process.argv.slice(2);
+const running = await openNode(dir, { listen: false, log: silentLogger, flags: { auditOnStart: false } });
+const node = running.node;
+const org = node.store.state.get("key/" + node.key.keyId).org;
+const store = openCustodianStore({
+  node, key: node.key, custodian: org,
+  vaultPath: join(dir, "vault.db"), vaultKeyPath: join(dir, "vault.key"),
+  localAnchorsPath: join(dir, LOCAL_ANCHORS_FILE),
+});
+const ctx = { node, vault: store.vault, anchorer: store.anchorer, accessLog: { log() {}, async flush() {} },
+  orgId: org, nodeKey: node.key, baseUrl: "urn:test", now: Date.now };
+await importFiles(ctx, [file], {
+  signer: readKeyFile(join(dir, "keys", "admin.key")),
+  registry: { lookup: LookupKey.open(join(dir, LOOKUP_KEY_FILE)), keysDir: join(dir, PATIENT_KEYS_DIR) },
+  groupResources: 600,
+  onProgress: () => process.stdout.write("progress\\n"),
+});
+process.stdout.write("done\\n");
+store.close();
+await running.close();
+`;
+}
