@@ -138,7 +138,7 @@ test("the HL7 and UK Core examples import; references between them resolve to th
   const baby = kit.vault
     .search({ resourceType: "Patient", clauses: [] })
     .map((id) => kit.vault.read("Patient", id)?.resource)
-    .find((r) => (r?.identifier as { value?: string }[]).some((i) => i.value === "9912003890"));
+    .find((r) => ((r?.identifier ?? []) as { value?: string }[]).some((i) => i.value === "9912003890"));
   assert.ok(baby);
   assert.ok(isTestNhsNumber(nhsNumberOf(baby)));
 });
