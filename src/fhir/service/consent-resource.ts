@@ -225,9 +225,9 @@ export function payloadOfConsent(consent: Consent): Payload {
   const p = consent.provision;
   if (typeof p !== "object" || p === null || Array.isArray(p))
     throw badRequest("a consent rule needs a provision", "Consent.provision", "required");
-  if (p.type !== "permit" && p.type !== "deny") throw badRequest("must be permit or deny", "Consent.provision.type");
   if (p.provision !== undefined)
     throw badRequest("nested provisions are not supported", "Consent.provision.provision", "not-supported");
+  if (p.type !== "permit" && p.type !== "deny") throw badRequest("must be permit or deny", "Consent.provision.type");
   for (const key of ["data", "code"] as const) {
     if (p[key] !== undefined)
       throw badRequest("not supported in a consent rule", `Consent.provision.${key}`, "not-supported");
