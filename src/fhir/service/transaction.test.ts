@@ -61,7 +61,8 @@ test("a clinician's transaction is stored whole, anchored, answered with a trans
   const [orgLoc, obsLoc] = res.body.entry.map((e: { response: { location: string } }) => e.response.location);
   const obsId = obsLoc.split("/")[1];
   const stored = kit.vault.read("Observation", obsId);
-  assert.equal((stored?.resource.performer as { reference: string }[])[0]?.reference, orgLoc.split("/_history")[0]);
+  const performer = (stored?.resource.performer ?? []) as { reference: string }[];
+  assert.equal(performer[0]?.reference, orgLoc.split("/_history")[0]);
   assert.ok(kit.ctx.node.store.state.get(STATE_KEYS.anchor(kit.orgId, "Observation", obsId, "1")));
 });
 
