@@ -318,16 +318,24 @@ test("a crash mid-import (process killed) leaves whole bundles only", async () =
     const proc = spawn(process.execPath, [child, dir, file], { stdio: ["ignore", "pipe", "pipe"] });
     let out = "";
     let err = "";
+    let first = 0;
+    let killing = false;
     proc.stderr.on("data", (d) => (err += d));
     await new Promise<void>((resolve, reject) => {
       proc.stdout.on("data", (d) => {
         out += d;
-        if ((out.match(/progress/g) ?? []).length === 2) {
-          // A moment later the next group is usually staged and anchoring: the kill lands mid-write.
-          setTimeout(() => {
-            proc.kill("SIGKILL");
-            resolve();
-          }, 40);
+        const seen = (out.match(/progress/g) ?? []).length;
+        if (seen === 1 && first === 0) first = performance.now();
+        if (seen === 2 && !killing) {
+          killing = true;
+          // Groups come at a steady pace: half a group later the next one is staged and anchoring, mid-write.
+          setTimeout(
+            () => {
+              proc.kill("SIGKILL");
+              resolve();
+            },
+            Math.max(20, (performance.now() - first) * 0.6),
+          );
         }
       });
       proc.on("exit", (code) => (code === 0 ? resolve() : reject(new Error(`child exited ${code}: ${err}`))));

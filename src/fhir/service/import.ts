@@ -27,10 +27,11 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 import type { Bundle } from "@medplum/fhirtypes";
 import type { KeyPair } from "../../ledger/keys.ts";
-import { type PutItem, type StagedWrite, VaultConflictError } from "../../vault/vault.ts";
+import { type PutItem, type StagedWrite, VaultConflictError, type VaultResource } from "../../vault/vault.ts";
 import { type PreparedEntry, prepareTransaction, transactionResponse } from "../bundle.ts";
 import { NHS_NUMBER_SYSTEM, testNhsNumber } from "../nhs-number.ts";
 import { OperationOutcomeError } from "../outcome.ts";
+import { patientOf } from "../resource-facts.ts";
 import { STORED_TYPES } from "../validate.ts";
 import type { FhirContext } from "./context.ts";
 import {
@@ -40,7 +41,7 @@ import {
   type PatientRequest,
   RegistrationError,
 } from "./patients.ts";
-import { entryResults, itemsOf, MAX_TRANSACTION_ENTRIES } from "./transaction.ts";
+import { entryResults, type ItemFacts, itemFacts, itemsOf, MAX_TRANSACTION_ENTRIES } from "./transaction.ts";
 import { abortQuietly, nhsNumberOf, writeError } from "./write.ts";
 
 export interface ImportOptions {
@@ -147,25 +148,148 @@ function ensureNhsNumber(patient: Record<string, unknown>, seed: string): void {
   patient.identifier = identifiers;
 }
 
+/** Rewrites `reference` values found in `local` or `earlier`; true when any changed. */
 function rewriteReferences(
   value: unknown,
   local: ReadonlyMap<string, string>,
   earlier: ReadonlyMap<string, string>,
-): void {
+): boolean {
+  let changed = false;
   if (Array.isArray(value)) {
-    for (const v of value) if (typeof v === "object" && v !== null) rewriteReferences(v, local, earlier);
-    return;
+    for (const v of value)
+      if (typeof v === "object" && v !== null && rewriteReferences(v, local, earlier)) changed = true;
+    return changed;
   }
-  if (!isObject(value)) return;
+  if (!isObject(value)) return false;
   for (const key in value) {
     const v = value[key];
     if (key === "reference" && typeof v === "string") {
       const to = local.get(v) ?? earlier.get(v);
-      if (to !== undefined) value[key] = to;
-    } else if (typeof v === "object" && v !== null) {
-      rewriteReferences(v, local, earlier);
+      if (to !== undefined) {
+        value[key] = to;
+        changed = true;
+      }
+    } else if (typeof v === "object" && v !== null && rewriteReferences(v, local, earlier)) {
+      changed = true;
     }
   }
+  return changed;
+}
+
+/**
+ * The part of planning that needs no ledger (a worker thread could do it): the bundle made importable and checked
+ * whole (`prepareTransaction`), each Patient given a proposed pseudonym per NHS number, and every entry's labels, date
+ * and search values read. Throws OperationOutcomeError naming the entry.
+ */
+export interface LocalPlan {
+  prepared: PreparedEntry[];
+  facts: ItemFacts[];
+  /** [NHS number, proposed pseudonym] of the bundle's Patients. */
+  proposals: [string, string][];
+  /** [entry index, source names] (see `PlannedBundle.sourceNames`). */
+  sourceNames: [number, string[]][];
+}
+
+export function planLocally(input: unknown, session: ImportSession, maxEntries?: number): LocalPlan {
+  const { bundle, sourceNames } = importable(input, session);
+  const proposed = new Map<string, string>();
+  const prepared = prepareTransaction(bundle, {
+    newId: randomUUID,
+    maxEntries: maxEntries ?? MAX_TRANSACTION_ENTRIES,
+    types: STORED_TYPES,
+    idFor: (type, resource) => {
+      if (type !== "Patient") return undefined;
+      const nhsNumber = nhsNumberOf(resource);
+      if (nhsNumber === undefined) return undefined;
+      let patient = proposed.get(nhsNumber);
+      if (patient === undefined) {
+        patient = randomUUID();
+        proposed.set(nhsNumber, patient);
+      }
+      return patient;
+    },
+  });
+  return {
+    prepared,
+    facts: prepared.map((p) => itemFacts(p.resource as unknown as VaultResource)),
+    proposals: [...proposed],
+    sourceNames: [...sourceNames],
+  };
+}
+
+/**
+ * The ledger part: a proposed pseudonym whose NHS number is already registered becomes the registered one; a record
+ * whose patient is neither in the bundle nor registered names a patient known elsewhere by that source id, which gets
+ * the test-range NHS number the id seeds (as a Patient without one would), hence a pseudonym; the rest are to be
+ * registered. Then every record's patient is checked (`itemsOf`). Nothing is written.
+ */
+export function resolvePlan(
+  ctx: Pick<FhirContext, "node">,
+  local: LocalPlan,
+  registry: PatientRegistry,
+  session?: ImportSession,
+): PlannedBundle {
+  const state = ctx.node.store.state;
+  let facts: ItemFacts[] | undefined = local.facts;
+  // Planned without the run's memory: references to earlier bundles' resources resolve here.
+  if (session !== undefined && session.aliases.size > 0) {
+    let changed = false;
+    for (const p of local.prepared) if (rewriteReferences(p.resource, new Map(), session.aliases)) changed = true;
+    if (changed) {
+      for (const p of local.prepared) {
+        if (p.resourceType !== "Patient") {
+          const patient = patientOf(p.resource);
+          if (patient === undefined) delete p.patient;
+          else p.patient = patient;
+        }
+      }
+      facts = undefined;
+    }
+  }
+  const registrations: PatientRequest[] = [];
+  const byNhs = new Map<string, string>();
+  const renames = new Map<string, string>();
+  const pending = new Set<string>();
+  const pseudonymFor = (nhsNumber: string, proposal: string): string => {
+    const had = byNhs.get(nhsNumber);
+    if (had !== undefined) return had;
+    const known = state.get(`nhs/${registry.lookup.lookupOf(nhsNumber)}`);
+    const patient = typeof known === "string" ? known : proposal;
+    if (typeof known !== "string") {
+      registrations.push({ nhsNumber, patient });
+      pending.add(patient);
+    }
+    byNhs.set(nhsNumber, patient);
+    return patient;
+  };
+  for (const [nhsNumber, proposal] of local.proposals) {
+    const patient = pseudonymFor(nhsNumber, proposal);
+    if (patient !== proposal) renames.set(proposal, patient);
+  }
+  const proposals = new Set(local.proposals.map(([, p]) => p));
+  for (const p of local.prepared) {
+    const source = p.patient;
+    if (p.resourceType === "Patient" || source === undefined || proposals.has(source) || renames.has(source)) continue;
+    if (isRegistered(ctx, source)) continue;
+    renames.set(source, pseudonymFor(testNhsNumber(source), randomUUID()));
+  }
+  if (renames.size > 0) {
+    const refs = new Map([...renames].map(([from, to]) => [`Patient/${from}`, `Patient/${to}`]));
+    for (const p of local.prepared) {
+      const to = p.resourceType === "Patient" ? renames.get(p.id) : undefined;
+      if (to !== undefined) {
+        p.id = to;
+        (p.resource as { id?: string }).id = to;
+      }
+      rewriteReferences(p.resource, refs, new Map());
+      if (p.patient !== undefined) p.patient = renames.get(p.patient) ?? p.patient;
+      if (p.resourceType === "Patient") p.patient = p.id;
+    }
+    // Search values hold references: read them again from the rewritten resources.
+    facts = undefined;
+  }
+  const items = itemsOf(ctx, local.prepared, pending, facts);
+  return { prepared: local.prepared, items, registrations, sourceNames: new Map(local.sourceNames), created: 0 };
 }
 
 /**
@@ -179,54 +303,7 @@ export function planBundle(
   options: Pick<ImportOptions, "registry" | "maxEntries">,
   session: ImportSession = newSession(),
 ): PlannedBundle {
-  const { bundle, sourceNames } = importable(input, session);
-  const registrations: PatientRequest[] = [];
-  const proposed = new Map<string, string>();
-  const state = ctx.node.store.state;
-  const prepared = prepareTransaction(bundle, {
-    newId: randomUUID,
-    maxEntries: options.maxEntries ?? MAX_TRANSACTION_ENTRIES,
-    types: STORED_TYPES,
-    idFor: (type, resource) => {
-      if (type !== "Patient") return undefined;
-      const nhsNumber = nhsNumberOf(resource);
-      if (nhsNumber === undefined) return undefined;
-      const known = state.get(`nhs/${options.registry.lookup.lookupOf(nhsNumber)}`);
-      if (typeof known === "string") return known;
-      let patient = proposed.get(nhsNumber);
-      if (patient === undefined) {
-        patient = randomUUID();
-        proposed.set(nhsNumber, patient);
-        registrations.push({ nhsNumber, patient });
-      }
-      return patient;
-    },
-  });
-  // A record whose patient is neither in the bundle nor registered names a patient known elsewhere by that source id:
-  // it gets the test-range NHS number that id seeds (as a Patient without one would), hence a pseudonym.
-  const pending = new Set(proposed.values());
-  const renamed = new Map<string, string>();
-  for (const p of prepared) {
-    const source = p.patient;
-    if (p.resourceType === "Patient" || source === undefined || pending.has(source) || isRegistered(ctx, source))
-      continue;
-    let patient = renamed.get(source);
-    if (patient === undefined) {
-      const nhsNumber = testNhsNumber(source);
-      const known = state.get(`nhs/${options.registry.lookup.lookupOf(nhsNumber)}`);
-      patient = typeof known === "string" ? known : proposed.get(nhsNumber);
-      if (patient === undefined) {
-        patient = randomUUID();
-        proposed.set(nhsNumber, patient);
-        registrations.push({ nhsNumber, patient });
-      }
-      renamed.set(source, patient);
-    }
-    rewriteReferences(p.resource, new Map([[`Patient/${source}`, `Patient/${patient}`]]), new Map());
-    p.patient = patient;
-  }
-  const items = itemsOf(ctx, prepared, new Set(proposed.values()));
-  return { prepared, items, registrations, sourceNames, created: 0 };
+  return resolvePlan(ctx, planLocally(input, session, options.maxEntries), options.registry, session);
 }
 
 /**
@@ -288,11 +365,6 @@ function renamePatient(ctx: Pick<FhirContext, "node">, plan: PlannedBundle, from
   plan.items = itemsOf(ctx, plan.prepared);
 }
 
-/** Stages a planned bundle (ONE vault stage). */
-function stagePlanned(ctx: FhirContext, plan: PlannedBundle): StagedWrite {
-  return ctx.vault.stage(plan.items);
-}
-
 function remember(session: ImportSession, plan: PlannedBundle): void {
   for (const p of plan.prepared) {
     const names = plan.sourceNames.get(p.index);
@@ -315,7 +387,7 @@ export async function importBundle(
   await registerPlanned(ctx, [plan], options);
   let staged: StagedWrite;
   try {
-    staged = stagePlanned(ctx, plan);
+    staged = ctx.vault.stage(plan.items);
   } catch (error) {
     throw writeError(error);
   }
@@ -332,10 +404,14 @@ export async function importBundle(
 
 // ---- many bundles ---------------------------------------------------------------------------------------------
 
-/** One bundle to import and where it came from (`file`, `file:line` for NDJSON). */
+/**
+ * One bundle to import and where it came from (`file`, `file:line` for NDJSON): its JSON text, or the value. A bare
+ * resource (not a Bundle) is gathered with the run's other bare resources into one transaction, imported last.
+ */
 export interface ImportSource {
   name: string;
-  bundle: unknown;
+  text?: string;
+  bundle?: unknown;
   /** For bundles gathered from several files: the file of each entry. */
   entrySources?: string[];
 }
@@ -365,9 +441,14 @@ export class ImportError extends Error {
   }
 }
 
+/** A file that cannot be read as FHIR JSON (names the file and, for NDJSON, the line). */
+export class SourceError extends Error {
+  override name = "SourceError";
+}
+
 export interface ImportFilesOptions extends ImportOptions {
   onProgress?: (progress: ImportProgress) => void;
-  /** Resources per pipeline group (default 2,000): a group's patients are registered in one submit. */
+  /** Resources per pipeline group (default 2,000): one registration submit, one vault stage, one anchoring each. */
   groupResources?: number;
 }
 
@@ -381,15 +462,49 @@ function sourceOf(source: ImportSource, error: OperationOutcomeError): string {
   return source.name;
 }
 
-function failure(source: ImportSource, error: unknown): ImportError {
+function failure(source: ImportSource, error: unknown): Error {
+  if (error instanceof SourceError) return error;
   const outcome = error instanceof OperationOutcomeError ? error : writeError(error);
   return new ImportError(sourceOf(source, outcome), outcome);
 }
 
+function parseJson(text: string, where: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new SourceError(`${where}: not valid JSON`);
+  }
+}
+
+/** What planning a source gave: a plan, a bare resource to gather, or the error. */
+type Planned =
+  | { source: ImportSource; local: LocalPlan; entries: number }
+  | { source: ImportSource; bare: unknown }
+  | { source: ImportSource; error: Error };
+
+function isBare(value: unknown): boolean {
+  return isObject(value) && value.resourceType !== "Bundle";
+}
+
+function planHere(source: ImportSource, maxEntries: number | undefined, session: ImportSession): Planned {
+  try {
+    const value = source.text !== undefined ? parseJson(source.text, source.name) : source.bundle;
+    if (source.entrySources === undefined && isBare(value)) return { source, bare: value };
+    const local = planLocally(value, session, maxEntries);
+    return { source, local, entries: local.prepared.length };
+  } catch (error) {
+    return { source, error: failure(source, error) };
+  }
+}
+
 /**
- * Imports bundles in order, each all or nothing, pipelined: while one group's anchors are committing, the next group
- * is checked, its patients registered (one submit per group) and its bundles staged (one stage per bundle). Stops at
- * the first bundle that fails (ImportError naming the source and the entry); bundles before it are stored.
+ * Imports bundles in order, each all or nothing, pipelined: bundles are planned and their patients resolved against
+ * the ledger, a group's new patients registered in one submit, the group staged in one vault transaction and
+ * anchored, and while that group's anchors commit the next group is prepared. A group is all or
+ * nothing (every bundle in it whole either way); a group that fails is retried bundle by bundle, in order, to name
+ * the bundle at fault. Stops at the first bundle that fails (ImportError naming the source and the entry, or
+ * SourceError for unreadable input); bundles before it are stored. Bare resources are gathered into one transaction
+ * per `maxEntries`, imported last.
  */
 export async function importBundles(
   ctx: FhirContext,
@@ -403,13 +518,47 @@ export async function importBundles(
   let previous: Promise<void> = Promise.resolve();
   let failed: Error | undefined;
 
-  const runGroup = async (group: ImportSource[]): Promise<void> => {
+  const done = (plans: readonly PlannedBundle[], resources: number) => {
+    for (const plan of plans) {
+      progress.bundles++;
+      progress.patients += plan.created;
+    }
+    progress.resources += resources;
+    options.onProgress?.({ ...progress });
+  };
+
+  /** Stores bundles one at a time, in order: how a failed group finds the bundle at fault (and keeps those before). */
+  const oneByOne = async (plans: readonly PlannedBundle[], group: readonly ImportSource[]): Promise<void> => {
+    for (const [i, plan] of plans.entries()) {
+      const source = group[i] as ImportSource;
+      if (plan.items.length > 0) {
+        let write: StagedWrite;
+        try {
+          write = ctx.vault.stage(plan.items);
+        } catch (error) {
+          throw failure(source, error);
+        }
+        try {
+          await ctx.anchorer.anchor(write.anchors);
+          ctx.vault.confirm(write);
+        } catch (error) {
+          abortQuietly(ctx, write);
+          throw failure(source, error);
+        }
+      }
+      done([plan], plan.items.length);
+    }
+  };
+
+  const runGroup = async (group: { source: ImportSource; local: LocalPlan }[]): Promise<void> => {
     const plans: PlannedBundle[] = [];
-    for (const source of group) {
-      // Gathered bare resources may refer to what earlier bundles stored: let those settle first.
-      if (source.entrySources !== undefined) await previous.catch(() => {});
+    const sources = group.map((g) => g.source);
+    for (const { source, local } of group) {
       try {
-        plans.push(planBundle(ctx, source.bundle, options, session));
+        const plan = resolvePlan(ctx, local, options.registry, session);
+        // Later bundles may refer to this one's resources by their source ids: remembered now, in order.
+        remember(session, plan);
+        plans.push(plan);
       } catch (error) {
         throw failure(source, error);
       }
@@ -417,75 +566,85 @@ export async function importBundles(
     try {
       await registerPlanned(ctx, plans, options);
     } catch (error) {
-      throw failure(group[0] as ImportSource, error);
+      throw failure(sources[0] as ImportSource, error);
     }
-    const staged: { plan: PlannedBundle; write: StagedWrite; source: ImportSource }[] = [];
-    try {
-      for (const [i, plan] of plans.entries()) {
-        if (plan.items.length === 0) continue;
-        const source = group[i] as ImportSource;
-        let write: StagedWrite;
-        try {
-          write = stagePlanned(ctx, plan);
-        } catch (error) {
-          // The same resource (a re-imported patient) may still be pending in the previous group.
-          if (!(error instanceof VaultConflictError && error.code === "pending")) throw failure(source, error);
+    // The group's bundles are ONE stage and one anchoring: one vault transaction amortises the index pages it
+    // dirties over ~2,000 resources. All or nothing, so every bundle in it is whole either way.
+    const items = plans.flatMap((p) => p.items);
+    let write: StagedWrite | undefined;
+    if (items.length > 0) {
+      try {
+        write = ctx.vault.stage(items);
+      } catch (error) {
+        // The same resource (a re-imported patient) may still be pending in the previous group: wait, retry once.
+        if (error instanceof VaultConflictError && error.code === "pending") {
           await previous.catch(() => {});
           try {
-            write = stagePlanned(ctx, plan);
-          } catch (again) {
-            throw failure(source, again);
+            write = ctx.vault.stage(items);
+          } catch {
+            write = undefined;
           }
         }
-        staged.push({ plan, write, source });
       }
-    } catch (error) {
-      for (const s of staged) abortQuietly(ctx, s.write);
-      throw error;
+      if (write === undefined) {
+        await previous;
+        await oneByOne(plans, sources);
+        return;
+      }
     }
-    const anchoring = Promise.allSettled(staged.map((s) => ctx.anchorer.anchor(s.write.anchors)));
-    const settle = anchoring.then((outcomes) => {
-      let first: ImportError | undefined;
-      for (const [i, outcome] of outcomes.entries()) {
-        const s = staged[i] as (typeof staged)[number];
-        if (outcome.status === "fulfilled") {
-          try {
-            ctx.vault.confirm(s.write);
-          } catch (error) {
-            first ??= failure(s.source, error);
-            continue;
-          }
-          remember(session, s.plan);
-          progress.bundles++;
-          progress.resources += s.write.items.length;
-        } else {
-          abortQuietly(ctx, s.write);
-          first ??= failure(s.source, outcome.reason);
-        }
-      }
-      for (const plan of plans) progress.patients += plan.created;
-      options.onProgress?.({ ...progress });
-      if (first) throw first;
-    });
-    // Pipeline: this group anchors while the caller goes on to the next; the previous group must be done first.
+    const staged = write;
     const before = previous;
+    const settle = (staged === undefined ? Promise.resolve() : ctx.anchorer.anchor(staged.anchors)).then(
+      () => {
+        if (staged !== undefined) ctx.vault.confirm(staged);
+        done(plans, items.length);
+      },
+      async () => {
+        if (staged !== undefined) abortQuietly(ctx, staged);
+        // Find the bundle at fault (after the previous group, in order); if that group failed, its error stands.
+        try {
+          await before;
+        } catch {
+          return;
+        }
+        await oneByOne(plans, sources);
+      },
+    );
+    // Pipeline: this group anchors while the caller goes on to the next; the previous group must be done first.
     previous = before.then(() => settle);
     settle.catch(() => {});
     await before;
   };
 
-  let group: ImportSource[] = [];
+  const loose: { file: string; resource: unknown }[] = [];
+  let group: { source: ImportSource; local: LocalPlan }[] = [];
   let groupSize = 0;
+  const take = async (planned: Planned): Promise<void> => {
+    if ("error" in planned) throw planned.error;
+    if ("bare" in planned) {
+      loose.push({ file: planned.source.name, resource: planned.bare });
+      return;
+    }
+    group.push({ source: planned.source, local: planned.local });
+    groupSize += planned.entries;
+    if (groupSize >= groupResources) {
+      const current = group;
+      group = [];
+      groupSize = 0;
+      await runGroup(current);
+    }
+  };
   try {
-    for await (const source of sources) {
-      group.push(source);
-      groupSize += entryCount(source.bundle);
-      if (groupSize >= groupResources) {
-        const current = group;
-        group = [];
-        groupSize = 0;
-        await runGroup(current);
-      }
+    for await (const source of sources) await take(planHere(source, options.maxEntries, session));
+    const max = options.maxEntries ?? MAX_TRANSACTION_ENTRIES;
+    for (let i = 0; i < loose.length; i += max) {
+      const part = loose.slice(i, i + max);
+      const gathered: ImportSource = {
+        name: part.length === 1 ? (part[0]?.file as string) : `${part.length} resources (${part[0]?.file} …)`,
+        bundle: { resourceType: "Bundle", type: "collection", entry: part.map((p) => ({ resource: p.resource })) },
+        entrySources: part.map((p) => p.file),
+      };
+      await take(planHere(gathered, options.maxEntries, session));
     }
     if (group.length > 0) await runGroup(group);
     await previous;
@@ -501,26 +660,8 @@ export async function importBundles(
   return { ...progress, seconds, rate: seconds > 0 ? progress.resources / seconds : 0 };
 }
 
-function entryCount(bundle: unknown): number {
-  if (!isObject(bundle)) return 1;
-  return bundle.resourceType === "Bundle" && Array.isArray(bundle.entry) ? bundle.entry.length : 1;
-}
-
-/** A file that cannot be read as FHIR JSON (names the file and, for NDJSON, the line). */
-export class SourceError extends Error {
-  override name = "SourceError";
-}
-
-/**
- * The bundles of files and directories (expanded: their `.json` and `.ndjson` files, sorted): a `.json` file holds a
- * Bundle or one bare resource; a `.ndjson` file one Bundle (or resource) per line. Bare resources from `.json` files
- * are gathered into one transaction at the end (up to `maxEntries` each), so references between them resolve.
- */
-export async function* readSources(
-  paths: readonly string[],
-  options: { maxEntries?: number } = {},
-): AsyncGenerator<ImportSource> {
-  const loose: { file: string; resource: unknown }[] = [];
+/** The text of every bundle in files and directories (see `expand`): a `.json` file is one, an `.ndjson` line one. */
+export async function* readSources(paths: readonly string[]): AsyncGenerator<ImportSource> {
   for (const file of expand(paths)) {
     if (file.endsWith(".ndjson")) {
       const lines = createInterface({ input: createReadStream(file, "utf8"), crlfDelay: Number.POSITIVE_INFINITY });
@@ -528,26 +669,11 @@ export async function* readSources(
       for await (const line of lines) {
         n++;
         if (line.trim() === "") continue;
-        yield { name: `${file}:${n}`, bundle: parseJson(line, `${file}:${n}`) };
+        yield { name: `${file}:${n}`, text: line };
       }
       continue;
     }
-    const value = parseJson(await readText(file), file);
-    if (isObject(value) && value.resourceType !== "Bundle") loose.push({ file, resource: value });
-    else yield { name: file, bundle: value };
-  }
-  const max = options.maxEntries ?? MAX_TRANSACTION_ENTRIES;
-  for (let i = 0; i < loose.length; i += max) {
-    const part = loose.slice(i, i + max);
-    yield {
-      name: part.length === 1 ? (part[0]?.file as string) : `${part.length} resources (${part[0]?.file} …)`,
-      bundle: {
-        resourceType: "Bundle",
-        type: "collection",
-        entry: part.map((p) => ({ resource: p.resource })),
-      },
-      entrySources: part.map((p) => p.file),
-    };
+    yield { name: file, text: await readText(file) };
   }
 }
 
@@ -556,14 +682,6 @@ async function readText(file: string): Promise<string> {
     return await readFile(file, "utf8");
   } catch (error) {
     throw new SourceError(`${file}: cannot be read (${(error as NodeJS.ErrnoException).code ?? "error"})`);
-  }
-}
-
-function parseJson(text: string, where: string): unknown {
-  try {
-    return JSON.parse(text);
-  } catch {
-    throw new SourceError(`${where}: not valid JSON`);
   }
 }
 
@@ -600,5 +718,5 @@ export async function importFiles(
   files: readonly string[],
   options: ImportFilesOptions,
 ): Promise<ImportSummary> {
-  return importBundles(ctx, readSources(files, options), options);
+  return importBundles(ctx, readSources(files), options);
 }

@@ -25,13 +25,15 @@ import {
   unlinkSync,
   writeSync,
 } from "node:fs";
+import { unlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { UUID_PATTERN } from "../../contract/schemas.ts";
 import { K, read } from "../../contract/state.ts";
-import type { KeyPair } from "../../ledger/keys.ts";
+import { toHex } from "../../ledger/encoding.ts";
+import { type KeyPair, seedOf } from "../../ledger/keys.ts";
 import { parseSignedTx } from "../../ledger/tx.ts";
 import type { Hex32, SignedTx } from "../../ledger/types.ts";
-import { readKeyFile, writeKeyFile } from "../../node/datadir.ts";
+import { readKeyFile } from "../../node/datadir.ts";
 import { newKey, signNew } from "../../node/network.ts";
 import { isValidNhsNumber } from "../nhs-number.ts";
 import type { FhirContext } from "./context.ts";
@@ -240,8 +242,8 @@ export async function ensurePatients(
   }
   if (fresh.length > 0) {
     mkdirSync(registry.keysDir, { recursive: true, mode: 0o700 });
-    for (const f of fresh) writeKeyFile(patientKeyPath(registry.keysDir, f.patient), f.key, `patient ${f.patient}`);
-    const submitted = submitRegistrations(ctx, fresh, registry);
+    // Key files first (a registered patient never lacks one), written in parallel off the event loop.
+    const submitted = writePatientKeys(registry.keysDir, fresh).then(() => submitRegistrations(ctx, fresh, registry));
     for (const [i, f] of fresh.entries()) {
       const one = submitted.then((results) => results[i] as EnsuredPatient);
       // Failures reach the caller through `byLookup`; the in-flight entry must not reject unobserved.
@@ -265,6 +267,36 @@ export async function ensurePatients(
     seen.add(lookup);
     return out;
   });
+}
+
+/**
+ * Writes patient key files as `writeKeyFile` (src/node/datadir.ts) does — same JSON, mode 0600 — but concurrently on
+ * the thread pool; "wx" never replaces a file. A failure removes the files already written and rejects.
+ */
+async function writePatientKeys(keysDir: string, fresh: readonly { patient: string; key: KeyPair }[]): Promise<void> {
+  const written = await Promise.allSettled(
+    fresh.map((f) => {
+      const body = {
+        kind: "ed25519-seed",
+        keyId: f.key.keyId,
+        seed: toHex(seedOf(f.key)),
+        label: `patient ${f.patient}`,
+      };
+      return writeFile(patientKeyPath(keysDir, f.patient), `${JSON.stringify(body, null, 2)}\n`, {
+        mode: 0o600,
+        flag: "wx",
+      });
+    }),
+  );
+  const failed = written.find((w) => w.status === "rejected");
+  if (failed === undefined) return;
+  await Promise.allSettled(
+    fresh.map((f, i) => (written[i]?.status === "fulfilled" ? unlink(patientKeyPath(keysDir, f.patient)) : undefined)),
+  );
+  throw new RegistrationError(
+    "key-file",
+    `a patient key file could not be written: ${(failed.reason as NodeJS.ErrnoException).code ?? "error"}`,
+  );
 }
 
 async function submitRegistrations(

@@ -43,14 +43,15 @@ export const MAX_TRANSACTION_ENTRIES = 5000;
 /**
  * The vault items of prepared entries (same order): the patient of each record checked against the ledger — a
  * registered pseudonym, or one of `pending` (patients this import registers before it stages) — else 422 naming the
- * entry.
+ * entry. `facts` (per entry) saves reading labels, date and search values from the resources again.
  */
 export function itemsOf(
   ctx: Pick<FhirContext, "node">,
   prepared: readonly PreparedEntry[],
   pending: ReadonlySet<string> = new Set(),
+  facts?: readonly ItemFacts[],
 ): PutItem[] {
-  return prepared.map((p) => {
+  return prepared.map((p, i) => {
     const resource = p.resource as unknown as VaultResource;
     const patient = p.resourceType === "Patient" ? p.id : p.patient;
     if (
@@ -66,7 +67,11 @@ export function itemsOf(
         `Bundle.entry[${p.index}].resource`,
       );
     }
-    const item = putItemOf(resource, patient ?? null);
+    const known = facts?.[i];
+    const item: PutItem =
+      known === undefined
+        ? putItemOf(resource, patient ?? null)
+        : { resource, patient: patient ?? null, ...known, labels: [...known.labels] };
     if (p.ifMatch !== undefined) {
       // Versions here are whole numbers; any other ETag can never match the current version.
       const version = /^[1-9][0-9]{0,8}$/.test(p.ifMatch) ? Number(p.ifMatch) : 0;
@@ -82,6 +87,19 @@ export function itemsOf(
     }
     return item;
   });
+}
+
+/** What a vault item needs besides the resource and its patient (computed once, possibly on another thread). */
+export interface ItemFacts {
+  labels: string[];
+  date?: string;
+  index: PutItem["index"];
+}
+
+/** The facts of a resource, as `putItemOf` reads them. */
+export function itemFacts(resource: VaultResource): ItemFacts {
+  const { labels, date, index } = putItemOf(resource, null);
+  return date === undefined ? { labels, index } : { labels, date, index };
 }
 
 /** Per-entry results of a confirmed stage, for `transactionResponse`. */

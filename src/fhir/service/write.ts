@@ -25,6 +25,7 @@
 import { DatabaseSync, type SQLInputValue } from "node:sqlite";
 import { UUID_PATTERN } from "../../contract/schemas.ts";
 import type { StateReader } from "../../contract/state.ts";
+import { ScalableBloom } from "../../store/bloom.ts";
 import { AnchorBatcher, type AnchorBatcherOptions, AnchorError, ledgerAnchors } from "../../vault/anchorer.ts";
 import { FileKeyProvider } from "../../vault/keys.ts";
 import {
@@ -72,6 +73,8 @@ export class CustodianAnchorer extends AnchorBatcher {
   private readonly custodianId: string;
   private readonly clock: () => number;
   private readonly live = new Set<number>();
+  /** Keys of the local commitments: "certainly not local" without a query. */
+  private readonly localKeys = new ScalableBloom(100_000);
   private readonly stmts: {
     local: ReturnType<DatabaseSync["prepare"]>;
     putLocal: ReturnType<DatabaseSync["prepare"]>;
@@ -107,6 +110,10 @@ export class CustodianAnchorer extends AnchorBatcher {
     } catch (error) {
       this.db.close();
       throw error;
+    }
+    for (const row of this.db.prepare("SELECT type, id, version FROM local_anchors").iterate()) {
+      const r = row as { type: string; id: string; version: string };
+      this.localKeys.add(`${r.type}\0${r.id}\0${r.version}`);
     }
     const p = (sql: string) => this.db.prepare(sql);
     this.stmts = {
@@ -148,6 +155,8 @@ export class CustodianAnchorer extends AnchorBatcher {
   /** The commitment kept locally for a version of a record with no patient. */
   localAnchorOf(type: string, id: string, version: string): string | undefined {
     if (this.closed) return undefined;
+    // Most lookups are of patient records (on the ledger): the filter answers those without a query.
+    if (!this.localKeys.mayContain(`${type}\0${id}\0${version}`)) return undefined;
     return (this.stmts.local.get(type, id, version) as { commitment: string } | undefined)?.commitment;
   }
 
@@ -201,6 +210,7 @@ export class CustodianAnchorer extends AnchorBatcher {
       for (const e of local) this.stmts.putLocal.run(e.resourceType, e.resourceId, e.version, e.commitment);
       this.stmts.completeGroup.run(group);
     });
+    for (const e of local) this.localKeys.add(`${e.resourceType}\0${e.resourceId}\0${e.version}`);
   }
 
   private drop(group: number): void {
