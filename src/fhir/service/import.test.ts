@@ -10,8 +10,9 @@ import { read } from "../../contract/state.ts";
 import { silentLogger } from "../../node/logger.ts";
 import { initNetwork } from "../../node/network.ts";
 import { openNode } from "../../node/runtime.ts";
+import { AnchorError } from "../../vault/anchorer.ts";
 import { generatePatients } from "../generate.ts";
-import { isTestNhsNumber, NHS_NUMBER_SYSTEM } from "../nhs-number.ts";
+import { isTestNhsNumber, NHS_NUMBER_SYSTEM, testNhsNumber } from "../nhs-number.ts";
 import { patientOf } from "../resource-facts.ts";
 import { ImportError, importBundle, importFiles, readSources } from "./import.ts";
 import { LOOKUP_KEY_FILE, LookupKey, pseudonymOf } from "./patients.ts";
@@ -255,6 +256,52 @@ test("generated UK patients import from NDJSON, pipelined (rate printed)", async
   const sources = [];
   for await (const s of readSources([file])) sources.push(s.name);
   assert.equal(sources[0], `${file}:1`);
+});
+
+test("a group that fails is retried bundle by bundle: the bundles before the bad one stay, it and the rest do not", async () => {
+  const scratch = mkdtempSync(join(tmpdir(), "careledger-group-"));
+  const bundles = [...generatePatients({ patients: 3, seed: "group-failure", now: "2025-06-30" })];
+  const nhs = bundles.map((b) => nhsNumberOf(b.entry?.[0]?.resource as object) as string);
+  const file = join(scratch, "three.ndjson");
+  writeFileSync(file, bundles.map((b) => JSON.stringify(b)).join("\n"));
+  const real = kit.ctx.anchorer;
+  // The ledger refuses whatever holds the second patient's records (as it would an erased patient's).
+  kit.ctx.anchorer = Object.assign(Object.create(real), {
+    anchor(entries: readonly { patient: string | null }[]) {
+      const second = pseudonymOf(kit.ctx, kit.registry.lookup, nhs[1] as string);
+      if (entries.some((e) => e.patient === second)) return Promise.reject(new AnchorError("erased", "refused"));
+      return real.anchor(entries as never);
+    },
+  });
+  try {
+    await assert.rejects(importFiles(kit.ctx, [file], options()), (error) => {
+      assert.ok(error instanceof ImportError);
+      assert.equal(error.source, `${file}:2`);
+      assert.equal(error.outcome.status, 410);
+      return true;
+    });
+  } finally {
+    kit.ctx.anchorer = real;
+    rmSync(scratch, { recursive: true, force: true });
+  }
+  const stored = nhs.map((n) => {
+    const p = pseudonymOf(kit.ctx, kit.registry.lookup, n);
+    return p !== undefined && kit.vault.read("Patient", p) !== undefined;
+  });
+  assert.deepEqual(stored, [true, false, false]);
+});
+
+test("the same patient twice in one run: one registration, the second bundle a new version of the Patient", async () => {
+  const file = syntheaFiles[5] as string;
+  const before = kit.vault.search({ resourceType: "Patient", clauses: [] }).length;
+  const summary = await importFiles(kit.ctx, [file, file], options());
+  assert.equal(summary.bundles, 2);
+  assert.equal(summary.patients, 0, "registered by the first test already");
+  assert.equal(kit.vault.search({ resourceType: "Patient", clauses: [] }).length, before);
+  // Synthea Patients get the test NHS number their source id seeds, so the pseudonym is found again.
+  const source = JSON.parse(readFileSync(file, "utf8")).entry[0].resource;
+  const patient = pseudonymOf(kit.ctx, kit.registry.lookup, testNhsNumber(source.id)) as string;
+  assert.equal(kit.vault.read("Patient", patient)?.version, 3, "imported once before (1), then twice in this run");
 });
 
 test("the raw database files hold none of the names, identifiers, codes or narrative imported", () => {
