@@ -1,12 +1,15 @@
 import { randomBytes } from "node:crypto";
-import { existsSync, readFileSync, rmSync } from "node:fs";
+import { copyFileSync, existsSync, readFileSync, rmSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { createScenario, type ScenarioMeta } from "../contract/fixtures.ts";
 import type { DecisionRequest } from "../contract/index.ts";
-import { attachFhir } from "../fhir/server.ts";
+import { generatedNhsNumber, generatePatient } from "../fhir/generate.ts";
+import { attachFhir, fhirContextOf } from "../fhir/server.ts";
+import { type ImportSource, importBundles } from "../fhir/service/import.ts";
+import { LOOKUP_KEY_FILE, LookupKey, PATIENT_KEYS_DIR } from "../fhir/service/patients.ts";
 import { sha256 } from "../ledger/hash.ts";
 import { parseSignedTx } from "../ledger/tx.ts";
-import { dataPaths, ensureDir, writeConfig, writeFileAtomic, writeKeyFile } from "../node/datadir.ts";
+import { dataPaths, ensureDir, readKeyFile, writeConfig, writeFileAtomic, writeKeyFile } from "../node/datadir.ts";
 import { createLogger } from "../node/logger.ts";
 import { genesisBlock } from "../node/network.ts";
 import { openNode, type RunningNode } from "../node/runtime.ts";
@@ -22,6 +25,7 @@ interface DemoUser {
   org?: string;
   keyId: string;
   patient?: string;
+  fhirPatientId?: string;
 }
 
 function readUsers(dir: string): DemoUser[] {
@@ -64,7 +68,10 @@ export async function demoCommand(options: DemoOptions): Promise<void> {
       const port = options.port === 0 ? 0 : options.port + i;
       nodes.push(await openNode(join(dir, org), { orderer, pool, log, flags: { port }, extend: attachFhir }));
     }
-    if (meta) await submitSetup(nodes[0] as RunningNode, meta);
+    if (meta) {
+      await submitSetup(nodes[0] as RunningNode, meta);
+      await loadRecords(dir, nodes[0] as RunningNode, options.patients);
+    }
     await caughtUp(nodes);
   } catch (error) {
     await shutdown();
@@ -86,7 +93,18 @@ function generate(dir: string, options: DemoOptions): ScenarioMeta & { setup: Re
   // Every demo is its own network: keys derive from a secret made now, and the key files are what persists.
   const secret = randomBytes(32).toString("hex");
   const seedFor = (label: string) => sha256(`${secret}:${label}`);
-  const scenario = createScenario({ seedFor, start: Date.now(), patients: options.patients, rulesPerPatient: 4 });
+  // One NHS-number lookup key for the network, in every node's data dir: the demo's patients are registered with the
+  // lookup of their generated records' NHS numbers, so importing those records finds them.
+  const gpDir = join(dir, ORG_NAMES[0]);
+  ensureDir(gpDir);
+  const lookup = LookupKey.create(join(gpDir, LOOKUP_KEY_FILE));
+  const scenario = createScenario({
+    seedFor,
+    start: Date.now(),
+    patients: options.patients,
+    rulesPerPatient: 4,
+    lookupFor: (index) => lookup.lookupOf(generatedNhsNumber(RECORDS_SEED, index)),
+  });
   const { meta } = scenario;
   const txs = scenario.txs();
   const first = txs.next();
@@ -102,6 +120,7 @@ function generate(dir: string, options: DemoOptions): ScenarioMeta & { setup: Re
     writeKeyFile(paths.nodeKey, nodeKey, `${meta.orgs[org].id} node`);
     writeFileAtomic(paths.genesis, `${JSON.stringify(genesis)}\n`, 0o644);
     writeConfig(paths.dir, { port: options.port === 0 ? 0 : options.port + i });
+    if (org !== ORG_NAMES[0]) copyFileSync(join(gpDir, LOOKUP_KEY_FILE), join(paths.dir, LOOKUP_KEY_FILE));
   }
   const keysDir = join(dir, "keys");
   ensureDir(keysDir);
@@ -118,7 +137,15 @@ function generate(dir: string, options: DemoOptions): ScenarioMeta & { setup: Re
         : label.startsWith("node:")
           ? "node"
           : (label.split(":")[0] ?? "key");
-    users.push({ name: label, kind, org: member?.org, keyId: key.keyId, patient: patient?.id });
+    // A patient's FHIR Patient id is its ledger pseudonym (records are imported under it).
+    users.push({
+      name: label,
+      kind,
+      org: member?.org,
+      keyId: key.keyId,
+      patient: patient?.id,
+      fhirPatientId: patient?.id,
+    });
   }
   writeFileAtomic(join(dir, "demo-users.json"), `${JSON.stringify(users, null, 2)}\n`, 0o644);
   writeFileAtomic(
@@ -127,6 +154,23 @@ function generate(dir: string, options: DemoOptions): ScenarioMeta & { setup: Re
     0o644,
   );
   return { ...meta, setup: { meta, txs: () => txs } };
+}
+
+/** The generated FHIR records behind the demo's patients (same seed, same records, in every demo). */
+const RECORDS_SEED = "careledger-demo";
+
+/** Each demo patient's records, generated and imported into the GP practice's vault (encrypted, anchored). */
+async function loadRecords(dir: string, gp: RunningNode, patients: number): Promise<void> {
+  const ctx = fhirContextOf(gp.node);
+  if (!ctx) throw new Error("the GP node has no FHIR API");
+  const gpDir = join(dir, ORG_NAMES[0]);
+  async function* sources(): AsyncGenerator<ImportSource> {
+    for (let i = 0; i < patients; i++) yield { name: `patient:${i}`, bundle: generatePatient(RECORDS_SEED, i) };
+  }
+  await importBundles(ctx, sources(), {
+    signer: readKeyFile(join(dir, "keys", "admin-gp.key")),
+    registry: { lookup: LookupKey.open(join(gpDir, LOOKUP_KEY_FILE)), keysDir: join(gpDir, PATIENT_KEYS_DIR) },
+  });
 }
 
 async function submitSetup(node: RunningNode, meta: ReturnType<typeof generate>): Promise<void> {
@@ -171,9 +215,24 @@ function printWelcome(dir: string, nodes: RunningNode[]): void {
     `  curl '${gp?.url}/ledger/consistency?from=1&to=${gp?.node.store.head()?.size ?? 1}'`,
     `  curl ${gp?.url}/metrics`,
   ];
-  if (gp) lines.push(...decisionExamples(gp, readUsers(dir)));
+  if (gp) lines.push(...fhirExamples(dir, gp, readUsers(dir)), ...decisionExamples(gp, readUsers(dir)));
   lines.push("", "Every node holds the whole ledger: the same head on each URL above. Ctrl-C stops the demo.", "");
   process.stdout.write(`${lines.join("\n")}\n`);
+}
+
+/** The FHIR API with a token, as the GP's clinician and as one of its patients. */
+function fhirExamples(dir: string, node: RunningNode, users: DemoUser[]): string[] {
+  const patient = users.find((u) => u.name === "patient:0" && u.fhirPatientId);
+  if (!patient) return [];
+  const token = (who: string) => `$(npx careledger token --dir ${dir} --as ${who} --url ${node.url})`;
+  return [
+    "",
+    "FHIR R4 at /fhir (names to use with --as are in demo-users.json):",
+    `  curl -s -H "Authorization: Bearer ${token("clinician:gp")}" '${node.url}/fhir/Patient?_count=5'`,
+    `  curl -s -H "Authorization: Bearer ${token("clinician:gp")}" ${node.url}/fhir/Patient/${patient.fhirPatientId}/$everything`,
+    `  # the patient's own access log, from the ledger:`,
+    `  curl -s -H "Authorization: Bearer ${token("patient:0")}" '${node.url}/fhir/AuditEvent?patient=${patient.fhirPatientId}'`,
+  ];
 }
 
 /** Two real decisions from the generated network, as ready-to-paste requests: why one is permitted, one denied. */

@@ -6,6 +6,7 @@ import { benchCommand } from "./bench.ts";
 import { demoCommand } from "./demo.ts";
 import { exportCommand } from "./export.ts";
 import { DEFAULT_OUT, DEFAULT_SEED, generateCommand, parsePatientCount } from "./generate.ts";
+import { defineImportCommand } from "./import.ts";
 import { initCommand } from "./init.ts";
 import { startCommand } from "./start.ts";
 import { tokenCommand } from "./token.ts";
@@ -90,6 +91,8 @@ function program(): Command {
     .action(async (options) => {
       await generateCommand(options);
     });
+
+  defineImportCommand(cli);
 
   cli
     .command("token")

@@ -104,6 +104,8 @@ export interface ScenarioOptions {
   rulesPerPatient?: number;
   /** Sign txs (default true). Unsigned txs carry `sig: ""`. */
   sign?: boolean;
+  /** The `lookup` HMAC registered for patient `index` (default: a hash of its pseudonym, unrelated to any NHS number). */
+  lookupFor?: (index: number, patient: string) => string;
   /**
    * `real` (default): each patient has an Ed25519 key pair in `keys`. `derived`: the patient key id is a hash of
    * its seed (no key pair; only usable unsigned) — for building 100k-patient states quickly.
@@ -351,12 +353,12 @@ export function createScenario(opts: ScenarioOptions): { meta: ScenarioMeta; txs
       name: "Cardiology",
       members: teams.cardiology.members,
     });
-    for (const p of patients) {
+    for (const [index, p] of patients.entries()) {
       yield tx("clinician:gp", "patient.register", {
         patient: p.id,
         org: ORGS.gp.id,
         key: p.keyId,
-        lookup: sha256Hex(`lookup:${p.id}`),
+        lookup: opts.lookupFor?.(index, p.id) ?? sha256Hex(`lookup:${p.id}`),
       });
       for (let k = 0; k < nRules; k++) {
         yield tx(p.label, "consent.set", { patient: p.id, rule: p.ruleIds[k], ...ruleTemplate(k, meta, start) });

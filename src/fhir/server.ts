@@ -3,12 +3,10 @@
  * limits and OperationOutcome errors here; what each interaction does is in the framework-independent handlers of
  * `./service` (as Medplum's fhir-router).
  */
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { Extension, ExtensionContext } from "../node/runtime.ts";
-import { AnchorBatcher, ledgerAnchors } from "../vault/anchorer.ts";
-import { FileKeyProvider } from "../vault/keys.ts";
-import { Vault } from "../vault/vault.ts";
 import {
   authUrls,
   BearerCache,
@@ -30,6 +28,8 @@ import {
 } from "./outcome.ts";
 import type { FhirContext, FhirHandler, FhirRequest, FhirResponse } from "./service/context.ts";
 import { type FhirHandlers, openServices } from "./service/index.ts";
+import { LOOKUP_KEY_FILE, LookupKey } from "./service/patients.ts";
+import { LOCAL_ANCHORS_FILE, openCustodianStore } from "./service/write.ts";
 import { STORED_TYPES } from "./validate.ts";
 
 const FHIR_JSON = "application/fhir+json";
@@ -42,10 +42,25 @@ interface Paths {
   vault: string;
   vaultKey: string;
   audit: string;
+  localAnchors: string;
+  lookupKey: string;
 }
 
 export function fhirPaths(dir: string): Paths {
-  return { vault: join(dir, "vault.db"), vaultKey: join(dir, "vault.key"), audit: join(dir, "audit.db") };
+  return {
+    vault: join(dir, "vault.db"),
+    vaultKey: join(dir, "vault.key"),
+    audit: join(dir, "audit.db"),
+    localAnchors: join(dir, LOCAL_ANCHORS_FILE),
+    lookupKey: join(dir, LOOKUP_KEY_FILE),
+  };
+}
+
+const contexts = new WeakMap<object, FhirContext>();
+
+/** The FHIR context `attachFhir` opened for this node (the demo loads its records through it). */
+export function fhirContextOf(node: object): FhirContext | undefined {
+  return contexts.get(node);
 }
 
 /** `openNode`'s `extend` hook: the vault, the FHIR API and the token endpoint for this node. */
@@ -66,9 +81,18 @@ export async function attachFhir(app: FastifyInstance, ext: ExtensionContext): P
     return { close: async () => {} };
   }
   const orgId = nodeRec.org;
-  const anchors = ledgerAnchors(node.store.state, orgId);
-  const vault = Vault.open(paths.vault, { keys: FileKeyProvider.openOrCreate(paths.vaultKey), ...anchors });
-  const anchorer = new AnchorBatcher({ node, key: node.key, custodian: orgId });
+  const store = openCustodianStore({
+    node,
+    key: node.key,
+    custodian: orgId,
+    vaultPath: paths.vault,
+    vaultKeyPath: paths.vaultKey,
+    localAnchorsPath: paths.localAnchors,
+  });
+  const { vault, anchorer } = store;
+  // The network's NHS-number lookup key (copied to each member node): without it a POSTed Patient cannot be matched.
+  const lookup = existsSync(paths.lookupKey) ? LookupKey.open(paths.lookupKey) : undefined;
+  if (!lookup) ext.log.warn(`no ${LOOKUP_KEY_FILE} in the data dir: Patients cannot be matched by NHS number`);
   let base = nodeBaseUrl(config);
   const ctx: FhirContext = {
     node,
@@ -80,8 +104,15 @@ export async function attachFhir(app: FastifyInstance, ext: ExtensionContext): P
     baseUrl: authUrls(base).fhirBaseUrl,
     now: Date.now,
   };
-  const services = await openServices(ctx, { auditPath: paths.audit, dir, log: ext.log });
+  let services: Awaited<ReturnType<typeof openServices>>;
+  try {
+    services = await openServices(ctx, { auditPath: paths.audit, dir, log: ext.log, lookup });
+  } catch (error) {
+    store.close();
+    throw error;
+  }
   ctx.accessLog = services.accessLog;
+  contexts.set(node, ctx);
   const jtiCache = new JtiCache();
   const bearerCache = new BearerCache();
 
@@ -144,8 +175,9 @@ export async function attachFhir(app: FastifyInstance, ext: ExtensionContext): P
       ctx.baseUrl = authUrls(url).fhirBaseUrl;
     },
     async close() {
+      contexts.delete(node);
       await services.close();
-      vault.close();
+      store.close();
     },
   };
 }
@@ -264,7 +296,7 @@ export function registerFhirRoutes(app: FastifyInstance, options: RouteOptions):
       );
       fhir.put(
         "/:type/:id",
-        run(() => handlers.update),
+        run((r) => ((r.params as { type: string }).type === "Consent" ? handlers.consentUpdate : handlers.update)),
       );
       fhir.get(
         "/:type/:id/_history",

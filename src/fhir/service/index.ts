@@ -5,11 +5,17 @@
 import type { Logger } from "../../node/logger.ts";
 import { AccessLogBatcher } from "./access-log.ts";
 import { AuditIndex, auditEventSearchWith } from "./audit.ts";
+import { breakGlass } from "./break-glass.ts";
+import { consentCreate, consentRead, consentSearch, consentUpdate } from "./consent-resource.ts";
 import type { AccessLogger, FhirContext, FhirHandler } from "./context.ts";
 import { everything } from "./everything.ts";
+import { erasePatient, exportPatient } from "./gdpr.ts";
+import type { LookupKey } from "./patients.ts";
 import { provenanceSearch } from "./provenance.ts";
 import { history, read, vread } from "./read.ts";
 import { search } from "./search.ts";
+import { transactionHandler } from "./transaction.ts";
+import { createHandler, updateHandler } from "./write.ts";
 
 export interface FhirHandlers {
   read?: FhirHandler;
@@ -26,6 +32,7 @@ export interface FhirHandlers {
   consentSearch?: FhirHandler;
   consentRead?: FhirHandler;
   consentCreate?: FhirHandler;
+  consentUpdate?: FhirHandler;
   auditEventSearch?: FhirHandler;
   provenanceSearch?: FhirHandler;
 }
@@ -38,7 +45,7 @@ export interface Services {
 
 export async function openServices(
   ctx: FhirContext,
-  options: { auditPath: string; dir: string; log: Logger },
+  options: { auditPath: string; dir: string; log: Logger; lookup?: LookupKey | undefined },
 ): Promise<Services> {
   const accessLog = new AccessLogBatcher({ node: ctx.node, key: ctx.nodeKey, log: options.log });
   const audit = AuditIndex.open(options.auditPath, ctx.node);
@@ -48,6 +55,16 @@ export async function openServices(
     history,
     search,
     everything,
+    create: createHandler(options.lookup ? { lookup: options.lookup } : {}),
+    update: updateHandler(options.lookup ? { lookup: options.lookup } : {}),
+    transaction: transactionHandler(options.lookup ? { lookup: options.lookup } : {}),
+    consentSearch,
+    consentRead,
+    consentCreate,
+    consentUpdate,
+    breakGlass,
+    exportPatient,
+    erasePatient,
     auditEventSearch: auditEventSearchWith(audit),
     provenanceSearch,
   };
