@@ -154,7 +154,7 @@ test("references inside contained resources and to absolute fullUrls are rewritt
   ];
   observation.performer = [{ reference: "#pr" }];
   const prepared = prepareTransaction(bundle, { newId: counter() });
-  const obs = prepared.find((p) => p.resourceType === "Observation")?.resource as Record<string, unknown>;
+  const obs = prepared.find((p) => p.resourceType === "Observation")?.resource as unknown as Record<string, unknown>;
   assert.deepEqual(obs.subject, { reference: "Patient/new-3" });
   const provenance = (obs.contained as Record<string, unknown>[])[1] as { target: { reference: string }[] };
   assert.equal(provenance.target[0]?.reference, "Observation/new-1");
