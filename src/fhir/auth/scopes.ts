@@ -197,6 +197,8 @@ const s = (text: string): Scope => {
  * access (their role has no purposes), so no patient-compartment type is in their set.
  */
 export const ADMIN_SCOPES: readonly Scope[] = [
+  // Admins audit their organisation: its access log (AuditEvent), not patients' records.
+  s("user/AuditEvent.rs"),
   s("user/Organization.rs"),
   s("user/Practitioner.rs"),
   s("user/PractitionerRole.rs"),
@@ -234,7 +236,7 @@ export function scopeCeiling(
 // ---- purpose of use -------------------------------------------------------------------------------------------
 
 /** v3 PurposeOfUse "patient requested": patients and their proxies reading their own record (decision step 1 does
- * not depend on purpose). Not in the contract's PURPOSES, which lists purposes practitioners may use. */
+ * not depend on purpose). In the contract's PURPOSES (so `access.log` accepts it), but no role may use it. */
 export const PATIENT_PURPOSE = "PATRQT";
 export const PURPOSE_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ActReason";
 

@@ -46,7 +46,7 @@ export function smartConfiguration(baseUrl: string): Record<string, unknown> {
     // Where the node's public key is, for anyone checking an access token offline (tokens are EdDSA JWTs).
     jwks_uri: jwksUrl,
     // Not SMART: how to ask for a purpose of use (form field `purpose`, a v3 PurposeOfUse code) and which exist.
-    purpose_of_use_supported: [...PURPOSES, PATIENT_PURPOSE],
+    purpose_of_use_supported: [...new Set<string>([...PURPOSES, PATIENT_PURPOSE])],
     client_id_format:
       "the caller's ledger key id (64 lowercase hex, the raw Ed25519 public key); iss = sub = client_id",
   };

@@ -183,7 +183,7 @@ test("researcher: read only, HRESCH by default; TREAT is refused", async () => {
 test("admin: directory resources only, no purpose; clinical scopes and purposes are refused", async () => {
   const net = new Net();
   const a = ok(await request(net, "admin:gp"));
-  assert.equal(a.scope, "user/Organization.rs user/Practitioner.rs user/PractitionerRole.rs");
+  assert.equal(a.scope, "user/AuditEvent.rs user/Organization.rs user/Practitioner.rs user/PractitionerRole.rs");
   assert.equal(a.purpose, undefined);
   assert.equal((await bearerClaims(net, a.access_token)).claims.purpose, undefined);
   refused(await request(net, "admin:gp", { scope: "user/Observation.rs" }), "invalid_scope", 400);
