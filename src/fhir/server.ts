@@ -71,14 +71,10 @@ export async function attachFhir(app: FastifyInstance, ext: ExtensionContext): P
   if (nodeRec?.kind !== "node" || typeof nodeRec.org !== "string") {
     // A node that joined from a genesis file before its organisation was approved serves the ledger, not FHIR.
     ext.log.warn("the FHIR API is off: this node's key is not (yet) an organisation's node on the ledger");
-    const off = new OperationOutcomeError(
-      503,
-      "processing",
+    return fhirOff(
+      app,
       "the FHIR API starts once this node's key is registered to an organisation on the ledger (then restart the node)",
     );
-    app.all("/fhir", async (_request, reply) => sendError(reply, off));
-    app.all("/fhir/*", async (_request, reply) => sendError(reply, off));
-    return { close: async () => {} };
   }
   const orgId = nodeRec.org;
   const store = openCustodianStore({
@@ -109,6 +105,12 @@ export async function attachFhir(app: FastifyInstance, ext: ExtensionContext): P
     services = await openServices(ctx, { auditPath: paths.audit, dir, log: ext.log, lookup });
   } catch (error) {
     store.close();
+    // A store found altered while the audit index caught up has halted the node: it still starts, so that /healthz
+    // can say why, and the FHIR API answers 503 like the ledger's reads.
+    if (node.halted) {
+      ext.log.error("the FHIR API is off: the node halted while opening it");
+      return fhirOff(app, `the node has halted: ${node.halted}`);
+    }
     throw error;
   }
   ctx.accessLog = services.accessLog;
@@ -180,6 +182,14 @@ export async function attachFhir(app: FastifyInstance, ext: ExtensionContext): P
       store.close();
     },
   };
+}
+
+/** `/fhir` answers 503 with the reason: the node serves its ledger but not FHIR. */
+function fhirOff(app: FastifyInstance, reason: string): Extension {
+  const off = new OperationOutcomeError(503, "processing", reason);
+  app.all("/fhir", async (_request, reply) => sendError(reply, off));
+  app.all("/fhir/*", async (_request, reply) => sendError(reply, off));
+  return { close: async () => {} };
 }
 
 function parseForm(body: string): Record<string, string | string[]> {
