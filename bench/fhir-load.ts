@@ -18,6 +18,8 @@ interface LoadArgs {
   seconds: number;
   searchCalls: number;
   everythingCalls: number;
+  /** The node's process id: its CPU time is read from /proc around the read phase (Linux). */
+  nodePid?: number;
 }
 
 const args = JSON.parse(process.argv[2] ?? "{}") as LoadArgs;
@@ -91,8 +93,28 @@ async function sequential(
 
 const ms = (values: number[], p: number) => Number(percentile(values, p).toFixed(2));
 
+/** CPU seconds (user + system) of a process so far, from /proc/PID/stat (USER_HZ = 100); undefined off Linux. */
+function cpuSecondsOf(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return undefined;
+  }
+}
+
 await readPhase(args.warmupSeconds, false);
+const nodeCpuBefore = cpuSecondsOf(args.nodePid);
+const ownCpuBefore = process.cpuUsage();
+// Monotonic µs (the clock V8's CPU profiles use), so a profile of the node can be cut to the read phase.
+const readWindowStart = Number(process.hrtime.bigint() / 1000n);
 const reads = await readPhase(args.seconds, true);
+const readWindowEnd = Number(process.hrtime.bigint() / 1000n);
+const nodeCpuAfter = cpuSecondsOf(args.nodePid);
+const ownCpu = process.cpuUsage(ownCpuBefore);
+const cores = (cpuSeconds: number) => Number((cpuSeconds / reads.seconds).toFixed(2));
 const search = await sequential(
   `Observation?patient=${encodeURIComponent(args.bigPatient)}&_count=50`,
   args.searchCalls,
@@ -108,6 +130,10 @@ process.stdout.write(
     reads_ok: reads.ok,
     reads_by_status: reads.byStatus,
     read_seconds: Number(reads.seconds.toFixed(2)),
+    read_window_us: [readWindowStart, readWindowEnd],
+    node_cpu_cores_reads:
+      nodeCpuBefore === undefined || nodeCpuAfter === undefined ? null : cores(nodeCpuAfter - nodeCpuBefore),
+    load_cpu_cores_reads: cores((ownCpu.user + ownCpu.system) / 1e6),
     search_p50_ms: ms(search.latencies, 0.5),
     search_p99_ms: ms(search.latencies, 0.99),
     search_calls: search.latencies.length,

@@ -5,7 +5,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { once } from "node:events";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Bundle, BundleEntry, Observation } from "@medplum/fhirtypes";
@@ -156,19 +156,6 @@ async function accessLogsIn(url: string, from: number, to: number): Promise<{ tx
   return out;
 }
 
-/** CPU seconds (user + system) a process has used so far, from /proc (Linux; undefined elsewhere). */
-function cpuSeconds(pid: number | undefined): number | undefined {
-  if (pid === undefined) return undefined;
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    // utime and stime are fields 14 and 15 of the file (11 and 12 after the command name), in USER_HZ = 100 ticks/s.
-    return (Number(fields[11]) + Number(fields[12])) / 100;
-  } catch {
-    return undefined;
-  }
-}
-
 /** What bench/fhir-load.ts prints. */
 interface LoadResult {
   req_per_s: number;
@@ -177,6 +164,9 @@ interface LoadResult {
   reads_ok: number;
   reads_by_status: Record<string, number>;
   read_seconds: number;
+  read_window_us: [number, number];
+  node_cpu_cores_reads: number | null;
+  load_cpu_cores_reads: number;
   search_p50_ms: number;
   search_p99_ms: number;
   search_calls: number;
@@ -188,18 +178,15 @@ interface LoadResult {
   everything_entries: number;
 }
 
-async function runLoad(args: Record<string, unknown>): Promise<{ result: LoadResult; cpu?: number }> {
+async function runLoad(args: Record<string, unknown>): Promise<LoadResult> {
   const child = spawn(process.execPath, [join(REPO, "bench/fhir-load.ts"), JSON.stringify(args)], {
     stdio: ["ignore", "pipe", "inherit"],
   });
   let out = "";
   child.stdout.setEncoding("utf8").on("data", (d: string) => (out += d));
-  let cpu: number | undefined;
-  const sampler = setInterval(() => (cpu = cpuSeconds(child.pid) ?? cpu), 200);
   const [code] = await once(child, "exit");
-  clearInterval(sampler);
   if (code !== 0) throw new Error(`load process failed (${code})`);
-  return { result: JSON.parse(out.trim().split("\n").at(-1) as string), ...(cpu === undefined ? {} : { cpu }) };
+  return JSON.parse(out.trim().split("\n").at(-1) as string) as LoadResult;
 }
 
 export async function run(options: {
@@ -263,10 +250,8 @@ export async function run(options: {
       log(`  ${patientIds.length} Patients, ${observationIds.length} Observations`);
 
       const heightBefore = await settledHeight(node.url);
-      const nodeCpuBefore = cpuSeconds(node.child.pid);
-      const loadStarted = performance.now();
       log(`reads for ${seconds} s (${CONNECTIONS} connections), then search and $everything one call at a time…`);
-      const load = await runLoad({
+      const r = await runLoad({
         url: node.url,
         token,
         targetsFile,
@@ -276,10 +261,8 @@ export async function run(options: {
         seconds,
         searchCalls,
         everythingCalls,
+        nodePid: node.child.pid,
       });
-      const loadWall = (performance.now() - loadStarted) / 1000;
-      const nodeCpuAfter = cpuSeconds(node.child.pid);
-      const r = load.result;
       log(`  ${JSON.stringify(r)}`);
 
       const heightAfter = await settledHeight(node.url);
@@ -289,8 +272,6 @@ export async function run(options: {
         `access.log: ${logged.entries} entries in ${logged.txs} txs over ${heightAfter - heightBefore} blocks ` +
           `for ${r.reads_ok} measured reads (plus warm-up, searches and $everything)`,
       );
-      const cores = (cpu: number | undefined, before = 0) =>
-        cpu === undefined ? null : Number(((cpu - before) / loadWall).toFixed(2));
 
       return {
         req_per_s: r.req_per_s,
@@ -319,10 +300,7 @@ export async function run(options: {
           blocks: heightAfter - heightBefore,
           covers_every_read: readsLogged,
         },
-        cpu_cores_used: {
-          node: nodeCpuBefore === undefined ? null : cores(nodeCpuAfter, nodeCpuBefore),
-          load: cores(load.cpu),
-        },
+        cpu_cores_during_reads: { node: r.node_cpu_cores_reads, load: r.load_cpu_cores_reads },
         import: imported,
         ...limits,
         params: {
@@ -338,6 +316,7 @@ export async function run(options: {
           reads: "GET /fhir/Patient/:id and /fhir/Observation/:id over every id the clinician can see, shuffled",
           token: "clinician of the custodian org, purpose TREAT, private_key_jwt via POST /auth/token",
           cpu_profile: profileDir ?? null,
+          read_window_monotonic_us: r.read_window_us,
         },
       };
     } finally {
