@@ -72,8 +72,31 @@ test("the demo runs three agreeing nodes on one embedded orderer, says what to t
     assert.equal(decision.effect, effect);
     assert.equal(decision.step, Number(step));
   }
-  const users = JSON.parse(readFileSync(join(dir, "demo-users.json"), "utf8")) as { kind: string }[];
+  const users = JSON.parse(readFileSync(join(dir, "demo-users.json"), "utf8")) as {
+    kind: string;
+    name: string;
+    fhirPatientId?: string;
+  }[];
   assert.ok(users.some((u) => u.kind === "patient") && users.some((u) => u.kind === "clinician"));
+
+  // The FHIR examples it prints work: a clinician's token (from `careledger token`) lists the patients whose
+  // generated records the demo imported, and reaches a patient's $everything.
+  const gp = first.urls[0] as string;
+  const token = await runCli(["token", "--dir", dir, "--as", "clinician:gp", "--url", gp]);
+  assert.equal(token.code, 0, token.stderr);
+  const auth = { authorization: `Bearer ${token.stdout.trim()}` };
+  const patients = (await (await fetch(`${gp}/fhir/Patient?_count=50`, { headers: auth })).json()) as {
+    total: number;
+  };
+  assert.equal(patients.total, 5);
+  const patient0 = users.find((u) => u.name === "patient:0")?.fhirPatientId;
+  assert.ok(patient0 && first.out.includes(`/fhir/Patient/${patient0}/$everything'`), first.out);
+  const everything = (await (await fetch(`${gp}/fhir/Patient/${patient0}/$everything`, { headers: auth })).json()) as {
+    entry: { resource: { resourceType: string } }[];
+  };
+  assert.ok(everything.entry.length > 10);
+  assert.ok(everything.entry.some((e) => e.resource.resourceType === "Observation"));
+  assert.equal((await fetch(`${gp}/fhir/Patient`)).status, 401);
 
   first.child.kill("SIGTERM");
   const [code] = await first.exited;
@@ -81,8 +104,13 @@ test("the demo runs three agreeing nodes on one embedded orderer, says what to t
 
   // A second run continues the same ledger rather than generating a new one.
   const second = await runDemo(dir);
+  // (The FHIR reads above were logged on the ledger, so it grew: the first run's head is still in it, unchanged.)
   const again = (await (await fetch(`${second.urls[0]}/ledger/head`)).json()) as Record<string, unknown>;
-  assert.equal(again.hash, heads[0]?.hash);
+  assert.ok((again.height as number) > (heads[0]?.height as number));
+  const earlier = (await (await fetch(`${second.urls[0]}/ledger/blocks/${heads[0]?.height}`)).json()) as {
+    hash: string;
+  };
+  assert.equal(earlier.hash, heads[0]?.hash);
   second.child.kill("SIGINT");
   assert.equal((await second.exited)[0], 0);
 
