@@ -892,6 +892,19 @@ describe("records and access", () => {
       "invalid-reference",
     );
     n.ok("node:gp", "record.anchor", { anchors: [{ ...first, version: "2" }] });
+    // A record of no patient (an Organization) is anchored too; it may not later claim a patient, nor the reverse.
+    const { patient: _patient, ...noPatient } = first;
+    const org = { ...noPatient, resourceType: "Organization", resourceId: "org-1" };
+    n.ok("node:gp", "record.anchor", { anchors: [org] });
+    assert.deepEqual(n.state.get("res/gp-riverside/Organization/org-1"), { latest: "1", versions: 1 });
+    assert.equal(
+      n.submit("node:gp", "record.anchor", { anchors: [{ ...org, version: "2", patient: first.patient }] }).code,
+      "invalid-reference",
+    );
+    assert.equal(
+      n.submit("node:gp", "record.anchor", { anchors: [{ ...noPatient, version: "3" }] }).code,
+      "invalid-reference",
+    );
     assert.equal(n.submit("clinician:gp", "record.anchor", p).code, "unauthorised");
     assert.equal(
       n.submit("node:gp", "record.anchor", { anchors: [{ ...first, custodian: "trust-northgate", resourceId: "x" }] })

@@ -696,7 +696,7 @@ const recordAnchor: Handler<"record.anchor"> = (c, p) => {
       requireNodeOrAdmin(c, a.custodian);
       authorised.add(a.custodian);
     }
-    requirePatient(c, a.patient);
+    if (a.patient !== undefined) requirePatient(c, a.patient);
     const rk = K.resource(a.custodian, a.resourceType, a.resourceId);
     const res = c.s.get(rk) as ResourceRec | undefined;
     if (res !== undefined) {
@@ -713,11 +713,9 @@ const recordAnchor: Handler<"record.anchor"> = (c, p) => {
     };
     if (a.date !== undefined) anchor.date = a.date;
     c.s.put(ak, anchor);
-    c.s.put(rk, {
-      patient: a.patient,
-      latest: a.version,
-      versions: (res?.versions ?? 0) + 1,
-    } satisfies ResourceRec);
+    const rec: ResourceRec = { latest: a.version, versions: (res?.versions ?? 0) + 1 };
+    if (a.patient !== undefined) rec.patient = a.patient;
+    c.s.put(rk, rec);
   }
 };
 

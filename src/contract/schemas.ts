@@ -164,7 +164,8 @@ export const PAYLOAD_SCHEMAS = {
         Type.Object(
           {
             custodian: OrgId,
-            patient: Uuid,
+            // Absent for records of no patient (Organization, Practitioner, Medication…): still anchored.
+            patient: Type.Optional(Uuid),
             resourceType: ResourceType,
             resourceId: FhirId,
             version: FhirId,

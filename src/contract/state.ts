@@ -227,7 +227,8 @@ export interface BreakGlassRec {
 }
 
 export interface ResourceRec {
-  patient: string;
+  /** Absent for a record of no patient. */
+  patient?: string;
   latest: string;
   versions: number;
   erasedAt?: number;
