@@ -122,9 +122,9 @@ describe("AnchorBatcher", () => {
   it("refuses entries the contract cannot take before submitting anything", async () => {
     const node = countingNode();
     const batcher = new AnchorBatcher({ node, key: net.nodeKey, custodian: net.orgId });
-    await assert.rejects(batcher.anchor([entry(null, { resourceType: "Organization" })]), {
+    await assert.rejects(batcher.anchor([entry(null, { resourceType: "Organization", resourceId: "not an id" })]), {
       code: "invalid-entry",
-      message: /no patient/,
+      message: /schema refuses it/,
     });
     await assert.rejects(batcher.anchor([entry(patients[0] as string, { commitment: "not-hex" })]), {
       code: "invalid-entry",

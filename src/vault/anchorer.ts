@@ -114,11 +114,12 @@ export class AnchorBatcher {
     for (const [i, e] of entries.entries()) {
       const entry = this.toLedger(e);
       if (!checkPayload("record.anchor", { anchors: [entry] })) {
-        const why =
-          e.patient === null
-            ? "it has no patient, and record.anchor anchors only patient records"
-            : "the contract's record.anchor schema refuses it";
-        return Promise.reject(new AnchorError("invalid-entry", `anchor entry ${i} (${e.resourceType}): ${why}`));
+        return Promise.reject(
+          new AnchorError(
+            "invalid-entry",
+            `anchor entry ${i} (${e.resourceType}): the contract's record.anchor schema refuses it`,
+          ),
+        );
       }
       const size = canonicalJson(entry).length + 1;
       if (size + PAYLOAD_SHELL > this.maxPayloadBytes) {
