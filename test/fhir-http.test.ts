@@ -172,6 +172,12 @@ describe("content negotiation and bad requests", () => {
     });
     assert.equal(broken.status, 400);
     assertOutcome(broken.body, "structure");
+    const empty = await fhir("/Patient", {
+      method: "POST",
+      headers: { ...auth(), "content-type": "application/fhir+json" },
+    });
+    assert.equal(empty.status, 400);
+    assertOutcome(empty.body, "structure");
   });
 
   test("a body over the limit: 413", async () => {
