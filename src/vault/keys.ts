@@ -2,7 +2,7 @@
 // interface) → HKDF subkeys for wrapping per-patient data keys and for the blind (keyed-hash) search indexes.
 
 import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from "node:crypto";
-import { closeSync, fsyncSync, linkSync, openSync, readFileSync, statSync, unlinkSync, writeSync } from "node:fs";
+import { createSecretFile, readSecretFile, type SecretFileKind } from "./secret-file.ts";
 
 /**
  * What the vault needs from a key store. An interface so that a KMS or HSM can replace the key file: `wrap`/`unwrap`
@@ -41,6 +41,13 @@ function subkey(master: Buffer, info: string): Buffer {
  * Master key in a file: `{"kind": "careledger-vault-master-key", "key": "<64 hex>"}`, mode 0600. Subkeys by
  * HKDF-SHA256; wrapping is AES-256-GCM with a fresh 12-byte IV (format byte ‖ IV ‖ tag ‖ ciphertext).
  */
+const VAULT_KEY_FILE: SecretFileKind = {
+  kind: KEY_FILE_KIND,
+  what: "vault key",
+  valid: "CareLedger vault key",
+  fail: (message) => new VaultKeyError(message),
+};
+
 export class FileKeyProvider implements KeyProvider {
   private readonly wrapKey: Buffer;
   private readonly indexKey: Buffer;
@@ -62,46 +69,14 @@ export class FileKeyProvider implements KeyProvider {
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
     }
-    const master = randomBytes(32);
-    const body = `${JSON.stringify({ kind: KEY_FILE_KIND, key: master.toString("hex") })}\n`;
-    master.fill(0);
-    const tmp = `${path}.${randomBytes(6).toString("hex")}.tmp`;
-    const fd = openSync(tmp, "wx", 0o600);
-    try {
-      writeSync(fd, body);
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    try {
-      linkSync(tmp, path);
-    } catch (error) {
-      // Someone else created it first: theirs wins, ours was never used.
-      if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
-    } finally {
-      unlinkSync(tmp);
-    }
+    // Someone else may create it first: theirs wins, ours was never used.
+    createSecretFile(path, KEY_FILE_KIND)?.fill(0);
     return FileKeyProvider.open(path);
   }
 
   /** Opens an existing key file (throws an ENOENT error if there is none). */
   static open(path: string): FileKeyProvider {
-    const stat = statSync(path);
-    if (!stat.isFile()) throw new VaultKeyError(`vault key ${path} is not a regular file`);
-    if ((stat.mode & 0o077) !== 0) {
-      throw new VaultKeyError(`vault key ${path} is readable by group or others; run: chmod 600 ${path}`);
-    }
-    let body: unknown;
-    try {
-      body = JSON.parse(readFileSync(path, "utf8"));
-    } catch {
-      throw new VaultKeyError(`vault key ${path} is not a CareLedger vault key (not JSON)`);
-    }
-    const { kind, key } = (body ?? {}) as { kind?: unknown; key?: unknown };
-    if (kind !== KEY_FILE_KIND || typeof key !== "string" || !/^[0-9a-f]{64}$/.test(key)) {
-      throw new VaultKeyError(`vault key ${path} is not a CareLedger vault key (malformed)`);
-    }
-    return new FileKeyProvider(Buffer.from(key, "hex"));
+    return new FileKeyProvider(readSecretFile(path, VAULT_KEY_FILE));
   }
 
   /** A provider over a key held in memory (tests, or a key fetched from elsewhere). The buffer is zeroed. */

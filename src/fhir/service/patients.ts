@@ -13,18 +13,8 @@
 // (like its genesis file, but secret: over a channel the two organisations trust, never through the ledger).
 // Without it a node cannot find or register patients by NHS number; everything else works.
 
-import { createHmac, createSecretKey, type KeyObject, randomBytes, randomUUID } from "node:crypto";
-import {
-  closeSync,
-  fsyncSync,
-  linkSync,
-  mkdirSync,
-  openSync,
-  readFileSync,
-  statSync,
-  unlinkSync,
-  writeSync,
-} from "node:fs";
+import { createHmac, createSecretKey, type KeyObject, randomUUID } from "node:crypto";
+import { mkdirSync, unlinkSync } from "node:fs";
 import { unlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { UUID_PATTERN } from "../../contract/schemas.ts";
@@ -35,6 +25,7 @@ import { parseSignedTx } from "../../ledger/tx.ts";
 import type { Hex32, SignedTx } from "../../ledger/types.ts";
 import { readKeyFile } from "../../node/datadir.ts";
 import { newKey, signNew } from "../../node/network.ts";
+import { createSecretFile, readSecretFile, type SecretFileKind } from "../../vault/secret-file.ts";
 import { isValidNhsNumber } from "../nhs-number.ts";
 import type { FhirContext } from "./context.ts";
 
@@ -48,6 +39,13 @@ const LOOKUP_KEY_KIND = "careledger-nhs-lookup-key";
 export class LookupKeyError extends Error {
   override name = "LookupKeyError";
 }
+
+const LOOKUP_KEY_SECRET: SecretFileKind = {
+  kind: LOOKUP_KEY_KIND,
+  what: "lookup key",
+  valid: "CareLedger lookup key",
+  fail: (message) => new LookupKeyError(message),
+};
 
 /** The network's NHS-number lookup key. */
 export class LookupKey {
@@ -63,35 +61,15 @@ export class LookupKey {
    * half a key and an existing key is never replaced). Throws LookupKeyError if one exists.
    */
   static create(path: string): LookupKey {
-    const secret = randomBytes(32);
-    const body = `${JSON.stringify({ kind: LOOKUP_KEY_KIND, key: secret.toString("hex") })}\n`;
-    const tmp = `${path}.${randomBytes(6).toString("hex")}.tmp`;
-    const fd = openSync(tmp, "wx", 0o600);
-    try {
-      writeSync(fd, body);
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    try {
-      linkSync(tmp, path);
-    } catch (error) {
-      secret.fill(0);
-      if ((error as NodeJS.ErrnoException).code === "EEXIST") {
-        throw new LookupKeyError(`lookup key ${path} already exists; a network has exactly one`);
-      }
-      throw error;
-    } finally {
-      unlinkSync(tmp);
-    }
+    const secret = createSecretFile(path, LOOKUP_KEY_KIND);
+    if (secret === undefined) throw new LookupKeyError(`lookup key ${path} already exists; a network has exactly one`);
     return new LookupKey(secret);
   }
 
   /** Opens a key file; refuses one that group or others can read, and anything that is not a lookup key. */
   static open(path: string): LookupKey {
-    let stat: ReturnType<typeof statSync>;
     try {
-      stat = statSync(path);
+      return new LookupKey(readSecretFile(path, LOOKUP_KEY_SECRET));
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === "ENOENT") {
         throw new LookupKeyError(
@@ -100,21 +78,6 @@ export class LookupKey {
       }
       throw error;
     }
-    if (!stat.isFile()) throw new LookupKeyError(`lookup key ${path} is not a regular file`);
-    if ((Number(stat.mode) & 0o077) !== 0) {
-      throw new LookupKeyError(`lookup key ${path} is readable by group or others; run: chmod 600 ${path}`);
-    }
-    let body: unknown;
-    try {
-      body = JSON.parse(readFileSync(path, "utf8"));
-    } catch {
-      throw new LookupKeyError(`lookup key ${path} is not a CareLedger lookup key (not JSON)`);
-    }
-    const { kind, key } = (body ?? {}) as { kind?: unknown; key?: unknown };
-    if (kind !== LOOKUP_KEY_KIND || typeof key !== "string" || !/^[0-9a-f]{64}$/.test(key)) {
-      throw new LookupKeyError(`lookup key ${path} is not a CareLedger lookup key (malformed)`);
-    }
-    return new LookupKey(Buffer.from(key, "hex"));
   }
 
   /** A key held in memory (tests); the buffer is zeroed. */
