@@ -4,6 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 node scripts/check-node-version.js
+# The cluster tests run real etcd members (Debian's etcd-server); install it when missing.
+if [ ! -x "${CARELEDGER_ETCD_BIN:-/usr/bin/etcd}" ]; then
+  echo "== installing etcd-server (Debian)"
+  SUDO=""; if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get install -y -q etcd-server >/dev/null || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q etcd-server >/dev/null; }
+fi
 echo "== typecheck"; tsc --noEmit
 echo "== lint"; biome check .
 echo "== tests"
