@@ -921,6 +921,39 @@ describe("records and access", () => {
       "malformed-payload",
     );
   });
+  test("anchor: holders/<patient> lists each custodian that anchored a record of the patient, once, sorted", () => {
+    const n = new Net();
+    const pid = n.patient(3).id;
+    const before = read.holders(n.state, pid) ?? [];
+    const entry = (custodian: string, resourceId: string, version = "1") => ({
+      custodian,
+      patient: pid,
+      resourceType: "Condition",
+      resourceId,
+      version,
+      commitment: "ab".repeat(32),
+      labels: ["N"],
+    });
+    n.ok("node:trust", "record.anchor", {
+      anchors: [entry("trust-northgate", "h-1"), entry("trust-northgate", "h-2")],
+    });
+    n.ok("node:gp", "record.anchor", { anchors: [entry("gp-riverside", "h-3")] });
+    n.ok("node:gp", "record.anchor", { anchors: [entry("gp-riverside", "h-3", "2")] });
+    const expected = [...new Set([...before, "gp-riverside", "trust-northgate"])].sort();
+    assert.deepEqual(read.holders(n.state, pid), expected);
+    // A rejected batch adds nobody; a record of no patient names no patient's holders.
+    const snap = snapshot(n.state as MemoryState);
+    assert.equal(
+      n.submit("node:gp", "record.anchor", {
+        anchors: [entry("gp-riverside", "h-4"), { ...entry("gp-riverside", "h-3") }],
+      }).code,
+      "already-exists",
+    );
+    assert.equal(snapshot(n.state as MemoryState), snap);
+    // Erasing the patient drops the index with the rest of their consent state.
+    n.ok("node:gp", "record.erase", { custodian: "gp-riverside", patient: pid, resources: [], erasePatient: true });
+    assert.equal(read.holders(n.state, pid), undefined);
+  });
   test("erase: resources then no re-anchoring; unknown resource; patient erasure only by the registering org", () => {
     const n = new Net();
     const p = SAMPLES["record.erase"]?.payload(n) as Record<string, unknown>;

@@ -714,10 +714,20 @@ const recordAnchor: Handler<"record.anchor"> = (c, p) => {
     if (a.date !== undefined) anchor.date = a.date;
     c.s.put(ak, anchor);
     const rec: ResourceRec = { latest: a.version, versions: (res?.versions ?? 0) + 1 };
-    if (a.patient !== undefined) rec.patient = a.patient;
+    if (a.patient !== undefined) {
+      rec.patient = a.patient;
+      if (res === undefined) addHolder(c, a.patient, a.custodian);
+    }
     c.s.put(rk, rec);
   }
 };
+
+/** Adds `custodian` to the patient's holders (sorted, once): written only for a custodian's first record of them. */
+function addHolder(c: Ctx, patient: string, custodian: string): void {
+  const holders = read.holders(c.s, patient) ?? [];
+  if (holders.includes(custodian)) return;
+  c.s.put(K.holders(patient), [...holders, custodian].sort());
+}
 
 const recordErase: Handler<"record.erase"> = (c, p) => {
   requireNodeOrAdmin(c, p.custodian);
@@ -740,6 +750,7 @@ const recordErase: Handler<"record.erase"> = (c, p) => {
     putPatient(c, { ...rest, status: "erased", proxies: [], safeguarding: [] });
     c.s.del(K.rules(pat.id));
     c.s.del(K.breakglass(pat.id));
+    c.s.del(K.holders(pat.id));
   }
 };
 

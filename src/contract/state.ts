@@ -88,6 +88,8 @@ export const K = {
   resource: (custodian: string, type: string, id: string) => `res/${custodian}/${type}/${id}`,
   anchor: (custodian: string, type: string, id: string, version: string) =>
     `anchor/${custodian}/${type}/${id}/${version}`,
+  /** Which custodians anchored records of a patient (so a node knows whom to ask for `$everything`). */
+  holders: (patient: string) => `holders/${patient}`,
 } as const;
 
 // ---- stored shapes --------------------------------------------------------------------------------------------
@@ -269,4 +271,6 @@ export const read = {
   patient: (s: StateReader, id: string) => s.get(K.patient(id)) as PatientRec | undefined,
   rules: (s: StateReader, id: string) => s.get(K.rules(id)) as RuleRec[] | undefined,
   breakglass: (s: StateReader, id: string) => s.get(K.breakglass(id)) as BreakGlassRec[] | undefined,
+  /** Custodian org ids holding records of the patient, sorted. */
+  holders: (s: StateReader, patient: string) => s.get(K.holders(patient)) as string[] | undefined,
 };
