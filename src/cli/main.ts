@@ -8,12 +8,18 @@ import { exportCommand } from "./export.ts";
 import { DEFAULT_OUT, DEFAULT_SEED, generateCommand, parsePatientCount } from "./generate.ts";
 import { defineImportCommand } from "./import.ts";
 import { initCommand } from "./init.ts";
+import { networkCertCommand, networkCreateCommand } from "./network.ts";
 import { startCommand } from "./start.ts";
 import { tokenCommand } from "./token.ts";
 import { verifyCommand } from "./verify.ts";
 
 /** Exit codes: 0 ok, 1 a check failed (verify), 2 bad usage or a problem the user must fix. */
 export const EXIT_USAGE = 2;
+
+export function parseCount(raw: string): number {
+  if (!/^\d{1,6}$/.test(raw)) throw new InvalidArgumentError("must be a whole number");
+  return Number(raw);
+}
 
 export function parsePort(raw: string): number {
   if (!/^\d{1,5}$/.test(raw) || Number(raw) > 65535) throw new InvalidArgumentError("must be a port number 0-65535");
@@ -45,7 +51,29 @@ function program(): Command {
     .option("--org <name>", "the organisation's name (a new network)", "My Organisation")
     .option("--genesis <file>", "join an existing network from its genesis file instead")
     .option("--port <port>", "HTTP port to store in the config", parsePort)
+    .option("--node-key <file>", "with --genesis: this node's key file (from `network create`) instead of a new key")
+    .option("--orderer <url>", "with --genesis: embedded, or etcd://host:port[,host:port…] (etcds:// for TLS)")
+    .option("--tls <dir>", "with --genesis: the node's TLS files (ca.pem, node.pem, node.key) from `network create`")
     .action(initCommand);
+
+  const network = cli.command("network").description("found a multi-organisation network and issue certificates");
+  network
+    .command("create")
+    .description("write a genesis for N organisations, their keys, the lookup key and a CA with TLS certificates")
+    .requiredOption("--out <dir>", "directory for the founding files (must be new or empty)")
+    .option("--orgs <n>", "number of organisations", parseCount, 3)
+    .option("--name <name>", "the network's name", "CareLedger Network")
+    .option("--names <list>", "the organisations' names, comma-separated")
+    .option("--hosts <list>", "host names and IP addresses the node certificates are valid for", "localhost,127.0.0.1")
+    .action(networkCreateCommand);
+  network
+    .command("cert")
+    .description("issue a certificate from the network's CA (for an etcd member or another node)")
+    .requiredOption("--ca <dir>", "the CA dir `network create` wrote (ca.pem, ca.key)")
+    .requiredOption("--name <name>", "the party's name, e.g. etcd-1")
+    .requiredOption("--out <dir>", "where to write NAME.pem, NAME.key and ca.pem")
+    .option("--hosts <list>", "host names and IP addresses the certificate is valid for", "localhost,127.0.0.1")
+    .action(networkCertCommand);
 
   cli
     .command("start")

@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { isAbsolute, join } from "node:path";
 import { Type } from "typebox";
 import { Compile } from "typebox/compile";
 import { fromHex, toHex } from "../ledger/encoding.ts";
@@ -22,6 +22,34 @@ export function dataPaths(dir: string) {
   };
 }
 
+/** PEM files (paths absolute or relative to the data dir): this party's certificate and key, and the network's CA. */
+const TlsFilesSchema = Type.Object(
+  {
+    ca: Type.String({ minLength: 1, maxLength: 1000 }),
+    cert: Type.String({ minLength: 1, maxLength: 1000 }),
+    key: Type.String({ minLength: 1, maxLength: 1000 }),
+  },
+  { additionalProperties: false },
+);
+
+export interface TlsFiles {
+  ca: string;
+  cert: string;
+  key: string;
+}
+
+export type OrdererConfig =
+  | { kind: "embedded" }
+  | {
+      kind: "etcd";
+      /** Client URLs of the etcd members. */
+      endpoints: string[];
+      /** Key prefix of this network in etcd; default `/careledger/<network id>/`. */
+      prefix?: string;
+      /** Mutual TLS to etcd (client certificate signed by the network's CA). */
+      tls?: TlsFiles;
+    };
+
 const ConfigSchema = Type.Object(
   {
     host: Type.String({ minLength: 1, maxLength: 255 }),
@@ -31,8 +59,25 @@ const ConfigSchema = Type.Object(
     maxPendingTxs: Type.Integer({ minimum: 1, maximum: 10_000_000 }),
     workers: Type.Integer({ minimum: 1, maximum: 256 }),
     logLevel: Type.Union(["fatal", "error", "warn", "info", "debug", "trace", "silent"].map((l) => Type.Literal(l))),
-    orderer: Type.Object({ kind: Type.Literal("embedded") }, { additionalProperties: false }),
+    orderer: Type.Union([
+      Type.Object({ kind: Type.Literal("embedded") }, { additionalProperties: false }),
+      Type.Object(
+        {
+          kind: Type.Literal("etcd"),
+          endpoints: Type.Array(Type.String({ pattern: "^https?://[^/\\s]+$", maxLength: 255 }), {
+            minItems: 1,
+            maxItems: 15,
+          }),
+          prefix: Type.Optional(Type.String({ pattern: "^/[A-Za-z0-9._/-]*/$", maxLength: 200 })),
+          tls: Type.Optional(TlsFilesSchema),
+        },
+        { additionalProperties: false },
+      ),
+    ]),
     auditOnStart: Type.Boolean(),
+    tls: Type.Optional(TlsFilesSchema),
+    advertiseUrl: Type.Optional(Type.String({ pattern: "^https?://[^/\\s]+$", maxLength: 255 })),
+    peers: Type.Array(Type.String({ pattern: "^https?://[^/\\s]+$", maxLength: 255 }), { maxItems: 1000 }),
   },
   { additionalProperties: false },
 );
@@ -45,7 +90,13 @@ export interface NodeConfig {
   maxPendingTxs: number;
   workers: number;
   logLevel: string;
-  orderer: { kind: "embedded" };
+  orderer: OrdererConfig;
+  /** Serve HTTPS with this certificate; peers trust the network's CA. */
+  tls?: TlsFiles;
+  /** The URL other nodes reach this one at (default: the URL it listens on). */
+  advertiseUrl?: string;
+  /** Other nodes' base URLs, for catching up from their blocks (etcd also tells nodes about each other). */
+  peers: string[];
   /** Replay the whole store on a worker thread after start, halting the node if it does not hold. */
   auditOnStart: boolean;
 }
@@ -60,6 +111,7 @@ export const DEFAULT_CONFIG: NodeConfig = {
   logLevel: "info",
   orderer: { kind: "embedded" },
   auditOnStart: true,
+  peers: [],
 };
 
 const checkConfig = Compile(ConfigSchema);
@@ -73,6 +125,8 @@ const ENV_KEYS: Record<string, keyof NodeConfig> = {
   CARELEDGER_MAX_PENDING_TXS: "maxPendingTxs",
   CARELEDGER_WORKERS: "workers",
   CARELEDGER_LOG_LEVEL: "logLevel",
+  CARELEDGER_ORDERER: "orderer",
+  CARELEDGER_ADVERTISE_URL: "advertiseUrl",
 };
 
 const NUMERIC = new Set<keyof NodeConfig>(["port", "batchMaxTxs", "batchMaxWaitMs", "maxPendingTxs", "workers"]);
@@ -105,12 +159,40 @@ export function loadConfig(
     if (raw === undefined || raw === "") continue;
     if (NUMERIC.has(key)) fromEnv[key] = /^\d+$/.test(raw) ? Number(raw) : raw;
     else if (key === "auditOnStart") fromEnv[key] = raw === "true" ? true : raw === "false" ? false : raw;
+    else if (key === "orderer") fromEnv[key] = parseOrdererUrl(raw, name);
     else fromEnv[key] = raw;
   }
   explain(fromEnv, "the environment (CARELEDGER_*)", true);
   const config = { ...DEFAULT_CONFIG, ...fromFile, ...fromEnv, ...stripUndefined(flags) };
   explain(config, "the command line", false);
   return config as NodeConfig;
+}
+
+/**
+ * `embedded`, or `etcd://host:port[,host:port…]` (plain) / `etcds://…` (TLS; the certificate files come from the
+ * config's `orderer.tls`, or `tls` given here). A bad value names where it came from.
+ */
+export function parseOrdererUrl(raw: string, source: string, tls?: TlsFiles): OrdererConfig {
+  if (raw === "embedded") return { kind: "embedded" };
+  const match = /^(etcds?):\/\/([^/?#\s]+)\/?$/.exec(raw);
+  if (!match) {
+    throw new ConfigError(
+      `${source}: orderer must be "embedded" or etcd://host:port[,host:port…] (etcds:// for TLS), not ${JSON.stringify(raw.slice(0, 100))}`,
+    );
+  }
+  const scheme = match[1] === "etcds" ? "https" : "http";
+  const endpoints = (match[2] as string).split(",").map((hostPort) => {
+    if (!/^[A-Za-z0-9.-]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$/.test(hostPort)) {
+      throw new ConfigError(`${source}: etcd endpoint ${JSON.stringify(hostPort.slice(0, 100))} is not host:port`);
+    }
+    return `${scheme}://${hostPort}`;
+  });
+  return tls ? { kind: "etcd", endpoints, tls } : { kind: "etcd", endpoints };
+}
+
+/** A TLS file path from the config: relative paths are relative to the data dir. */
+export function resolveInDir(dir: string, path: string): string {
+  return isAbsolute(path) ? path : join(dir, path);
 }
 
 function stripUndefined<T extends object>(o: T): Partial<T> {

@@ -25,7 +25,15 @@ export interface HttpOptions {
   log: Logger;
   /** Whether `POST /consent/decide` answers callers that are not on loopback. Off by default. */
   decideFromAnywhere?: boolean;
+  /** Serve HTTPS with this key and certificate (PEM). */
+  https?: { key: Buffer; cert: Buffer };
+  /** Where the orderer's log stood at a block (etcd revision), for peers resuming after catching up from this node. */
+  ordererPosition?: (height: number) => { revision: number; time: number } | undefined;
 }
+
+/** At most this many blocks, and about this many bytes, in one `GET /ledger/blocks?from=` answer. */
+export const MAX_BLOCKS_PER_PAGE = 1000;
+const BLOCK_PAGE_BYTES = 8 * 1024 * 1024;
 
 /** A FHIR OperationOutcome: every API error, whatever the route, has this one shape. */
 export function operationOutcome(code: string, diagnostics: string, severity: "error" | "warning" = "error") {
@@ -73,6 +81,7 @@ function isLoopback(address: string): boolean {
 export function buildHttpServer(options: HttpOptions): FastifyInstance {
   const { node } = options;
   const app = Fastify({
+    ...(options.https ? { https: options.https } : {}),
     loggerInstance: options.log.child({ component: "http" }) as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: MAX_TX_BODY_BYTES,
@@ -191,6 +200,34 @@ export function buildHttpServer(options: HttpOptions): FastifyInstance {
     return reply
       .type("application/json")
       .send(`{"hash":${JSON.stringify(row.hash)},"block":${row.header.slice(0, -1)},"txs":${row.txs}}}`);
+  });
+
+  // Blocks in bulk for a node catching up: JSON lines, one `{hash, block}` per line from `from`, up to `max` blocks
+  // (default and cap MAX_BLOCKS_PER_PAGE) or about 8 MiB; each is checked as `/ledger/blocks/:h` checks it.
+  app.get<{ Querystring: { from?: string; max?: string } }>("/ledger/blocks", async (request, reply) => {
+    const from = parseHeight(request.query.from ?? "");
+    if (from === undefined) return fail(reply, 400, "from must be a non-negative integer block height");
+    const max = request.query.max === undefined ? MAX_BLOCKS_PER_PAGE : parseHeight(request.query.max);
+    if (max === undefined || max < 1) return fail(reply, 400, "max must be a positive integer");
+    const lines: string[] = [];
+    let bytes = 0;
+    for (let h = from; h < from + Math.min(max, MAX_BLOCKS_PER_PAGE) && bytes < BLOCK_PAGE_BYTES; h++) {
+      const row = node.readBlock(h);
+      if (!row) break;
+      const line = `{"hash":${JSON.stringify(row.hash)},"block":${row.header.slice(0, -1)},"txs":${row.txs}}}`;
+      lines.push(line);
+      bytes += line.length;
+    }
+    if (lines.length === 0) return fail(reply, 404, `no block at height ${from} (head is ${node.height})`);
+    return reply.type("application/x-ndjson").send(`${lines.join("\n")}\n`);
+  });
+
+  app.get<{ Params: { h: string } }>("/ledger/orderer-position/:h", async (request, reply) => {
+    const height = parseHeight(request.params.h);
+    if (height === undefined) return fail(reply, 400, "block height must be a non-negative integer");
+    const position = options.ordererPosition?.(height);
+    if (!position) return fail(reply, 404, `this node's orderer has no position for block ${height}`);
+    return { height, ...position };
   });
 
   app.get<{ Params: { id: string } }>("/ledger/tx/:id", async (request, reply) => {

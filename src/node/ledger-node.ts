@@ -29,6 +29,11 @@ export interface NodeOptions {
   batchMaxWaitMs: number;
   /** Refuse new txs (503) while this many are waiting to commit: back-pressure instead of unbounded memory. */
   maxPendingTxs: number;
+  /**
+   * Called when the orderer's delivery fails (e.g. etcd compacted what this node still needed). Resolves true once
+   * the node is back in step (it caught up from a peer) and delivery should resume; false halts the node.
+   */
+  recover?: (error: unknown) => Promise<boolean>;
 }
 
 /** What a client is told about its tx once the block holding it is durable. */
@@ -167,8 +172,69 @@ export class LedgerNode extends EventEmitter {
     this.unsubscribe = this.orderer.subscribe(
       this.height + 1,
       (batch) => this.onBatch(batch),
-      (error) => this.halt(`applying ordered batches failed: ${(error as Error).message}`),
+      (error) => this.onDeliveryError(error),
     );
+  }
+
+  private recovering = false;
+
+  private onDeliveryError(error: unknown): void {
+    this.unsubscribe?.();
+    this.unsubscribe = undefined;
+    const recover = this.options.recover;
+    if (!recover || this.recovering || this.haltReason || this.closing) {
+      if (!this.recovering) this.halt(`applying ordered batches failed: ${(error as Error).message}`);
+      return;
+    }
+    this.recovering = true;
+    this.log.warn({ err: (error as Error).message }, "ordered batches stopped coming; recovering");
+    recover(error).then(
+      (ok) => {
+        this.recovering = false;
+        if (this.haltReason || this.closing) return;
+        if (ok) this.subscribe();
+        else this.halt(`applying ordered batches failed: ${(error as Error).message}`);
+      },
+      (failure: Error) => {
+        this.recovering = false;
+        this.halt(`recovering from "${(error as Error).message}" failed: ${failure.message}`);
+      },
+    );
+  }
+
+  /**
+   * Applies a block fetched from a peer, for a node catching up past what the orderer still holds. Nothing of the
+   * peer is trusted: every tx's signature is checked here and the block is rebuilt by this node's own contract; it
+   * is stored only if it rebuilds to exactly the peer's block (same txs, results, state digest, Merkle root).
+   */
+  async applyPeerBlock(block: Block): Promise<void> {
+    if (this.haltReason) throw new NodeError("halted", 503, `node halted: ${this.haltReason}`);
+    const height = this.height + 1;
+    if (block?.height !== height || !Array.isArray(block.txs)) {
+      throw new NodeError("bad-peer-block", 502, `a peer sent block ${block?.height} where ${height} comes next`);
+    }
+    const items: { tx: SignedTx; id: Hex32 }[] = [];
+    for (const entry of block.txs) {
+      const parsed = parseSignedTx(entry?.tx);
+      if (!parsed.ok) throw new NodeError("bad-peer-block", 502, `block ${height} from a peer holds a malformed tx`);
+      items.push({ tx: parsed.tx, id: parsed.id });
+    }
+    const ok = await this.pool.verify(items);
+    if (ok.includes(false)) {
+      throw new NodeError("bad-peer-block", 502, `block ${height} from a peer holds a tx whose signature fails`);
+    }
+    if (this.height + 1 !== height) throw new NodeError("bad-peer-block", 409, `block ${height} was applied meanwhile`);
+    const built = this.buildNext({
+      height,
+      time: block.time,
+      proposer: block.proposer,
+      txs: items.map((item) => ({ ...item, sigOk: true })),
+    });
+    if (built.hash !== blockHash(block) || built.block.txs.length !== block.txs.length) {
+      this.store.state.discard();
+      throw new NodeError("bad-peer-block", 502, `block ${height} from a peer does not rebuild to the same block here`);
+    }
+    this.persist(built);
   }
 
   /**

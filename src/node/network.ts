@@ -14,6 +14,7 @@ import {
   ensureDir,
   type NodeConfig,
   readGenesis,
+  readKeyFile,
   writeConfig,
   writeFileAtomic,
   writeKeyFile,
@@ -113,8 +114,16 @@ export function initNetwork(dir: string, options: { orgName: string; config?: Pa
   return { orgId, adminMember, admin: admin.keyId, node: node.keyId, genesis };
 }
 
-/** `careledger init --dir DIR --genesis FILE`: a node joining an existing network. */
-export function initJoin(dir: string, genesisFile: string, options: { config?: Partial<NodeConfig> } = {}) {
+/**
+ * `careledger init --dir DIR --genesis FILE`: a node joining an existing network. With `nodeKeyFile` (from `careledger
+ * network create`, or a key an admin registered) the node uses that key; otherwise it makes a new one, which an admin
+ * of its organisation must register before the node's anchors and access logs count.
+ */
+export function initJoin(
+  dir: string,
+  genesisFile: string,
+  options: { config?: Partial<NodeConfig>; nodeKeyFile?: string } = {},
+) {
   const genesis = readGenesis(genesisFile);
   refuseNonEmpty(dir);
   // Rebuild it now, so a bad genesis file is refused at init rather than at first start.
@@ -131,11 +140,83 @@ export function initJoin(dir: string, genesisFile: string, options: { config?: P
   if (blockHash(rebuilt) !== blockHash(genesis)) {
     throw new ConfigError(`${genesisFile} does not rebuild to the block it holds; get the genesis file again`);
   }
-  const node = newKey();
+  const node = options.nodeKeyFile ? readKeyFile(options.nodeKeyFile) : newKey();
+  const registered = options.nodeKeyFile !== undefined && genesisNodeKeys(genesis).has(node.keyId);
   const paths = dataPaths(dir);
   ensureDir(dir);
   writeKeyFile(paths.nodeKey, node, "node");
   copyFileSync(genesisFile, paths.genesis);
   if (options.config) writeConfig(dir, options.config);
-  return { node: node.keyId, genesis };
+  return { node: node.keyId, genesis, registered };
+}
+
+/** Node keys the genesis registers. */
+function genesisNodeKeys(genesis: Block): Set<string> {
+  const keys = new Set<string>();
+  for (const entry of genesis.txs) {
+    const orgs = (entry.tx.payload as { orgs?: { nodes?: unknown }[] }).orgs;
+    for (const org of Array.isArray(orgs) ? orgs : []) {
+      for (const k of Array.isArray(org.nodes) ? org.nodes : []) if (typeof k === "string") keys.add(k);
+    }
+  }
+  return keys;
+}
+
+export interface FoundingOrg {
+  name: string;
+  kind?: string;
+}
+
+export interface FoundedOrg {
+  orgId: string;
+  name: string;
+  adminMember: string;
+  admin: KeyPair;
+  node: KeyPair;
+}
+
+/**
+ * A genesis for a network founded by several organisations, each with one admin and one node key. The first org's
+ * admin signs the genesis; every org is active from block 0. Keys are returned for the caller to write out.
+ */
+export function foundNetwork(options: { name: string; orgs: FoundingOrg[]; now?: number }): {
+  networkId: string;
+  genesis: Block;
+  orgs: FoundedOrg[];
+} {
+  if (options.orgs.length === 0) throw new ConfigError("a network needs at least one organisation");
+  const now = options.now ?? Date.now();
+  const used = new Set<string>();
+  const orgs: FoundedOrg[] = options.orgs.map((spec) => {
+    let orgId = slug(spec.name);
+    for (let n = 2; used.has(orgId); n++) orgId = `${slug(spec.name).slice(0, 56)}-${n}`;
+    used.add(orgId);
+    return { orgId, name: spec.name.slice(0, 120), adminMember: randomUUID(), admin: newKey(), node: newKey() };
+  });
+  const networkId = slug(options.name);
+  const first = orgs[0] as FoundedOrg;
+  const genesisTx = signNew(
+    first.admin,
+    "network.genesis",
+    {
+      network: { id: networkId, name: options.name.slice(0, 120) },
+      orgs: orgs.map((org, i) => ({
+        id: org.orgId,
+        name: org.name,
+        kind: options.orgs[i]?.kind ?? "other",
+        admins: [{ member: org.adminMember, key: org.admin.keyId }],
+        nodes: [org.node.keyId],
+      })),
+    },
+    now,
+  );
+  return { networkId, genesis: genesisBlock([genesisTx], now, first.node.keyId), orgs };
+}
+
+/** The network id a genesis block declares (its `network.genesis` tx). */
+export function networkIdOf(genesis: Block): string {
+  const tx = genesis.txs.find((e) => e.tx.type === "network.genesis")?.tx;
+  const id = (tx?.payload as { network?: { id?: unknown } } | undefined)?.network?.id;
+  if (typeof id !== "string") throw new ConfigError("the genesis block holds no network.genesis tx");
+  return id;
 }
