@@ -6,6 +6,7 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import type { Dispatcher } from "undici";
 import type { Extension, ExtensionContext } from "../node/runtime.ts";
 import {
   authUrls,
@@ -18,6 +19,8 @@ import {
 } from "./auth/index.ts";
 import { issueToken } from "./auth/token-endpoint.ts";
 import { capabilityStatement, type TypeInteraction } from "./capability.ts";
+import type { PeerDirectory } from "./exchange/directory.ts";
+import { registerPeerRoutes } from "./exchange/peer-server.ts";
 import {
   methodNotAllowed,
   notAcceptable,
@@ -63,8 +66,29 @@ export function fhirContextOf(node: object): FhirContext | undefined {
   return contexts.get(node);
 }
 
+/** Options of the FHIR API beyond the data dir's. */
+export interface FhirOptions {
+  /** Where other custodians' nodes listen: `$everything` includes their records when given. */
+  peers?: PeerDirectory;
+  /** Longest wait for each other custodian in `$everything`, ms (default 3000). */
+  exchangeDeadlineMs?: number;
+  /** undici dispatcher for node-to-node requests (e.g. an Agent with TLS settings). */
+  dispatcher?: Dispatcher;
+}
+
+/** `attachFhir` with options, as an `extend` hook for `openNode`. */
+export function fhirExtension(
+  options: FhirOptions,
+): (app: FastifyInstance, ext: ExtensionContext) => Promise<Extension> {
+  return (app, ext) => attachFhir(app, ext, options);
+}
+
 /** `openNode`'s `extend` hook: the vault, the FHIR API and the token endpoint for this node. */
-export async function attachFhir(app: FastifyInstance, ext: ExtensionContext): Promise<Extension> {
+export async function attachFhir(
+  app: FastifyInstance,
+  ext: ExtensionContext,
+  options: FhirOptions = {},
+): Promise<Extension> {
   const { node, dir, config } = ext;
   const paths = fhirPaths(dir);
   const nodeRec = node.store.state.get(`key/${node.key.keyId}`) as { kind?: string; org?: string } | undefined;
@@ -102,7 +126,15 @@ export async function attachFhir(app: FastifyInstance, ext: ExtensionContext): P
   };
   let services: Awaited<ReturnType<typeof openServices>>;
   try {
-    services = await openServices(ctx, { auditPath: paths.audit, dir, log: ext.log, lookup });
+    const exchange =
+      options.peers === undefined
+        ? undefined
+        : {
+            directory: options.peers,
+            ...(options.exchangeDeadlineMs === undefined ? {} : { deadlineMs: options.exchangeDeadlineMs }),
+            ...(options.dispatcher === undefined ? {} : { dispatcher: options.dispatcher }),
+          };
+    services = await openServices(ctx, { auditPath: paths.audit, dir, log: ext.log, lookup, exchange });
   } catch (error) {
     store.close();
     // A store found altered while the audit index caught up has halted the node: it still starts, so that /healthz
@@ -170,6 +202,8 @@ export async function attachFhir(app: FastifyInstance, ext: ExtensionContext): P
   app.get("/.well-known/smart-configuration", discovery);
   app.get("/fhir/.well-known/smart-configuration", discovery);
   app.get("/auth/jwks", async () => nodeJwks(node.key));
+  // Other custodians' nodes asking for what this one holds (signed requests, not bearer tokens).
+  registerPeerRoutes(app, ctx);
 
   return {
     listening(url: string) {

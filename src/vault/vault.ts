@@ -88,6 +88,11 @@ export interface VaultRecord {
   version: number;
   lastUpdated: string;
   commitment: string;
+  /**
+   * The commitment's opening (64 hex): with `resource` it recomputes `commitment`. Handed only to another custodian's
+   * node so it can check the record against this custodian's anchor on its own ledger copy; never served to clients.
+   */
+  salt: string;
   deleted: boolean;
 }
 
@@ -555,6 +560,7 @@ export class Vault {
       version: v.version,
       lastUpdated: String(resource.meta?.lastUpdated),
       commitment,
+      salt: payload.salt,
       deleted: v.deleted === 1,
     };
     if (payload.date !== undefined) record.date = payload.date;

@@ -3,12 +3,13 @@
  * audit index). `server.ts` routes requests to these handlers; an interaction without a handler answers 405.
  */
 import type { Logger } from "../../node/logger.ts";
+import type { ExchangeOptions } from "../exchange/peer-client.ts";
 import { AccessLogBatcher } from "./access-log.ts";
 import { AuditIndex, auditEventSearchWith } from "./audit.ts";
 import { breakGlass } from "./break-glass.ts";
 import { consentCreate, consentRead, consentSearch, consentUpdate } from "./consent-resource.ts";
 import type { AccessLogger, FhirContext, FhirHandler } from "./context.ts";
-import { everything } from "./everything.ts";
+import { everythingWith } from "./everything.ts";
 import { erasePatient, exportPatient } from "./gdpr.ts";
 import type { LookupKey } from "./patients.ts";
 import { provenanceSearch } from "./provenance.ts";
@@ -45,7 +46,14 @@ export interface Services {
 
 export async function openServices(
   ctx: FhirContext,
-  options: { auditPath: string; dir: string; log: Logger; lookup?: LookupKey | undefined },
+  options: {
+    auditPath: string;
+    dir: string;
+    log: Logger;
+    lookup?: LookupKey | undefined;
+    /** Other custodians for `$everything` (absent: this custodian's records only). */
+    exchange?: ExchangeOptions | undefined;
+  },
 ): Promise<Services> {
   const accessLog = new AccessLogBatcher({ node: ctx.node, key: ctx.nodeKey, log: options.log });
   const audit = AuditIndex.open(options.auditPath, ctx.node);
@@ -54,7 +62,7 @@ export async function openServices(
     vread,
     history,
     search,
-    everything,
+    everything: everythingWith(options.exchange),
     create: createHandler(options.lookup ? { lookup: options.lookup } : {}),
     update: updateHandler(options.lookup ? { lookup: options.lookup } : {}),
     transaction: transactionHandler(options.lookup ? { lookup: options.lookup } : {}),
