@@ -485,6 +485,30 @@ test("publishing: once at start, throttled after blocks, always ending on the ne
   assert.equal(published.length, count);
 });
 
+test("a publish that fails is retried without waiting for a block; the watch keeps checking meanwhile", async (t) => {
+  t.after(closeAll);
+  const net = makeNetwork();
+  const a = await open(net, "org-a", newOrderer("retry"));
+  const inner = new MemoryHeadBoard();
+  let failures = 1;
+  const board: HeadBoard = {
+    publish: async (sth) => {
+      if (failures-- > 0) throw new Error("etcd unavailable");
+      return inner.publish(sth);
+    },
+    subscribe: (onHead) => inner.subscribe(onHead),
+    close: () => inner.close(),
+  };
+  const wa = watch(a, board, 10);
+  await settle();
+  assert.deepEqual(inner.current(), []);
+  assert.equal(metric(a, "careledger_heads_publish_failed_total"), 1);
+  await inner.publish(headBy(net.nodeKeys["org-b"], logSize(a), randomRoot()));
+  await eventually(() => wa.alarm, "checking goes on while publishing fails");
+  await eventually(() => inner.current().find((h) => h.signer === a.node.key.keyId), "the retried publish", 3000);
+  assert.equal(metric(a, "careledger_heads_published_total"), 1);
+});
+
 // ---- cost -----------------------------------------------------------------------------------------------------------
 
 test("cost: checking a head against a 10^5-leaf store (root at any size from stored nodes, signature, state reads)", (t) => {

@@ -128,9 +128,9 @@ export class ForkWatch {
   }
 
   private async publishLatest(): Promise<void> {
-    const sth = this.node.store.latestTreeHead();
-    if (!sth || sth.height <= this.publishedHeight) return;
     try {
+      const sth = this.node.store.latestTreeHead();
+      if (!sth || sth.height <= this.publishedHeight) return;
       // Only a head that is on disk: a node must never have to take back a head it published.
       await this.node.store.durable();
       if (!this.running) return;
