@@ -1,16 +1,18 @@
 import { randomBytes } from "node:crypto";
 import { copyFileSync, existsSync, readFileSync, rmSync } from "node:fs";
 import { join, resolve } from "node:path";
+import type { Bundle, Patient } from "@medplum/fhirtypes";
 import { createScenario, type ScenarioMeta } from "../contract/fixtures.ts";
 import type { DecisionRequest } from "../contract/index.ts";
+import { StaticPeerDirectory } from "../fhir/exchange/directory.ts";
 import { generatedNhsNumber, generatePatient } from "../fhir/generate.ts";
-import { attachFhir, fhirContextOf } from "../fhir/server.ts";
+import { fhirContextOf, fhirExtension } from "../fhir/server.ts";
 import { type ImportSource, importBundles } from "../fhir/service/import.ts";
 import { LOOKUP_KEY_FILE, LookupKey, PATIENT_KEYS_DIR } from "../fhir/service/patients.ts";
 import { sha256 } from "../ledger/hash.ts";
 import { parseSignedTx } from "../ledger/tx.ts";
 import { dataPaths, ensureDir, readKeyFile, writeConfig, writeFileAtomic, writeKeyFile } from "../node/datadir.ts";
-import { createLogger } from "../node/logger.ts";
+import { createLogger, type Logger } from "../node/logger.ts";
 import { genesisBlock } from "../node/network.ts";
 import { openNode, type RunningNode } from "../node/runtime.ts";
 import { VerifyPool } from "../node/verify-pool.ts";
@@ -36,11 +38,26 @@ function readUsers(dir: string): DemoUser[] {
   }
 }
 
-interface DemoOptions {
+export interface DemoOptions {
   dir: string;
   port: number;
   patients: number;
   fresh?: boolean;
+  /** Longest wait for another custodian in `$everything`, ms (default 3000). */
+  exchangeDeadlineMs?: number;
+  log?: Logger;
+}
+
+/** The demo's three nodes, running, each able to ask the others for records ($everything). */
+export interface DemoNetwork {
+  dir: string;
+  /** gp, trust, uni, in that order. */
+  nodes: RunningNode[];
+  /** Org id of each node, in the same order. */
+  orgIds: string[];
+  /** Where each organisation's node listens (the nodes' exchange reads it on every request). */
+  directory: StaticPeerDirectory;
+  close(): Promise<void>;
 }
 
 /**
@@ -49,43 +66,68 @@ interface DemoOptions {
  * node; later runs continue the same ledger.
  */
 export async function demoCommand(options: DemoOptions): Promise<void> {
+  const demo = await startDemo(options);
+  printWelcome(demo.dir, demo.nodes);
+  await new Promise<void>((done) => {
+    const stop = (signal: string) => {
+      process.stdout.write(`\n${signal}: stopping the demo nodes…\n`);
+      demo.close().finally(done);
+    };
+    process.once("SIGINT", () => stop("SIGINT"));
+    process.once("SIGTERM", () => stop("SIGTERM"));
+  });
+}
+
+/**
+ * Opens (and on the first run creates and loads) the demo network: the GP practice holds each patient's generated
+ * record, the hospital trust a hospital record of the same patients; every node knows where the others listen, so a
+ * clinician's `$everything` at one includes what the others hold when the patient's consent allows it.
+ */
+export async function startDemo(options: DemoOptions): Promise<DemoNetwork> {
   const dir = resolve(options.dir);
   if (options.fresh) rmSync(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 50 });
   const firstRun = !existsSync(join(dir, "demo.json"));
   const meta = firstRun ? generate(dir, options) : undefined;
-  const log = createLogger(process.env.CARELEDGER_LOG_LEVEL ?? "warn");
+  const log = options.log ?? createLogger(process.env.CARELEDGER_LOG_LEVEL ?? "warn");
   const orderer = new EmbeddedOrderer(join(dir, "orderer.db"));
   const pool = new VerifyPool();
+  const directory = new StaticPeerDirectory();
   const nodes: RunningNode[] = [];
+  const orgIds: string[] = [];
+  let closed = false;
   const shutdown = async () => {
-    for (const n of nodes.reverse()) await n.close();
+    if (closed) return;
+    closed = true;
+    for (const n of [...nodes].reverse()) await n.close();
     await pool.close();
     await orderer.close();
   };
+  const extend = fhirExtension({
+    peers: directory,
+    ...(options.exchangeDeadlineMs === undefined ? {} : { exchangeDeadlineMs: options.exchangeDeadlineMs }),
+  });
   try {
     for (const [i, org] of ORG_NAMES.entries()) {
       // Port 0 asks the system for a free port for each node; otherwise the nodes take PORT, PORT+1, PORT+2.
       const port = options.port === 0 ? 0 : options.port + i;
-      nodes.push(await openNode(join(dir, org), { orderer, pool, log, flags: { port }, extend: attachFhir }));
+      const running = await openNode(join(dir, org), { orderer, pool, log, flags: { port }, extend });
+      nodes.push(running);
+      const orgId = fhirContextOf(running.node)?.orgId;
+      if (orgId === undefined) throw new Error(`the ${org} node has no FHIR API`);
+      orgIds.push(orgId);
+      directory.set(orgId, running.url);
     }
     if (meta) {
       await submitSetup(nodes[0] as RunningNode, meta);
-      await loadRecords(dir, nodes[0] as RunningNode, options.patients);
+      await caughtUp(nodes);
+      await loadRecords(dir, nodes, options.patients);
     }
     await caughtUp(nodes);
   } catch (error) {
     await shutdown();
     throw error;
   }
-  printWelcome(dir, nodes);
-  await new Promise<void>((done) => {
-    const stop = (signal: string) => {
-      process.stdout.write(`\n${signal}: stopping the demo nodes…\n`);
-      shutdown().finally(done);
-    };
-    process.once("SIGINT", () => stop("SIGINT"));
-    process.once("SIGTERM", () => stop("SIGTERM"));
-  });
+  return { dir, nodes, orgIds, directory, close: shutdown };
 }
 
 function generate(dir: string, options: DemoOptions): ScenarioMeta & { setup: ReturnType<typeof createScenario> } {
@@ -102,7 +144,9 @@ function generate(dir: string, options: DemoOptions): ScenarioMeta & { setup: Re
     seedFor,
     start: Date.now(),
     patients: options.patients,
-    rulesPerPatient: 4,
+    // Rules 0–8 include the patient's own GP (rule 5) and the practice (rule 8) for treatment, so the GP's clinician
+    // sees what the hospital holds too ($everything across custodians).
+    rulesPerPatient: 9,
     lookupFor: (index) => lookup.lookupOf(generatedNhsNumber(RECORDS_SEED, index)),
   });
   const { meta } = scenario;
@@ -159,18 +203,52 @@ function generate(dir: string, options: DemoOptions): ScenarioMeta & { setup: Re
 /** The generated FHIR records behind the demo's patients (same seed, same records, in every demo). */
 const RECORDS_SEED = "careledger-demo";
 
-/** Each demo patient's records, generated and imported into the GP practice's vault (encrypted, anchored). */
-async function loadRecords(dir: string, gp: RunningNode, patients: number): Promise<void> {
-  const ctx = fhirContextOf(gp.node);
-  if (!ctx) throw new Error("the GP node has no FHIR API");
-  const gpDir = join(dir, ORG_NAMES[0]);
-  async function* sources(): AsyncGenerator<ImportSource> {
-    for (let i = 0; i < patients; i++) yield { name: `patient:${i}`, bundle: generatePatient(RECORDS_SEED, i) };
+/** The hospital's records of the demo's patients: another generated history, under the patient the GP holds. */
+const HOSPITAL_SEED = "careledger-demo-hospital";
+
+/**
+ * Patient `index`'s hospital record: a generated bundle whose Patient is the GP's patient (same NHS number, name,
+ * birth date), so importing it at the trust finds the patient already registered on the ledger.
+ */
+export function hospitalBundle(index: number): Bundle {
+  const gpPatient = generatePatient(RECORDS_SEED, index).entry?.find((e) => e.resource?.resourceType === "Patient")
+    ?.resource as Patient | undefined;
+  const bundle = generatePatient(HOSPITAL_SEED, index);
+  for (const entry of bundle.entry ?? []) {
+    const resource = entry.resource as Patient | undefined;
+    if (resource?.resourceType !== "Patient" || gpPatient === undefined) continue;
+    entry.resource = {
+      ...resource,
+      identifier: gpPatient.identifier,
+      name: gpPatient.name,
+      gender: gpPatient.gender,
+      birthDate: gpPatient.birthDate,
+    } as Patient;
   }
-  await importBundles(ctx, sources(), {
-    signer: readKeyFile(join(dir, "keys", "admin-gp.key")),
-    registry: { lookup: LookupKey.open(join(gpDir, LOOKUP_KEY_FILE)), keysDir: join(gpDir, PATIENT_KEYS_DIR) },
-  });
+  return bundle;
+}
+
+/**
+ * Each demo patient's records, generated and imported (encrypted, anchored): their GP record into the GP practice's
+ * vault, a hospital record into the trust's.
+ */
+async function loadRecords(dir: string, nodes: RunningNode[], patients: number): Promise<void> {
+  const load = async (index: number, records: (i: number) => Bundle) => {
+    const org = ORG_NAMES[index] as string;
+    const ctx = fhirContextOf((nodes[index] as RunningNode).node);
+    if (!ctx) throw new Error(`the ${org} node has no FHIR API`);
+    const orgDir = join(dir, org);
+    async function* sources(): AsyncGenerator<ImportSource> {
+      for (let i = 0; i < patients; i++) yield { name: `${org}:patient:${i}`, bundle: records(i) };
+    }
+    await importBundles(ctx, sources(), {
+      signer: readKeyFile(join(dir, "keys", `admin-${org}.key`)),
+      registry: { lookup: LookupKey.open(join(orgDir, LOOKUP_KEY_FILE)), keysDir: join(orgDir, PATIENT_KEYS_DIR) },
+    });
+  };
+  await load(0, (i) => generatePatient(RECORDS_SEED, i));
+  await caughtUp(nodes);
+  await load(1, hospitalBundle);
 }
 
 async function submitSetup(node: RunningNode, meta: ReturnType<typeof generate>): Promise<void> {
