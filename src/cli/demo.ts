@@ -308,6 +308,7 @@ function fhirExamples(dir: string, node: RunningNode, users: DemoUser[]): string
     "FHIR R4 at /fhir (names to use with --as are in demo-users.json):",
     `  curl -s -H "Authorization: Bearer ${token("clinician:gp")}" '${node.url}/fhir/Patient?_count=5'`,
     `  curl -s -H "Authorization: Bearer ${token("clinician:gp")}" '${node.url}/fhir/Patient/${patient.fhirPatientId}/$everything'`,
+    `  # (includes the hospital trust's records of the patient: their consent lets their GP see them; asked node to node)`,
     `  # the patient's own access log, from the ledger:`,
     `  curl -s -H "Authorization: Bearer ${token("patient:0")}" '${node.url}/fhir/AuditEvent?patient=${patient.fhirPatientId}'`,
   ];

@@ -95,4 +95,31 @@ describe("$everything", () => {
     assert.equal(outcome.issue[0]?.severity, "warning");
     assert.match(outcome.issue[0]?.diagnostics ?? "", /uni.*timed out/);
   });
+
+  it("keeps one Patient: this custodian's, else the first other custodian's moved to the top; partial answers warn", () => {
+    const e = (url: string, resourceType = "Observation") => ({
+      fullUrl: url,
+      resource: { resourceType, id: url } as never,
+      search: { mode: "match" as const },
+    });
+    const own = mergeEverything([
+      { custodian: "gp", entries: [e("gp/P", "Patient"), e("gp/o1")] },
+      { custodian: "trust", entries: [e("trust/P", "Patient"), e("trust/o2")], warnings: ["1 record(s) withheld"] },
+    ]);
+    assert.deepEqual(
+      own.filter((x) => x.search?.mode === "match").map((x) => x.fullUrl),
+      ["gp/P", "gp/o1", "trust/o2"],
+    );
+    const warning = own.at(-1)?.resource as { issue: { diagnostics: string }[] };
+    assert.equal(warning.issue[0]?.diagnostics, "1 record(s) withheld");
+    const notHeld = mergeEverything([
+      { custodian: "gp", entries: [e("gp/o1")] },
+      { custodian: "trust", entries: [e("trust/o2"), e("trust/P", "Patient")] },
+      { custodian: "uni", entries: [e("uni/P", "Patient"), e("uni/o3")] },
+    ]);
+    assert.deepEqual(
+      notHeld.map((x) => x.fullUrl),
+      ["trust/P", "gp/o1", "trust/o2", "uni/o3"],
+    );
+  });
 });
