@@ -303,6 +303,39 @@ describe("record exchange between custodians", () => {
   });
 });
 
+test("the peer route: JSON only, a bounded body of exactly {request}, OperationOutcome errors, no bearer token needed", async () => {
+  const post = async (body: string, type = "application/json") => {
+    const res = await request(`${trustUrl}/peer/v1/everything`, {
+      method: "POST",
+      headers: { "content-type": type },
+      body,
+    });
+    return { status: res.statusCode, body: (await res.body.json()) as { resourceType: string } };
+  };
+  for (const [body, type, status] of [
+    ["{", "application/json", 400],
+    ['{"request":"a.b.c","extra":1}', "application/json", 400],
+    ["{}", "application/json", 400],
+    ["request=x", "application/x-www-form-urlencoded", 415],
+    [JSON.stringify({ request: "x".repeat(20_000) }), "application/json", 413],
+    ['{"request":"a.b.c"}', "application/json", 400],
+  ] as const) {
+    const r = await post(body, type);
+    assert.equal(r.status, status, body.slice(0, 40));
+    assert.equal(r.body.resourceType, "OperationOutcome");
+  }
+  // A well-formed request signed by a key that is no node: 403.
+  const stranger = await signPeerRequest(key("clinician:gp"), {
+    custodian: TRUST,
+    org: GP,
+    practitioner: crypto.randomUUID(),
+    role: "clinician",
+    purpose: "TREAT",
+    patient: patientId("patient:0"),
+  });
+  assert.equal((await post(JSON.stringify({ request: stranger }))).status, 403);
+});
+
 async function peerCall(url: string, query: Parameters<typeof signPeerRequest>[1]) {
   const jws = await signPeerRequest(key("node:gp"), query);
   const res = await request(`${url}/peer/v1/everything`, {
