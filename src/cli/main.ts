@@ -3,6 +3,7 @@ import { ConfigError } from "../node/datadir.ts";
 import { NodeError } from "../node/ledger-node.ts";
 import { StoreError } from "../store/ledger-store.ts";
 import { benchCommand } from "./bench.ts";
+import { clusterDown, clusterStatus, clusterUp } from "./cluster.ts";
 import { demoCommand } from "./demo.ts";
 import { exportCommand } from "./export.ts";
 import { DEFAULT_OUT, DEFAULT_SEED, generateCommand, parsePatientCount } from "./generate.ts";
@@ -55,6 +56,30 @@ function program(): Command {
     .option("--orderer <url>", "with --genesis: embedded, or etcd://host:port[,host:port…] (etcds:// for TLS)")
     .option("--tls <dir>", "with --genesis: the node's TLS files (ca.pem, node.pem, node.key) from `network create`")
     .action(initCommand);
+
+  const cluster = cli
+    .command("cluster")
+    .description("a whole network on this machine: etcd members and one node per org");
+  cluster
+    .command("up")
+    .description("start N etcd members and N nodes on loopback (TLS from a generated CA) in the background")
+    .requiredOption("--dir <dir>", "where the cluster keeps its data, keys and logs (new, or a cluster stopped before)")
+    .option("--orgs <n>", "number of organisations (and etcd members), 1-9", parseCount, 3)
+    .option("--base-port <port>", "first HTTP port for the nodes", parsePort, 7700)
+    .action(async (options: { dir: string; orgs: number; basePort: number }) => {
+      if (options.orgs < 1 || options.orgs > 9) throw new ConfigError("--orgs must be from 1 to 9");
+      await clusterUp(options);
+    });
+  cluster
+    .command("down")
+    .description("stop a cluster started with cluster up (nodes first, then etcd); data is kept")
+    .requiredOption("--dir <dir>", "the cluster's dir")
+    .action(clusterDown);
+  cluster
+    .command("status")
+    .description("list the cluster's processes and whether they run")
+    .requiredOption("--dir <dir>", "the cluster's dir")
+    .action(clusterStatus);
 
   const network = cli.command("network").description("found a multi-organisation network and issue certificates");
   network

@@ -1,17 +1,37 @@
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { Worker } from "node:worker_threads";
 import type { FastifyInstance } from "fastify";
+import { Agent, type Dispatcher } from "undici";
+import { readState } from "../contract/index.ts";
 import { blockHash, checkBlockContents } from "../ledger/block.ts";
 import { toHex } from "../ledger/encoding.ts";
 import { frontierRoot } from "../ledger/merkle.ts";
 import { verifyTreeHead } from "../ledger/sth.ts";
 import { EmbeddedOrderer } from "../ordering/embedded.ts";
-import type { Orderer } from "../ordering/orderer.ts";
+import { EtcdOrderer } from "../ordering/etcd.ts";
+import { type Orderer, OrdererError } from "../ordering/orderer.ts";
 import { LedgerStore } from "../store/ledger-store.ts";
 import type { AuditResult } from "./audit-worker.ts";
-import { ConfigError, loadConfig, type NodeConfig, readGenesis, readKeyFile, requireDataDir } from "./datadir.ts";
+import { catchUp } from "./catch-up.ts";
+import {
+  ConfigError,
+  loadConfig,
+  type NodeConfig,
+  readGenesis,
+  readKeyFile,
+  requireDataDir,
+  resolveInDir,
+  type TlsFiles,
+} from "./datadir.ts";
+import { ForkWatch } from "./fork-watch.ts";
+import type { HeadBoard } from "./head-board.ts";
+import { EtcdHeadBoard } from "./head-board-etcd.ts";
 import { buildHttpServer } from "./http.ts";
 import { LedgerNode } from "./ledger-node.ts";
 import { createLogger, type Logger } from "./logger.ts";
+import { networkIdOf } from "./network.ts";
+import { EtcdPeerRegistry, type PeerRegistry, StaticPeerRegistry } from "./peer-registry.ts";
 import { VerifyPool } from "./verify-pool.ts";
 
 export interface RunningNode {
@@ -35,6 +55,10 @@ export interface OpenOptions {
    * the URL once listening and closed before the node is (so it can flush what it still has to write).
    */
   extend?: (app: FastifyInstance, ctx: ExtensionContext) => Promise<Extension>;
+  /** Where nodes find each other (default: etcd's registry on an etcd network, else only `config.peers`). */
+  registry?: PeerRegistry;
+  /** Where nodes publish tree heads for fork detection (default: etcd on an etcd network, else none). */
+  board?: HeadBoard;
 }
 
 export interface ExtensionContext {
@@ -42,6 +66,10 @@ export interface ExtensionContext {
   node: LedgerNode;
   config: NodeConfig;
   log: Logger;
+  /** Other nodes, as announced (record exchange finds custodians here). */
+  registry: PeerRegistry;
+  /** For HTTPS calls to other nodes (trusts the network's CA); undefined on plain HTTP. */
+  peerDispatcher?: Dispatcher;
 }
 
 export interface Extension {
@@ -60,15 +88,56 @@ export async function openNode(dir: string, options: OpenOptions = {}): Promise<
   const key = readKeyFile(paths.nodeKey);
   const genesis = readGenesis(paths.genesis);
   const genesisHash = blockHash(genesis);
+  const tls = config.tls ? readTls(dir, config.tls) : undefined;
+  const ordererConfig = config.orderer;
+  const prefix =
+    ordererConfig.kind === "etcd" ? (ordererConfig.prefix ?? `/careledger/${networkIdOf(genesis)}/`) : undefined;
+  const etcdTls =
+    ordererConfig.kind === "etcd" && ordererConfig.tls ? resolveTlsPaths(dir, ordererConfig.tls) : undefined;
   const store = LedgerStore.open(paths.ledger);
+  // Set once the node exists: the etcd orderer asks, as each batch is delivered, whether its proposer is a node.
+  let nodeRef: LedgerNode | undefined;
   const ownOrderer = options.orderer === undefined;
-  const orderer = options.orderer ?? new EmbeddedOrderer(paths.orderer);
+  let orderer: Orderer;
+  try {
+    orderer =
+      options.orderer ??
+      (ordererConfig.kind === "etcd"
+        ? await openEtcdOrderer({
+            endpoints: ordererConfig.endpoints,
+            prefix: prefix as string,
+            key,
+            cursorPath: join(dir, "etcd-cursor.db"),
+            tls: etcdTls
+              ? { ca: readFileSync(etcdTls.ca), cert: readFileSync(etcdTls.cert), key: readFileSync(etcdTls.key) }
+              : undefined,
+            acceptProposer: (keyId) => (nodeRef ? isActiveNodeKey(nodeRef, keyId) : false),
+            log,
+          })
+        : new EmbeddedOrderer(paths.orderer));
+  } catch (error) {
+    store.close();
+    throw error;
+  }
+  const registry: PeerRegistry =
+    ordererConfig.kind === "etcd" && !options.registry
+      ? new EtcdPeerRegistry({ endpoints: ordererConfig.endpoints, prefix: prefix as string, tls: etcdTls, log })
+      : (options.registry ?? new StaticPeerRegistry());
+  const peerDispatcher = tls ? new Agent({ connect: { ca: tls.ca } }) : undefined;
   const ownPool = options.pool === undefined;
   const pool = options.pool ?? new VerifyPool(config.workers);
   const cleanup = async () => {
     if (ownPool) await pool.close();
     if (ownOrderer) await orderer.close();
+    if (!options.registry) await registry.close();
+    await peerDispatcher?.close();
     store.close();
+  };
+  let selfUrl = "";
+  const peerUrls = async () => {
+    const announced = await registry.list().catch(() => []);
+    const urls = [...config.peers, ...announced.filter((p) => p.keyId !== key.keyId).map((p) => p.url)];
+    return [...new Set(urls)].filter((u) => u !== selfUrl);
   };
   let node: LedgerNode;
   try {
@@ -82,18 +151,35 @@ export async function openNode(dir: string, options: OpenOptions = {}): Promise<
       batchMaxTxs: config.batchMaxTxs,
       batchMaxWaitMs: config.batchMaxWaitMs,
       maxPendingTxs: config.maxPendingTxs,
+      recover: async (error) => {
+        // Only "the orderer no longer holds what we need" is mended by peers; anything else halts the node.
+        if (!(error instanceof OrdererError) || error.code !== "compacted" || !("resumeAfter" in orderer)) return false;
+        const caughtUp = await catchUp(node, { peers: peerUrls, dispatcher: peerDispatcher, log });
+        (orderer as EtcdOrderer).resumeAfter(caughtUp.height, caughtUp.position.revision, caughtUp.position.time);
+        log.info(
+          { height: caughtUp.height, peer: caughtUp.peer },
+          "caught up from a peer; following the orderer again",
+        );
+        return true;
+      },
     });
+    nodeRef = node;
     if (!store.head()) node.applyGenesis(genesis);
     node.start();
   } catch (error) {
     await cleanup();
     throw error;
   }
-  const app = buildHttpServer({ node, log });
+  const app = buildHttpServer({
+    node,
+    log,
+    https: tls ? { key: tls.key, cert: tls.cert } : undefined,
+    ordererPosition: "positionOf" in orderer ? (height) => (orderer as EtcdOrderer).positionOf(height) : undefined,
+  });
   let extension: Extension | undefined;
   if (options.extend) {
     try {
-      extension = await options.extend(app, { dir, node, config, log });
+      extension = await options.extend(app, { dir, node, config, log, registry, peerDispatcher });
     } catch (error) {
       await node.close(0);
       await cleanup();
@@ -114,6 +200,19 @@ export async function openNode(dir: string, options: OpenOptions = {}): Promise<
       throw new ConfigError(`cannot listen on ${config.host}:${config.port}: ${(error as Error).message}`);
     }
   }
+  selfUrl = config.advertiseUrl ?? url;
+  if (url !== "") {
+    const org = orgOfNodeKey(node, key.keyId);
+    if (org) await registry.announce({ keyId: key.keyId, org, url: selfUrl });
+    else log.warn({}, "this node's key is not registered on the network yet: peers will not find it");
+  }
+  const board: HeadBoard | undefined =
+    options.board ??
+    (ordererConfig.kind === "etcd"
+      ? new EtcdHeadBoard({ endpoints: ordererConfig.endpoints, prefix: prefix as string, tls: etcdTls, log })
+      : undefined);
+  const forkWatch = board ? new ForkWatch({ node, board, log }) : undefined;
+  forkWatch?.start();
   extension?.listening?.(url);
   const audit = config.auditOnStart ? startAudit(paths.ledger, genesisHash, node, log) : undefined;
   let closed = false;
@@ -126,6 +225,8 @@ export async function openNode(dir: string, options: OpenOptions = {}): Promise<
       if (closed) return;
       closed = true;
       await audit?.terminate();
+      await forkWatch?.stop();
+      if (!options.board) await board?.close();
       await app.close();
       await extension?.close();
       await node.close();
@@ -197,4 +298,41 @@ export function checkStoreAtStart(store: LedgerStore, genesisHash: string): void
   // A missing index row would let that tx, or its (signer, nonce), be logged a second time.
   const indexed = store.countTxs();
   if (indexed !== head.size) throw corrupt(`the tx index holds ${indexed} rows but the log holds ${head.size} txs`);
+}
+
+function resolveTlsPaths(dir: string, files: TlsFiles): TlsFiles {
+  return { ca: resolveInDir(dir, files.ca), cert: resolveInDir(dir, files.cert), key: resolveInDir(dir, files.key) };
+}
+
+/** The node's TLS files, read once at start; a missing or unreadable file is a configuration error. */
+function readTls(dir: string, files: TlsFiles): { ca: Buffer; cert: Buffer; key: Buffer } {
+  const paths = resolveTlsPaths(dir, files);
+  const read = (path: string, what: string) => {
+    try {
+      return readFileSync(path);
+    } catch {
+      throw new ConfigError(`tls.${what}: cannot read ${path}`);
+    }
+  };
+  return { ca: read(paths.ca, "ca"), cert: read(paths.cert, "cert"), key: read(paths.key, "key") };
+}
+
+async function openEtcdOrderer(options: Parameters<typeof EtcdOrderer.open>[0]): Promise<EtcdOrderer> {
+  try {
+    return await EtcdOrderer.open(options);
+  } catch (error) {
+    if (error instanceof OrdererError) throw new ConfigError(error.message);
+    throw error;
+  }
+}
+
+/** The org of an active node key in the node's state, if it is one. */
+function orgOfNodeKey(node: LedgerNode, keyId: string): string | undefined {
+  const rec = readState.key(node.store.state, keyId);
+  if (rec?.kind !== "node" || rec.status !== "active") return undefined;
+  return readState.org(node.store.state, rec.org)?.status === "active" ? rec.org : undefined;
+}
+
+function isActiveNodeKey(node: LedgerNode, keyId: string): boolean {
+  return orgOfNodeKey(node, keyId) !== undefined;
 }

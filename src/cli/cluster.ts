@@ -1,0 +1,271 @@
+// `careledger cluster up|down|status`: a whole network on this machine — N etcd members and N nodes (one per
+// organisation) on loopback, with mutual TLS to etcd and HTTPS between nodes from a generated CA — started in the
+// background, each process logging to DIR/logs/, and stopped again by `cluster down`. The same pieces (network create,
+// network cert, init --orderer etcds://…, start) run a network across machines; see README "A local cluster".
+
+import { type ChildProcess, spawn } from "node:child_process";
+import { existsSync, mkdirSync, openSync, readdirSync, readFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { Etcd3 } from "etcd3";
+import { ConfigError, writeFileAtomic } from "../node/datadir.ts";
+import { type EtcdMemberSpec, etcdArgs, etcdBinary, freePort } from "../ordering/etcd-launcher.ts";
+import { issueCertificate } from "./pki.ts";
+
+const STATE_FILE = "cluster.json";
+const MAIN = new URL("./main.ts", import.meta.url).pathname;
+
+export interface ClusterProcess {
+  name: string;
+  kind: "etcd" | "node";
+  pid: number;
+  url: string;
+  dir: string;
+  log: string;
+}
+
+export interface ClusterState {
+  dir: string;
+  network: string;
+  etcd: string[];
+  processes: ClusterProcess[];
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export function readClusterState(dir: string): ClusterState | undefined {
+  const path = join(dir, STATE_FILE);
+  if (!existsSync(path)) return undefined;
+  try {
+    return JSON.parse(readFileSync(path, "utf8")) as ClusterState;
+  } catch {
+    throw new ConfigError(`${path} is not valid JSON; stop the processes by hand (see ${join(dir, "logs")})`);
+  }
+}
+
+function spawnDetached(command: string, args: string[], log: string, env: NodeJS.ProcessEnv = process.env) {
+  const out = openSync(log, "a");
+  const child = spawn(command, args, { detached: true, stdio: ["ignore", out, out], env });
+  child.unref();
+  return child;
+}
+
+async function waitUntil(what: string, check: () => Promise<boolean>, child: ChildProcess, log: string, ms = 30_000) {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null || child.signalCode !== null) {
+      throw new ConfigError(`${what} exited during start-up; see ${log}`);
+    }
+    if (await check().catch(() => false)) return;
+    await new Promise((r) => setTimeout(r, 150));
+  }
+  throw new ConfigError(`${what} did not come up within ${ms / 1000} s; see ${log}`);
+}
+
+export interface ClusterUpOptions {
+  dir: string;
+  orgs: number;
+  basePort?: number;
+  /** Progress lines go here (stdout by default). */
+  print?: (line: string) => void;
+}
+
+/** Starts the cluster; returns its state (also written to DIR/cluster.json). */
+export async function clusterUp(options: ClusterUpOptions): Promise<ClusterState> {
+  const dir = resolve(options.dir);
+  const print = options.print ?? ((line: string) => process.stdout.write(`${line}\n`));
+  const previous = readClusterState(dir);
+  if (previous?.processes.some((p) => alive(p.pid))) {
+    throw new ConfigError(
+      `a cluster is already running from ${dir}; stop it with: careledger cluster down --dir ${dir}`,
+    );
+  }
+  if (!previous && existsSync(dir) && readdirSync(dir).length > 0) {
+    throw new ConfigError(`${dir} is not empty and holds no cluster; choose a new directory`);
+  }
+  if (!existsSync(etcdBinary())) {
+    throw new ConfigError(
+      `etcd is not installed at ${etcdBinary()}; install Debian's etcd-server: apt-get install etcd-server`,
+    );
+  }
+  const { networkCreateCommand } = await import("./network.ts");
+  const { initCommand } = await import("./init.ts");
+  const networkDir = join(dir, "network");
+  const logs = join(dir, "logs");
+  const fresh = !previous;
+  const state: ClusterState = previous ?? { dir, network: networkDir, etcd: [], processes: [] };
+  mkdirSync(logs, { recursive: true, mode: 0o700 });
+  if (fresh) {
+    await silently(() =>
+      networkCreateCommand({
+        orgs: options.orgs,
+        out: networkDir,
+        name: "Local Cluster",
+        hosts: "localhost,127.0.0.1",
+      }),
+    );
+  }
+  const ca = { cert: join(networkDir, "ca", "ca.pem"), key: join(networkDir, "ca", "ca.key") };
+  // etcd members: ports chosen on first start and kept, so a restarted cluster finds its data again.
+  const specs: EtcdMemberSpec[] = [];
+  const etcdState = join(dir, "etcd.json");
+  if (fresh) {
+    for (let i = 0; i < options.orgs; i++) {
+      const name = `etcd-${i + 1}`;
+      const tls = await issueCertificate(ca, join(dir, "etcd-tls"), name);
+      specs.push({
+        name,
+        dataDir: join(dir, "etcd", name),
+        clientPort: await freePort(),
+        peerPort: await freePort(),
+        tls,
+      });
+    }
+    writeFileAtomic(etcdState, `${JSON.stringify(specs, null, 2)}\n`, 0o600);
+  } else {
+    specs.push(...(JSON.parse(readFileSync(etcdState, "utf8")) as EtcdMemberSpec[]));
+  }
+  state.processes = [];
+  const endpoints = specs.map((s) => `127.0.0.1:${s.clientPort}`);
+  state.etcd = endpoints.map((e) => `https://${e}`);
+  const etcdChildren: ChildProcess[] = [];
+  for (const spec of specs) {
+    const log = join(logs, `${spec.name}.log`);
+    const child = spawnDetached(etcdBinary(), etcdArgs(spec, specs, "careledger-local"), log);
+    etcdChildren.push(child);
+    state.processes.push({
+      name: spec.name,
+      kind: "etcd",
+      pid: child.pid as number,
+      url: `https://127.0.0.1:${spec.clientPort}`,
+      dir: spec.dataDir,
+      log,
+    });
+  }
+  writeFileAtomic(join(dir, STATE_FILE), `${JSON.stringify(state, null, 2)}\n`, 0o644);
+  const firstTls = specs[0]?.tls;
+  const probe = new Etcd3({
+    hosts: state.etcd,
+    credentials: firstTls
+      ? {
+          rootCertificate: readFileSync(firstTls.ca),
+          privateKey: readFileSync(firstTls.key),
+          certChain: readFileSync(firstTls.cert),
+        }
+      : undefined,
+    defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + 1000 }),
+  });
+  try {
+    await waitUntil(
+      "etcd",
+      async () => {
+        await probe.get("careledger-probe").string();
+        return true;
+      },
+      etcdChildren[0] as ChildProcess,
+      join(logs, "etcd-1.log"),
+    );
+  } finally {
+    probe.close();
+  }
+  print(`etcd: ${specs.length} members, clients at ${state.etcd.join(", ")}`);
+  // Nodes: one per organisation.
+  const orgDirs = readdirSync(networkDir, { withFileTypes: true })
+    .filter((e) => e.isDirectory() && e.name !== "ca")
+    .map((e) => e.name)
+    .sort();
+  let port = options.basePort ?? 7700;
+  for (const org of orgDirs) {
+    const nodeDir = join(dir, "nodes", org);
+    if (fresh) {
+      const nodePort = await freePortFrom(port);
+      port = nodePort + 1;
+      await silently(() =>
+        initCommand({
+          dir: nodeDir,
+          org,
+          genesis: join(networkDir, "genesis.json"),
+          nodeKey: join(networkDir, org, "node.key"),
+          tls: join(networkDir, org, "tls"),
+          orderer: `etcds://${endpoints.join(",")}`,
+          port: nodePort,
+        }),
+      );
+    }
+    const config = JSON.parse(readFileSync(join(nodeDir, "config.json"), "utf8")) as { port: number };
+    const url = `https://127.0.0.1:${config.port}`;
+    const log = join(logs, `${org}.log`);
+    const child = spawnDetached(process.execPath, [MAIN, "start", "--dir", nodeDir], log);
+    state.processes.push({ name: org, kind: "node", pid: child.pid as number, url, dir: nodeDir, log });
+    writeFileAtomic(join(dir, STATE_FILE), `${JSON.stringify(state, null, 2)}\n`, 0o644);
+    await waitUntil(`node ${org}`, async () => readFileSync(log, "utf8").includes("listening on"), child, log, 60_000);
+    print(`node ${org}: ${url} (data ${nodeDir}, log ${log})`);
+  }
+  print(
+    `the cluster runs in the background; stop it with: careledger cluster down --dir ${dir}\n` +
+      `  CA certificate for clients: ${ca.cert}\n` +
+      `  try: curl --cacert ${ca.cert} ${state.processes.find((p) => p.kind === "node")?.url}/ledger/head`,
+  );
+  return state;
+}
+
+/** Runs a command whose instructions are for a person setting things up by hand, without its output. */
+async function silently(run: () => Promise<void>): Promise<void> {
+  const write = process.stdout.write;
+  process.stdout.write = (() => true) as typeof process.stdout.write;
+  try {
+    await run();
+  } finally {
+    process.stdout.write = write;
+  }
+}
+
+async function freePortFrom(start: number): Promise<number> {
+  const { createServer } = await import("node:net");
+  for (let port = start; port < start + 200; port++) {
+    const free = await new Promise<boolean>((resolveFree) => {
+      const server = createServer();
+      server.once("error", () => resolveFree(false));
+      server.listen(port, "127.0.0.1", () => server.close(() => resolveFree(true)));
+    });
+    if (free) return port;
+  }
+  return freePort();
+}
+
+/** Stops the nodes (SIGTERM, they finish what they accepted), then etcd. */
+export async function clusterDown(options: { dir: string; print?: (line: string) => void }): Promise<void> {
+  const dir = resolve(options.dir);
+  const print = options.print ?? ((line: string) => process.stdout.write(`${line}\n`));
+  const state = readClusterState(dir);
+  if (!state) throw new ConfigError(`${dir} holds no cluster (no ${STATE_FILE})`);
+  for (const kind of ["node", "etcd"] as const) {
+    const group = state.processes.filter((p) => p.kind === kind && alive(p.pid));
+    for (const p of group) process.kill(p.pid, "SIGTERM");
+    const deadline = Date.now() + 15_000;
+    while (group.some((p) => alive(p.pid)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    for (const p of group.filter((q) => alive(q.pid))) {
+      print(`${p.name} did not stop within 15 s; killing it`);
+      process.kill(p.pid, "SIGKILL");
+    }
+    for (const p of group) print(`stopped ${p.name}`);
+  }
+  if (state.processes.every((p) => !alive(p.pid)))
+    print(`cluster in ${dir} is down (data kept; cluster up starts it again)`);
+}
+
+export function clusterStatus(options: { dir: string }): void {
+  const state = readClusterState(resolve(options.dir));
+  if (!state) throw new ConfigError(`${options.dir} holds no cluster`);
+  for (const p of state.processes) {
+    process.stdout.write(
+      `${p.kind.padEnd(4)} ${p.name.padEnd(28)} ${alive(p.pid) ? "running" : "stopped"}  ${p.url}\n`,
+    );
+  }
+}

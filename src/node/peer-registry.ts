@@ -1,0 +1,123 @@
+// Where the other nodes listen. On an etcd network each node announces `{keyId, org, url}` under
+// `<prefix>nodes/<keyId>` with a lease, so the entry disappears some seconds after the node stops; others read the
+// prefix to find peers to catch up from and custodians to ask for records. An entry is only a hint: what a peer sends
+// is verified (blocks rebuilt, records checked against on-ledger anchors), never trusted for being listed.
+
+import { readFileSync } from "node:fs";
+import { Etcd3, type Lease } from "etcd3";
+import type { TlsFiles } from "./datadir.ts";
+import type { Logger } from "./logger.ts";
+
+export interface PeerEntry {
+  keyId: string;
+  org: string;
+  url: string;
+}
+
+export interface PeerRegistry {
+  /** Announces (and keeps announcing) this node. */
+  announce(entry: PeerEntry): Promise<void>;
+  /** Every node currently announced, this one included. */
+  list(): Promise<PeerEntry[]>;
+  close(): Promise<void>;
+}
+
+/** A registry from configuration only (the embedded orderer, or peers given by hand). */
+export class StaticPeerRegistry implements PeerRegistry {
+  private readonly entries: PeerEntry[];
+  constructor(entries: PeerEntry[] = []) {
+    this.entries = [...entries];
+  }
+  async announce(entry: PeerEntry): Promise<void> {
+    const at = this.entries.findIndex((e) => e.keyId === entry.keyId);
+    if (at >= 0) this.entries[at] = entry;
+    else this.entries.push(entry);
+  }
+  async list(): Promise<PeerEntry[]> {
+    return [...this.entries];
+  }
+  async close(): Promise<void> {}
+}
+
+const LEASE_TTL_S = 10;
+const MAX_ENTRY_BYTES = 2048;
+
+function parseEntry(raw: string, keyId: string): PeerEntry | undefined {
+  if (raw.length > MAX_ENTRY_BYTES) return undefined;
+  try {
+    const v = JSON.parse(raw) as Partial<PeerEntry>;
+    if (v.keyId !== keyId || typeof v.org !== "string" || typeof v.url !== "string") return undefined;
+    if (!/^https?:\/\/[^/\s]+$/.test(v.url)) return undefined;
+    return { keyId: v.keyId, org: v.org, url: v.url };
+  } catch {
+    return undefined;
+  }
+}
+
+export class EtcdPeerRegistry implements PeerRegistry {
+  private readonly client: Etcd3;
+  private readonly keyPrefix: string;
+  private readonly log: Logger;
+  private lease: Lease | undefined;
+  private announced: PeerEntry | undefined;
+  private closed = false;
+
+  constructor(options: { endpoints: string[]; prefix: string; tls?: TlsFiles; log: Logger }) {
+    this.keyPrefix = `${options.prefix}nodes/`;
+    this.log = options.log;
+    this.client = new Etcd3({
+      hosts: options.endpoints,
+      credentials: options.tls
+        ? {
+            rootCertificate: readFileSync(options.tls.ca),
+            privateKey: readFileSync(options.tls.key),
+            certChain: readFileSync(options.tls.cert),
+          }
+        : undefined,
+      defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + 5000 }),
+    });
+  }
+
+  async announce(entry: PeerEntry): Promise<void> {
+    this.announced = entry;
+    await this.grant();
+  }
+
+  private async grant(): Promise<void> {
+    const entry = this.announced;
+    if (!entry || this.closed) return;
+    const lease = this.client.lease(LEASE_TTL_S, { autoKeepAlive: true });
+    this.lease = lease;
+    // etcd unreachable for longer than the TTL loses the lease: announce again once it answers.
+    lease.on("lost", () => {
+      if (this.closed || this.lease !== lease) return;
+      setTimeout(() => this.grant().catch(() => undefined), 1000).unref();
+    });
+    try {
+      await lease.put(`${this.keyPrefix}${entry.keyId}`).value(JSON.stringify(entry));
+    } catch (error) {
+      this.log.warn({ err: (error as Error).message }, "could not announce this node in etcd; retrying");
+      if (this.lease === lease) setTimeout(() => this.grant().catch(() => undefined), 2000).unref();
+    }
+  }
+
+  async list(): Promise<PeerEntry[]> {
+    const all = await this.client.getAll().prefix(this.keyPrefix).strings();
+    const out: PeerEntry[] = [];
+    for (const [key, value] of Object.entries(all)) {
+      const entry = parseEntry(value, key.slice(this.keyPrefix.length));
+      if (entry) out.push(entry);
+    }
+    return out;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    try {
+      await this.lease?.revoke();
+    } catch {
+      // etcd down: the lease runs out by itself.
+    }
+    this.client.close();
+  }
+}
