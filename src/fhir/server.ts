@@ -19,7 +19,7 @@ import {
 } from "./auth/index.ts";
 import { issueToken } from "./auth/token-endpoint.ts";
 import { capabilityStatement, type TypeInteraction } from "./capability.ts";
-import type { PeerDirectory } from "./exchange/directory.ts";
+import { type PeerDirectory, RegistryPeerDirectory } from "./exchange/directory.ts";
 import { registerPeerRoutes } from "./exchange/peer-server.ts";
 import {
   methodNotAllowed,
@@ -125,17 +125,22 @@ export async function attachFhir(
     now: Date.now,
   };
   let services: Awaited<ReturnType<typeof openServices>>;
+  // Without a directory given, custodians are found through the node's peer registry (etcd announcements).
+  const registryDirectory = options.peers === undefined ? new RegistryPeerDirectory(ext.registry) : undefined;
+  const peers = options.peers ?? registryDirectory;
+  const dispatcher = options.dispatcher ?? ext.peerDispatcher;
   try {
     const exchange =
-      options.peers === undefined
+      peers === undefined
         ? undefined
         : {
-            directory: options.peers,
+            directory: peers,
             ...(options.exchangeDeadlineMs === undefined ? {} : { deadlineMs: options.exchangeDeadlineMs }),
-            ...(options.dispatcher === undefined ? {} : { dispatcher: options.dispatcher }),
+            ...(dispatcher === undefined ? {} : { dispatcher }),
           };
     services = await openServices(ctx, { auditPath: paths.audit, dir, log: ext.log, lookup, exchange });
   } catch (error) {
+    registryDirectory?.close();
     store.close();
     // A store found altered while the audit index caught up has halted the node: it still starts, so that /healthz
     // can say why, and the FHIR API answers 503 like the ledger's reads.
@@ -209,8 +214,10 @@ export async function attachFhir(
     listening(url: string) {
       base = url;
       ctx.baseUrl = authUrls(url).fhirBaseUrl;
+      void registryDirectory?.refresh();
     },
     async close() {
+      registryDirectory?.close();
       contexts.delete(node);
       await services.close();
       store.close();

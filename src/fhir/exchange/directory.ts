@@ -30,3 +30,45 @@ export class StaticPeerDirectory implements PeerDirectory {
     return this.urls.get(orgId);
   }
 }
+
+/** What the directory reads from the node's peer registry (src/node/peer-registry.ts). */
+interface PeerLister {
+  list(): Promise<{ keyId: string; org: string; url: string }[]>;
+}
+
+/**
+ * A directory kept from the node's peer registry (etcd announcements, configured peers), refreshed every few
+ * seconds in the background so `urlOf` stays synchronous. A custodian with several nodes: the first one listed.
+ */
+export class RegistryPeerDirectory implements PeerDirectory {
+  private readonly registry: PeerLister;
+  private urls = new Map<string, string>();
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(registry: PeerLister, refreshMs = 5000) {
+    this.registry = registry;
+    this.timer = setInterval(() => void this.refresh(), refreshMs);
+    this.timer.unref();
+  }
+
+  /** Reads the registry now; a failed read keeps the last known entries. */
+  async refresh(): Promise<void> {
+    try {
+      const next = new Map<string, string>();
+      for (const entry of await this.registry.list()) {
+        if (!next.has(entry.org)) next.set(entry.org, entry.url.replace(/\/+$/, ""));
+      }
+      this.urls = next;
+    } catch {
+      // etcd unreachable: peers keep the addresses they had.
+    }
+  }
+
+  urlOf(orgId: string): string | undefined {
+    return this.urls.get(orgId);
+  }
+
+  close(): void {
+    clearInterval(this.timer);
+  }
+}
