@@ -50,6 +50,9 @@ export function freePort(host = "127.0.0.1"): Promise<number> {
   });
 }
 
+/** etcd's backend quota; the orderer's compactor keeps the database far below it. */
+export const DEFAULT_QUOTA_BYTES = 2 * 1024 ** 3;
+
 function urlOf(host: string, port: number, tls: boolean): string {
   return `${tls ? "https" : "http"}://${host}:${port}`;
 }
@@ -58,7 +61,12 @@ function urlOf(host: string, port: number, tls: boolean): string {
  * The command-line arguments for one member of a static cluster. `initial-cluster-state` is `new` on first start;
  * etcd ignores it once the member's data dir holds a WAL, so restarting a member uses the same arguments.
  */
-export function etcdArgs(member: EtcdMemberSpec, cluster: EtcdMemberSpec[], token: string): string[] {
+export function etcdArgs(
+  member: EtcdMemberSpec,
+  cluster: EtcdMemberSpec[],
+  token: string,
+  options: { quotaBytes?: number } = {},
+): string[] {
   const host = member.host ?? "127.0.0.1";
   const tls = member.tls !== undefined;
   const clientUrl = urlOf(host, member.clientPort, tls);
@@ -84,7 +92,7 @@ export function etcdArgs(member: EtcdMemberSpec, cluster: EtcdMemberSpec[], toke
     "new",
     // Ordering keeps only what nodes still need; the 2 GiB default quota stays far away.
     "--quota-backend-bytes",
-    String(2 * 1024 ** 3),
+    String(options.quotaBytes ?? DEFAULT_QUOTA_BYTES),
     "--max-request-bytes",
     String(4 * 1024 * 1024),
     "--logger",
@@ -117,7 +125,7 @@ export function etcdArgs(member: EtcdMemberSpec, cluster: EtcdMemberSpec[], toke
 export function startEtcdMember(
   member: EtcdMemberSpec,
   cluster: EtcdMemberSpec[],
-  options: { token?: string; stdio?: "ignore" | "inherit" } = {},
+  options: { token?: string; stdio?: "ignore" | "inherit"; quotaBytes?: number } = {},
 ): EtcdMember {
   const bin = etcdBinary();
   if (!existsSync(bin)) {
@@ -127,7 +135,7 @@ export function startEtcdMember(
     );
   }
   mkdirSync(member.dataDir, { recursive: true, mode: 0o700 });
-  const child = spawn(bin, etcdArgs(member, cluster, options.token ?? "careledger"), {
+  const child = spawn(bin, etcdArgs(member, cluster, options.token ?? "careledger", options), {
     stdio: options.stdio ?? "ignore",
     env: { ...process.env, ETCD_UNSUPPORTED_ARCH: process.env.ETCD_UNSUPPORTED_ARCH ?? "" },
   });
@@ -189,7 +197,13 @@ export async function stopEtcdMember(member: EtcdMember, graceMs = 2000): Promis
 export async function startLocalEtcdCluster(
   baseDir: string,
   size: number,
-  options: { token?: string; host?: string; stdio?: "ignore" | "inherit" } = {},
+  options: {
+    token?: string;
+    host?: string;
+    stdio?: "ignore" | "inherit";
+    /** `--quota-backend-bytes` (default 2 GiB); tests of compaction use a small one. */
+    quotaBytes?: number;
+  } = {},
 ): Promise<LocalEtcdCluster> {
   const host = options.host ?? "127.0.0.1";
   const specs: EtcdMemberSpec[] = [];

@@ -1,0 +1,90 @@
+import { DatabaseSync, type StatementSync } from "node:sqlite";
+import { GroupSync } from "../store/group-sync.ts";
+
+/** Where batch `seq` sits in etcd's history, and the time it was delivered with. */
+export interface CursorRow {
+  seq: number;
+  revision: number;
+  time: number;
+}
+
+/**
+ * The local map seq → etcd revision (3 integers per block, all kept): after a restart delivery resumes from the
+ * revision after the last applied batch, and a node serving catch-up can tell a peer where its height sits in etcd.
+ */
+export class DeliveryCursor {
+  private readonly db: DatabaseSync;
+  private readonly sync: GroupSync;
+  private readonly upsert: StatementSync;
+  private readonly bySeq: StatementSync;
+  private readonly byRevision: StatementSync;
+  private readonly lastRow: StatementSync;
+  private readonly dropAbove: StatementSync;
+  private closed = false;
+
+  constructor(path: string) {
+    this.db = new DatabaseSync(path);
+    this.db.exec(`
+      PRAGMA busy_timeout = 5000;
+      PRAGMA journal_mode = WAL;
+      PRAGMA synchronous = NORMAL;
+      CREATE TABLE IF NOT EXISTS cursor (
+        seq INTEGER PRIMARY KEY,
+        revision INTEGER NOT NULL,
+        time INTEGER NOT NULL
+      );
+      CREATE INDEX IF NOT EXISTS cursor_revision ON cursor (revision);
+    `);
+    this.sync = new GroupSync(path);
+    this.sync.flushNow();
+    this.upsert = this.db.prepare("INSERT OR REPLACE INTO cursor (seq, revision, time) VALUES (?, ?, ?)");
+    this.bySeq = this.db.prepare("SELECT seq, revision, time FROM cursor WHERE seq = ?");
+    this.byRevision = this.db.prepare("SELECT seq, revision, time FROM cursor WHERE revision = ? LIMIT 1");
+    this.lastRow = this.db.prepare("SELECT seq, revision, time FROM cursor ORDER BY seq DESC LIMIT 1");
+    this.dropAbove = this.db.prepare("DELETE FROM cursor WHERE seq > ?");
+  }
+
+  get(seq: number): CursorRow | undefined {
+    return this.bySeq.get(seq) as CursorRow | undefined;
+  }
+
+  atRevision(revision: number): CursorRow | undefined {
+    return this.byRevision.get(revision) as CursorRow | undefined;
+  }
+
+  last(): CursorRow | undefined {
+    return this.lastRow.get() as CursorRow | undefined;
+  }
+
+  /** Records a row; returns the row it replaced when that one differed (delivery was not deterministic). */
+  record(row: CursorRow): CursorRow | undefined {
+    const before = this.get(row.seq);
+    this.upsert.run(row.seq, row.revision, row.time);
+    return before && (before.revision !== row.revision || before.time !== row.time) ? before : undefined;
+  }
+
+  /** Makes `row` the newest position: rows above it (from before a catch-up elsewhere) are dropped. */
+  resetTo(row: CursorRow): void {
+    this.db.exec("BEGIN");
+    try {
+      this.dropAbove.run(row.seq);
+      this.upsert.run(row.seq, row.revision, row.time);
+      this.db.exec("COMMIT");
+    } catch (error) {
+      this.db.exec("ROLLBACK");
+      throw error;
+    }
+  }
+
+  /** Resolves once every row recorded before the call is on disk. */
+  durable(): Promise<void> {
+    return this.closed ? Promise.resolve() : this.sync.durable();
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.db.close();
+    this.sync.afterDatabaseClosed();
+  }
+}

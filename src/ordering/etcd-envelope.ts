@@ -1,0 +1,130 @@
+import { canonicalJsonWithin } from "../ledger/canonical.ts";
+import { concatBytes, fromBase64Url, isHex32, toBase64Url, utf8 } from "../ledger/encoding.ts";
+import { sha256 } from "../ledger/hash.ts";
+import { type KeyPair, signBytes, verifyBytes } from "../ledger/keys.ts";
+import type { Hex32, KeyId, SignedTx } from "../ledger/types.ts";
+import { OrdererError } from "./orderer.ts";
+
+// A batch as stored in etcd under `b/<batchId>`: canonical JSON {v:1, proposer, time, txs, sig}. The id is the
+// SHA-256 of the canonical body {v, proposer, time, txs}, so a retried submit writes the same key and etcd's
+// `create_revision == 0` guard orders it once; every node checks key, shape and signature identically.
+
+/** Domain separation: a batch signature can never pass for a tx or tree-head signature made with the same key. */
+export const BATCH_SIGNING_PREFIX: Uint8Array = utf8("careledger/batch/v1\n");
+
+export const DEFAULT_MAX_BATCH_BYTES = 1024 * 1024;
+export const MAX_BATCH_TXS = 10_000;
+
+const SIG64_RE = /^[A-Za-z0-9_-]{85}[AQgw]$/;
+const ENVELOPE_FIELDS = ["proposer", "sig", "time", "txs", "v"];
+
+export interface SealedBatch {
+  id: Hex32;
+  /** The canonical envelope, as written to etcd. */
+  value: Buffer;
+}
+
+export interface OpenedBatch {
+  id: Hex32;
+  proposer: KeyId;
+  time: number;
+  txs: SignedTx[];
+}
+
+export type OpenResult = { ok: true; batch: OpenedBatch } | { ok: false; reason: string };
+
+// Keys sort as proposer < sig < time < txs < v, and proposer/sig/time never need escaping, so both texts are built
+// around the canonical txs; the result is byte-identical to canonicalJson of the objects.
+function bodyJson(proposer: string, time: number, txsJson: string): string {
+  return `{"proposer":"${proposer}","time":${time},"txs":${txsJson},"v":1}`;
+}
+
+function envelopeJson(proposer: string, sig: string, time: number, txsJson: string): string {
+  return `{"proposer":"${proposer}","sig":"${sig}","time":${time},"txs":${txsJson},"v":1}`;
+}
+
+/** What the proposer signs: the prefix and the batch id's bytes (as txs sign their id). */
+function signingMessage(digest: Uint8Array): Uint8Array {
+  return concatBytes(BATCH_SIGNING_PREFIX, digest);
+}
+
+/**
+ * Builds and signs the envelope of a batch. Throws `OrdererError("too-large")` when it would exceed `maxBytes`, and
+ * `bad-batch` when the txs are not plain JSON.
+ */
+export function sealBatch(key: KeyPair, time: number, txs: SignedTx[], maxBytes: number): SealedBatch {
+  if (!Number.isSafeInteger(time) || time < 0) throw new OrdererError("bad-batch", "time must be a safe integer ≥ 0");
+  if (!Array.isArray(txs)) throw new OrdererError("bad-batch", "txs must be an array");
+  if (txs.length > MAX_BATCH_TXS) {
+    throw new OrdererError("too-large", `a batch holds at most ${MAX_BATCH_TXS} txs, got ${txs.length}`);
+  }
+  let txsJson: string | undefined;
+  try {
+    txsJson = canonicalJsonWithin(txs, maxBytes, "txs", { plainKeys: true });
+  } catch (error) {
+    throw new OrdererError("bad-batch", `the batch is not plain JSON: ${(error as Error).message}`);
+  }
+  const tooLarge = () =>
+    new OrdererError("too-large", `the batch envelope exceeds ${maxBytes} bytes (${txs.length} txs); split it`);
+  if (txsJson === undefined) throw tooLarge();
+  const digest = sha256(bodyJson(key.keyId, time, txsJson));
+  const sig = toBase64Url(signBytes(key, signingMessage(digest)));
+  const value = Buffer.from(envelopeJson(key.keyId, sig, time, txsJson));
+  if (value.byteLength > maxBytes) throw tooLarge();
+  return { id: Buffer.from(digest).toString("hex"), value };
+}
+
+const utf8Decoder = new TextDecoder("utf-8", { fatal: true });
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) return false;
+  const proto: unknown = Object.getPrototypeOf(value);
+  return proto === Object.prototype || proto === null;
+}
+
+/**
+ * Checks one value read from etcd under `b/<id>`: size, strict canonical shape, key = hash of the body, signature.
+ * Deterministic: the same bytes give the same answer on every node. The reason is a short code, never content.
+ */
+export function openBatch(id: string, value: Uint8Array, maxBytes: number): OpenResult {
+  if (value.byteLength > maxBytes) return { ok: false, reason: "oversized" };
+  if (!isHex32(id)) return { ok: false, reason: "bad-key" };
+  let text: string;
+  let parsed: unknown;
+  try {
+    text = utf8Decoder.decode(value);
+    parsed = JSON.parse(text);
+  } catch {
+    return { ok: false, reason: "not-json" };
+  }
+  if (!isPlainObject(parsed)) return { ok: false, reason: "bad-shape" };
+  const keys = Object.keys(parsed);
+  if (keys.length !== ENVELOPE_FIELDS.length || !keys.every((k) => ENVELOPE_FIELDS.includes(k))) {
+    return { ok: false, reason: "bad-shape" };
+  }
+  const { v, proposer, time, txs, sig } = parsed;
+  if (v !== 1) return { ok: false, reason: "bad-version" };
+  if (!isHex32(proposer) || typeof time !== "number" || !Number.isSafeInteger(time) || time < 0) {
+    return { ok: false, reason: "bad-shape" };
+  }
+  if (typeof sig !== "string" || !SIG64_RE.test(sig)) return { ok: false, reason: "bad-shape" };
+  if (!Array.isArray(txs)) return { ok: false, reason: "bad-shape" };
+  if (txs.length > MAX_BATCH_TXS) return { ok: false, reason: "too-many-txs" };
+  let txsJson: string | undefined;
+  try {
+    // plainKeys: keys that need escaping are refused (V8's JSON.parse may misread them, nodejs/node#63785).
+    txsJson = canonicalJsonWithin(txs, maxBytes, "txs", { plainKeys: true });
+  } catch {
+    return { ok: false, reason: "not-canonical" };
+  }
+  // One accepted spelling per batch: what etcd holds must be exactly the canonical envelope.
+  if (txsJson === undefined || envelopeJson(proposer, sig, time, txsJson) !== text) {
+    return { ok: false, reason: "not-canonical" };
+  }
+  const digest = sha256(bodyJson(proposer, time, txsJson));
+  if (Buffer.from(digest).toString("hex") !== id) return { ok: false, reason: "wrong-key" };
+  if (!verifyBytes(proposer, signingMessage(digest), fromBase64Url(sig))) {
+    return { ok: false, reason: "bad-signature" };
+  }
+  return { ok: true, batch: { id, proposer, time, txs: txs as SignedTx[] } };
+}
