@@ -8,7 +8,7 @@ import { after, before, test } from "node:test";
 import { Command } from "commander";
 import { fhirPaths } from "../fhir/server.ts";
 import { LOOKUP_KEY_FILE, LookupKey } from "../fhir/service/patients.ts";
-import { LOCAL_ANCHORS_FILE, openCustodianStore } from "../fhir/service/write.ts";
+import { WRITE_JOURNAL_FILE, openCustodianStore } from "../fhir/service/write.ts";
 import { ConfigError } from "../node/datadir.ts";
 import { silentLogger } from "../node/logger.ts";
 import { initNetwork } from "../node/network.ts";
@@ -58,7 +58,7 @@ async function patientsIn(dataDir: string): Promise<number> {
     custodian: org,
     vaultPath: fhirPaths(dataDir).vault,
     vaultKeyPath: fhirPaths(dataDir).vaultKey,
-    localAnchorsPath: join(dataDir, LOCAL_ANCHORS_FILE),
+    journalPath: join(dataDir, WRITE_JOURNAL_FILE),
   });
   try {
     return store.vault.search({ resourceType: "Patient", clauses: [] }).length;

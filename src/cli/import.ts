@@ -12,7 +12,7 @@ import {
   SourceError,
 } from "../fhir/service/import.ts";
 import { LOOKUP_KEY_FILE, LookupKey, LookupKeyError, PATIENT_KEYS_DIR } from "../fhir/service/patients.ts";
-import { LOCAL_ANCHORS_FILE, openCustodianStore } from "../fhir/service/write.ts";
+import { WRITE_JOURNAL_FILE, openCustodianStore } from "../fhir/service/write.ts";
 import { ConfigError, readKeyFile, requireDataDir } from "../node/datadir.ts";
 import { silentLogger } from "../node/logger.ts";
 import { openNode } from "../node/runtime.ts";
@@ -76,7 +76,7 @@ export async function importCommand(files: readonly string[], options: ImportCom
       custodian: nodeRec.org,
       vaultPath: fhir.vault,
       vaultKeyPath: fhir.vaultKey,
-      localAnchorsPath: join(dir, LOCAL_ANCHORS_FILE),
+      journalPath: join(dir, WRITE_JOURNAL_FILE),
     });
     const ctx: FhirContext = {
       node,

@@ -32,7 +32,7 @@ import {
 import type { FhirContext, FhirHandler, FhirRequest, FhirResponse } from "./service/context.ts";
 import { type FhirHandlers, openServices } from "./service/index.ts";
 import { LOOKUP_KEY_FILE, LookupKey } from "./service/patients.ts";
-import { LOCAL_ANCHORS_FILE, openCustodianStore } from "./service/write.ts";
+import { openCustodianStore, WRITE_JOURNAL_FILE } from "./service/write.ts";
 import { STORED_TYPES } from "./validate.ts";
 
 const FHIR_JSON = "application/fhir+json";
@@ -45,7 +45,7 @@ interface Paths {
   vault: string;
   vaultKey: string;
   audit: string;
-  localAnchors: string;
+  writeJournal: string;
   lookupKey: string;
 }
 
@@ -54,7 +54,7 @@ export function fhirPaths(dir: string): Paths {
     vault: join(dir, "vault.db"),
     vaultKey: join(dir, "vault.key"),
     audit: join(dir, "audit.db"),
-    localAnchors: join(dir, LOCAL_ANCHORS_FILE),
+    writeJournal: join(dir, WRITE_JOURNAL_FILE),
     lookupKey: join(dir, LOOKUP_KEY_FILE),
   };
 }
@@ -107,7 +107,7 @@ export async function attachFhir(
     custodian: orgId,
     vaultPath: paths.vault,
     vaultKeyPath: paths.vaultKey,
-    localAnchorsPath: paths.localAnchors,
+    journalPath: paths.writeJournal,
   });
   const { vault, anchorer } = store;
   // The network's NHS-number lookup key (copied to each member node): without it a POSTed Patient cannot be matched.

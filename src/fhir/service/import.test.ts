@@ -16,7 +16,7 @@ import { isTestNhsNumber, NHS_NUMBER_SYSTEM, testNhsNumber } from "../nhs-number
 import { patientOf } from "../resource-facts.ts";
 import { ImportError, importBundle, importFiles, readSources } from "./import.ts";
 import { LOOKUP_KEY_FILE, LookupKey, pseudonymOf } from "./patients.ts";
-import { LOCAL_ANCHORS_FILE, nhsNumberOf, openCustodianStore } from "./write.ts";
+import { nhsNumberOf, openCustodianStore, WRITE_JOURNAL_FILE } from "./write.ts";
 import { openWriteKit, type WriteKit } from "./write-kit.ts";
 
 const DATA = new URL("../../../../shared/data/", import.meta.url).pathname;
@@ -418,7 +418,7 @@ test("a crash mid-import (process killed) leaves whole bundles only", async () =
       custodian: org,
       vaultPath: join(dir, "vault.db"),
       vaultKeyPath: join(dir, "vault.key"),
-      localAnchorsPath: join(dir, LOCAL_ANCHORS_FILE),
+      journalPath: join(dir, WRITE_JOURNAL_FILE),
     });
     try {
       const lookup = LookupKey.open(join(dir, LOOKUP_KEY_FILE));
@@ -471,7 +471,7 @@ import { silentLogger } from ${src("../../node/logger.ts")};
 import { openNode } from ${src("../../node/runtime.ts")};
 import { importFiles } from ${src("./import.ts")};
 import { LOOKUP_KEY_FILE, LookupKey, PATIENT_KEYS_DIR } from ${src("./patients.ts")};
-import { LOCAL_ANCHORS_FILE, openCustodianStore } from ${src("./write.ts")};
+import { WRITE_JOURNAL_FILE, openCustodianStore } from ${src("./write.ts")};
 const [dir, file] = process.argv.slice(2);
 const running = await openNode(dir, { listen: false, log: silentLogger, flags: { auditOnStart: false } });
 const node = running.node;
@@ -479,7 +479,7 @@ const org = node.store.state.get("key/" + node.key.keyId).org;
 const store = openCustodianStore({
   node, key: node.key, custodian: org,
   vaultPath: join(dir, "vault.db"), vaultKeyPath: join(dir, "vault.key"),
-  localAnchorsPath: join(dir, LOCAL_ANCHORS_FILE),
+  journalPath: join(dir, WRITE_JOURNAL_FILE),
 });
 const ctx = { node, vault: store.vault, anchorer: store.anchorer, accessLog: { log() {}, async flush() {} },
   orgId: org, nodeKey: node.key, baseUrl: "urn:test", now: Date.now };

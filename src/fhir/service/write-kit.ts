@@ -27,7 +27,7 @@ export async function openWriteKit(options: { now?: () => number } = {}): Promis
       key: base.nodeKey,
       custodian: base.orgId,
       now,
-      path: join(base.dir, "local-anchors.db"),
+      path: join(base.dir, "write-journal.db"),
     });
     const vault = Vault.open(join(base.dir, "vault.db"), {
       keys: FileKeyProvider.openOrCreate(join(base.dir, "vault.key")),

@@ -1,13 +1,9 @@
 // Writes: the one path every stored version takes (vault.stage → anchor on the ledger → vault.confirm, or abort), the
-// anchorer that also keeps the commitments of records that belong to no patient, and the FHIR create/update handlers.
+// anchorer with its crash journal, and the FHIR create/update handlers.
 //
-// Records with no patient (Organization, Practitioner, Location, Medication, …): the contract anchors only patient
-// records (`record.anchor` needs a registered patient), so their commitments are NOT on the ledger. `CustodianAnchorer`
-// keeps them in a small local SQLite file (`DIR/local-anchors.db`) and answers the vault's `anchorOf` from the ledger
-// first and that file second. What this gives them: AES-256-GCM authentication under the custodian data key (altered
-// ciphertext, rows moved between resources or versions: refused) and a commitment check against the local file; what
-// it does not: protection against someone who can rewrite both the vault and the local file (rollback to an older,
-// genuine state). Patient records have the full ledger check.
+// Records with no patient (Organization, Practitioner, Location, Medication, …) are anchored on the ledger like
+// patient records: `record.anchor` entries without a `patient` (the contract accepts them from the custodian's node),
+// so every stored version has the same ledger check on read.
 //
 // Crash atomicity: a write is all-or-nothing (a transaction Bundle is one stage). A bundle's anchors may span several
 // `record.anchor` txs (about 200 entries fit in one), so a crash between two of them would leave some versions
@@ -25,7 +21,6 @@
 import { DatabaseSync, type SQLInputValue } from "node:sqlite";
 import { UUID_PATTERN } from "../../contract/schemas.ts";
 import type { StateReader } from "../../contract/state.ts";
-import { ScalableBloom } from "../../store/bloom.ts";
 import { AnchorBatcher, type AnchorBatcherOptions, AnchorError, ledgerAnchors } from "../../vault/anchorer.ts";
 import { FileKeyProvider } from "../../vault/keys.ts";
 import {
@@ -59,25 +54,20 @@ const JOURNAL_KEEP_MS = 60_000;
 // ---- the anchorer ---------------------------------------------------------------------------------------------
 
 export interface CustodianAnchorerOptions extends AnchorBatcherOptions {
-  /** The local commitments file (`DIR/local-anchors.db`). */
+  /** The crash journal (`DIR/write-journal.db`). */
   path: string;
 }
 
 /**
- * `AnchorBatcher` plus local commitments for records of no patient, and the write journal that makes a staged write
- * all-or-nothing across a crash (see the file comment). Open it BEFORE the vault, and open the vault with
- * `vaultAnchors(state)`.
+ * `AnchorBatcher` plus the write journal that makes a staged write all-or-nothing across a crash (see the file
+ * comment). Open it BEFORE the vault, and open the vault with `vaultAnchors(state)`.
  */
 export class CustodianAnchorer extends AnchorBatcher {
   private readonly db: DatabaseSync;
   private readonly custodianId: string;
   private readonly clock: () => number;
   private readonly live = new Set<number>();
-  /** Keys of the local commitments: "certainly not local" without a query. */
-  private readonly localKeys = new ScalableBloom(100_000);
   private readonly stmts: {
-    local: ReturnType<DatabaseSync["prepare"]>;
-    putLocal: ReturnType<DatabaseSync["prepare"]>;
     group: ReturnType<DatabaseSync["prepare"]>;
     newGroup: ReturnType<DatabaseSync["prepare"]>;
     completeGroup: ReturnType<DatabaseSync["prepare"]>;
@@ -99,10 +89,6 @@ export class CustodianAnchorer extends AnchorBatcher {
       // Survives a process crash (the case the journal is for); a power cut may lose the last few ms of it.
       this.db.exec("PRAGMA synchronous = NORMAL");
       this.db.exec(`
-        CREATE TABLE IF NOT EXISTS local_anchors (
-          type TEXT NOT NULL, id TEXT NOT NULL, version TEXT NOT NULL, commitment TEXT NOT NULL,
-          PRIMARY KEY (type, id, version)
-        ) WITHOUT ROWID;
         CREATE TABLE IF NOT EXISTS journal_groups (grp INTEGER PRIMARY KEY, at INTEGER NOT NULL, complete INTEGER NOT NULL);
         CREATE TABLE IF NOT EXISTS journal (commitment TEXT PRIMARY KEY, grp INTEGER NOT NULL) WITHOUT ROWID;
         CREATE INDEX IF NOT EXISTS journal_by_group ON journal (grp);
@@ -111,14 +97,8 @@ export class CustodianAnchorer extends AnchorBatcher {
       this.db.close();
       throw error;
     }
-    for (const row of this.db.prepare("SELECT type, id, version FROM local_anchors").iterate()) {
-      const r = row as { type: string; id: string; version: string };
-      this.localKeys.add(`${r.type}\0${r.id}\0${r.version}`);
-    }
     const p = (sql: string) => this.db.prepare(sql);
     this.stmts = {
-      local: p("SELECT commitment FROM local_anchors WHERE type = ? AND id = ? AND version = ?"),
-      putLocal: p("INSERT OR IGNORE INTO local_anchors (type, id, version, commitment) VALUES (?, ?, ?, ?)"),
       group: p(
         "SELECT g.complete AS complete FROM journal j JOIN journal_groups g ON g.grp = j.grp WHERE j.commitment = ?",
       ),
@@ -131,19 +111,16 @@ export class CustodianAnchorer extends AnchorBatcher {
   }
 
   /**
-   * Anchors one staged write's entries: patient records on the ledger (batched with other callers), the rest in the
-   * local file, journalled so that a crash part-way leaves the whole write unconfirmed.
+   * Anchors one staged write's entries on the ledger (batched with other callers), journalled so that a crash
+   * part-way leaves the whole write unconfirmed.
    */
   override async anchor(entries: readonly AnchorEntry[]): Promise<void> {
     if (entries.length === 0) return;
     if (this.closed) throw new AnchorError("submit-failed", "the anchorer is closed");
     const group = this.begin(entries);
     try {
-      await super.anchor(entries.filter((e) => e.patient !== null));
-      this.complete(
-        group,
-        entries.filter((e) => e.patient === null),
-      );
+      await super.anchor(entries);
+      this.complete(group);
     } catch (error) {
       this.drop(group);
       throw error;
@@ -152,25 +129,15 @@ export class CustodianAnchorer extends AnchorBatcher {
     }
   }
 
-  /** The commitment kept locally for a version of a record with no patient. */
-  localAnchorOf(type: string, id: string, version: string): string | undefined {
-    if (this.closed) return undefined;
-    // Most lookups are of patient records (on the ledger): the filter answers those without a query.
-    if (!this.localKeys.mayContain(`${type}\0${id}\0${version}`)) return undefined;
-    return (this.stmts.local.get(type, id, version) as { commitment: string } | undefined)?.commitment;
-  }
-
   /**
-   * The vault's `anchorOf` (ledger, then the local file) and `isAnchored` (as `anchorOf`, except that versions of a
-   * journalled write that did not complete are not anchored: the vault removes the whole write at open).
+   * The vault's `anchorOf` (the ledger) and `isAnchored` (as `anchorOf`, except that versions of a journalled write
+   * that did not complete are not anchored: the vault removes the whole write at open).
    */
   vaultAnchors(state: StateReader): {
     anchorOf: (type: string, id: string, version: string) => string | undefined;
     isAnchored: (type: string, id: string, version: string, commitment: string) => boolean;
   } {
-    const ledger = ledgerAnchors(state, this.custodianId);
-    const anchorOf = (type: string, id: string, version: string): string | undefined =>
-      ledger.anchorOf(type, id, version) ?? this.localAnchorOf(type, id, version);
+    const { anchorOf } = ledgerAnchors(state, this.custodianId);
     return {
       anchorOf,
       isAnchored: (type, id, version, commitment) => {
@@ -205,12 +172,8 @@ export class CustodianAnchorer extends AnchorBatcher {
     return group;
   }
 
-  private complete(group: number, local: readonly AnchorEntry[]): void {
-    this.transaction(() => {
-      for (const e of local) this.stmts.putLocal.run(e.resourceType, e.resourceId, e.version, e.commitment);
-      this.stmts.completeGroup.run(group);
-    });
-    for (const e of local) this.localKeys.add(`${e.resourceType}\0${e.resourceId}\0${e.version}`);
+  private complete(group: number): void {
+    this.stmts.completeGroup.run(group);
   }
 
   private drop(group: number): void {
@@ -268,8 +231,8 @@ export class CustodianAnchorer extends AnchorBatcher {
   }
 }
 
-/** The local commitments file's name in a data dir. */
-export const LOCAL_ANCHORS_FILE = "local-anchors.db";
+/** The anchorer's crash journal in a data dir. */
+export const WRITE_JOURNAL_FILE = "write-journal.db";
 
 export interface CustodianStoreOptions {
   /** What anchors go through and whose state the vault checks them against. */
@@ -278,7 +241,7 @@ export interface CustodianStoreOptions {
   custodian: string;
   vaultPath: string;
   vaultKeyPath: string;
-  localAnchorsPath: string;
+  journalPath: string;
   now?: () => number;
 }
 
@@ -296,7 +259,7 @@ export function openCustodianStore(options: CustodianStoreOptions): {
     node: options.node,
     key: options.key,
     custodian: options.custodian,
-    path: options.localAnchorsPath,
+    path: options.journalPath,
     ...(options.now === undefined ? {} : { now: options.now }),
   });
   let vault: Vault;
