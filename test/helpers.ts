@@ -67,7 +67,7 @@ export async function startNode(
     const timer = setTimeout(() => reject(new Error(`node did not start within 30 s: ${stderr}`)), 30_000);
     child.stdout?.setEncoding("utf8").on("data", (d: string) => {
       out += d;
-      const m = /listening on (http:\/\/[^\s]+)/.exec(out);
+      const m = /listening on (https?:\/\/[^\s]+)/.exec(out);
       if (m) {
         clearTimeout(timer);
         resolve(m[1] as string);

@@ -10,6 +10,7 @@ import { DEFAULT_OUT, DEFAULT_SEED, generateCommand, parsePatientCount } from ".
 import { defineImportCommand } from "./import.ts";
 import { initCommand } from "./init.ts";
 import { networkCertCommand, networkCreateCommand } from "./network.ts";
+import { orgApproveCommand, orgProposeCommand } from "./org.ts";
 import { startCommand } from "./start.ts";
 import { tokenCommand } from "./token.ts";
 import { verifyCommand } from "./verify.ts";
@@ -80,6 +81,25 @@ function program(): Command {
     .description("list the cluster's processes and whether they run")
     .requiredOption("--dir <dir>", "the cluster's dir")
     .action(clusterStatus);
+
+  const org = cli.command("org").description("a new organisation joins a running network");
+  org
+    .command("propose")
+    .description("propose this node's organisation (signed by a new admin key kept in DIR/keys/admin.key)")
+    .requiredOption("--dir <dir>", "the new organisation's node data dir (from init --genesis)")
+    .requiredOption("--name <name>", "the organisation's name")
+    .option("--kind <kind>", "gp, hospital, research, commercial or other", "other")
+    .requiredOption("--url <url>", "a running node of the network to submit to")
+    .option("--ca <file>", "the network's CA certificate, for an https URL")
+    .action(orgProposeCommand);
+  org
+    .command("approve")
+    .description("approve a proposed organisation, as an admin of an existing one")
+    .requiredOption("--key <file>", "your organisation's admin key file")
+    .requiredOption("--org <id>", "the proposed organisation's id")
+    .requiredOption("--url <url>", "a running node of the network to submit to")
+    .option("--ca <file>", "the network's CA certificate, for an https URL")
+    .action(orgApproveCommand);
 
   const network = cli.command("network").description("found a multi-organisation network and issue certificates");
   network
