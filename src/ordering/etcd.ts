@@ -143,7 +143,7 @@ export class EtcdOrderer implements Orderer {
   private readonly submitTimeoutMs: number;
   private readonly compactor: EtcdCompactor | undefined;
   private sub: Subscription | undefined;
-  private readonly waiters = new Map<number, Waiter>();
+  private readonly waiters = new Map<number, Waiter[]>();
   /** revision → seq (delivered) or skip reason, for submits whose answer arrives after delivery got there. */
   private readonly recentOutcomes = new Map<number, number | string>();
   private lastKnownSeq: number;
@@ -333,7 +333,11 @@ export class EtcdOrderer implements Orderer {
       if (typeof outcome === "string") throw this.refusal(outcome);
       return outcome ?? 0;
     }
-    return new Promise<number>((resolve, reject) => this.waiters.set(revision, { resolve, reject }));
+    return new Promise<number>((resolve, reject) => {
+      const list = this.waiters.get(revision);
+      if (list) list.push({ resolve, reject });
+      else this.waiters.set(revision, [{ resolve, reject }]);
+    });
   }
 
   private refusal(reason: string): OrdererError {
@@ -501,11 +505,13 @@ export class EtcdOrderer implements Orderer {
       const oldest = this.recentOutcomes.keys().next();
       if (!oldest.done) this.recentOutcomes.delete(oldest.value);
     }
-    const waiter = this.waiters.get(revision);
-    if (!waiter) return;
+    const list = this.waiters.get(revision);
+    if (!list) return;
     this.waiters.delete(revision);
-    if (typeof outcome === "number") waiter.resolve(outcome);
-    else waiter.reject(this.refusal(outcome));
+    for (const waiter of list) {
+      if (typeof outcome === "number") waiter.resolve(outcome);
+      else waiter.reject(this.refusal(outcome));
+    }
   }
 
   private failSubscription(sub: Subscription, error: unknown): void {
@@ -522,7 +528,7 @@ export class EtcdOrderer implements Orderer {
     sub.queuedBytes = 0;
     if (this.sub === sub) {
       // Ordered all the same; this orderer just will not learn their seqs.
-      for (const waiter of this.waiters.values()) waiter.resolve(0);
+      for (const list of this.waiters.values()) for (const waiter of list) waiter.resolve(0);
       this.waiters.clear();
     }
   }
