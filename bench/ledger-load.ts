@@ -11,6 +11,10 @@ import { signNew } from "../src/node/network.ts";
 
 interface LoadArgs {
   url: string;
+  /** Several nodes: requests go round-robin over them (`url` is then ignored). */
+  urls?: string[];
+  /** The network's CA certificate file, for https nodes. */
+  ca?: string;
   nodeKeyFile: string;
   custodian: string;
   patientsFile: string;
@@ -22,15 +26,23 @@ interface LoadArgs {
   batch: number;
   /** rate: offered txs per second */
   rate: number;
+  /** Send exactly this many txs (then stop, even before `seconds`). */
+  maxTxs?: number;
 }
 
 const args = JSON.parse(process.argv[2] ?? "{}") as LoadArgs;
 const nodeKey = readKeyFile(args.nodeKeyFile);
 const patients = JSON.parse(readFileSync(args.patientsFile, "utf8")) as string[];
-const agent = new Agent({ connections: Math.max(args.concurrency, 64), pipelining: 1, keepAliveTimeout: 60_000 });
+const urls = args.urls ?? [args.url];
+const agent = new Agent({
+  connections: Math.max(args.concurrency, 64),
+  pipelining: 1,
+  keepAliveTimeout: 60_000,
+  ...(args.ca ? { connect: { ca: readFileSync(args.ca) } } : {}),
+});
 
 const perSecond = args.mode === "full" ? 14_000 : args.rate;
-const total = Math.ceil(perSecond * args.seconds * 1.1) + args.batch * args.concurrency;
+const total = args.maxTxs ?? Math.ceil(perSecond * args.seconds * 1.1) + args.batch * args.concurrency;
 let counter = 0;
 function accessLogTx(): SignedTx {
   const patient = patients[counter % patients.length] as string;
@@ -64,10 +76,11 @@ let failures = 0;
 let next = 0;
 
 async function send(): Promise<void> {
-  const body = bodies[next++];
+  const at = next++;
+  const body = bodies[at];
   if (body === undefined) return;
   const started = performance.now();
-  const response = await request(`${args.url}/ledger/txs`, {
+  const response = await request(`${urls[at % urls.length]}/ledger/txs`, {
     method: "POST",
     headers: { "content-type": "application/json" },
     body,

@@ -1,6 +1,6 @@
 import { ConfigError } from "../node/datadir.ts";
 
-const BENCHMARKS = ["ledger", "consent", "verify", "fhir", "import"] as const;
+const BENCHMARKS = ["ledger", "consent", "verify", "fhir", "import", "cluster"] as const;
 
 export interface BenchModule {
   run(options: { quick?: boolean; log?: (line: string) => void }): Promise<Record<string, unknown>>;

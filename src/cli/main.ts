@@ -181,7 +181,7 @@ function program(): Command {
 
   cli
     .command("bench")
-    .description("run a benchmark: ledger | consent | verify | fhir | import")
+    .description("run a benchmark: ledger | consent | verify | fhir | import | cluster")
     .argument("<name>", "which benchmark")
     .option("--json", "print the result as one JSON object on the last line")
     .option("--quick", "a short run with smaller parameters (for smoke tests)")

@@ -1,0 +1,183 @@
+// `careledger bench cluster`: the local cluster users start with `careledger cluster up` — 3 etcd members and 3 nodes
+// (one per organisation), TLS between everything — loaded from a separate process spread over the three nodes.
+// Reports committed tx/s and commit latency at full load and at 3,000 tx/s offered, and how long a node that was down
+// while 10^5 txs were committed takes to catch up; with this machine's limits measured in the same run.
+import { spawn } from "node:child_process";
+import { randomUUID } from "node:crypto";
+import { once } from "node:events";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Agent, request } from "undici";
+import { type ClusterState, clusterDown, clusterUp } from "../src/cli/cluster.ts";
+import type { SignedTx } from "../src/ledger/types.ts";
+import { readKeyFile } from "../src/node/datadir.ts";
+import { newKey, signNew } from "../src/node/network.ts";
+import { machineLimits } from "./limits.ts";
+
+const REPO = new URL("..", import.meta.url).pathname;
+
+async function runLoad(args: Record<string, unknown>): Promise<Record<string, unknown>> {
+  const child = spawn(process.execPath, [join(REPO, "bench/ledger-load.ts"), JSON.stringify(args)], {
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  let out = "";
+  child.stdout.setEncoding("utf8").on("data", (d: string) => (out += d));
+  const [code] = await once(child, "exit");
+  if (code !== 0) throw new Error(`load process failed (${code})`);
+  return JSON.parse(out.trim().split("\n").at(-1) as string);
+}
+
+interface Head {
+  height: number;
+  size: number;
+  hash: string;
+}
+
+export async function run(options: { quick?: boolean; log?: (line: string) => void }) {
+  const log = options.log ?? (() => {});
+  const work = mkdtempSync(join(tmpdir(), "careledger-bench-cluster-"));
+  const dir = join(work, "cluster");
+  let state: ClusterState | undefined;
+  try {
+    log("measuring this machine's limits (Ed25519 verify on one core, fsync)…");
+    const limits = machineLimits(work);
+    log("starting 3 etcd members and 3 nodes (careledger cluster up)…");
+    state = await clusterUp({ dir, orgs: 3, basePort: 17700, print: log });
+    const ca = join(dir, "network", "ca", "ca.pem");
+    const agent = new Agent({ connect: { ca: readFileSync(ca) } });
+    const nodes = state.processes.filter((p) => p.kind === "node");
+    const urls = nodes.map((n) => n.url);
+    const orgId = nodes[0]?.name as string;
+    const head = async (url: string): Promise<Head> => {
+      const response = await request(`${url}/ledger/head`, { dispatcher: agent });
+      return (await response.body.json()) as Head;
+    };
+    const post = async (url: string, txs: SignedTx[]) => {
+      const response = await request(`${url}/ledger/txs`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify(txs),
+        dispatcher: agent,
+        headersTimeout: 120_000,
+      });
+      const text = await response.body.text();
+      if (response.statusCode !== 200) throw new Error(`${url}: HTTP ${response.statusCode} ${text.slice(0, 200)}`);
+    };
+    try {
+      // Patients the access-log txs refer to, registered by the first org's admin.
+      const admin = readKeyFile(join(dir, "network", orgId, "keys", "admin.key"));
+      const patients = Array.from({ length: 1000 }, () => randomUUID());
+      for (let i = 0; i < patients.length; i += 500) {
+        await post(
+          urls[0] as string,
+          patients
+            .slice(i, i + 500)
+            .map((patient) =>
+              signNew(admin, "patient.register", { patient, org: orgId, key: newKey().keyId }, Date.now()),
+            ),
+        );
+      }
+      const patientsFile = join(work, "patients.json");
+      writeFileSync(patientsFile, JSON.stringify(patients));
+      const common = {
+        url: urls[0],
+        urls,
+        ca,
+        nodeKeyFile: join(dir, "network", orgId, "node.key"),
+        custodian: orgId,
+        patientsFile,
+        seconds: options.quick ? 3 : 15,
+      };
+      log("full load over the 3 nodes…");
+      const full = await runLoad({ ...common, mode: "full", concurrency: 12, batch: 250, rate: 0 });
+      log(`  ${JSON.stringify(full)}`);
+      log("3,000 tx/s offered over the 3 nodes…");
+      const at3000 = await runLoad({ ...common, mode: "rate", concurrency: 1, batch: 25, rate: 3000 });
+      log(`  ${JSON.stringify(at3000)}`);
+
+      // Catch-up: the third node stops, the others commit CATCH_UP txs, the third restarts.
+      const catchUpTxs = options.quick ? 10_000 : 100_000;
+      const down = nodes[2] as (typeof nodes)[number];
+      log(`stopping ${down.name}; committing ${catchUpTxs} txs on the other two…`);
+      process.kill(down.pid, "SIGTERM");
+      while (isAlive(down.pid)) await new Promise((r) => setTimeout(r, 50));
+      const perSecond = 4000;
+      const loadSeconds = Math.ceil(catchUpTxs / perSecond);
+      const filled = await runLoad({
+        ...common,
+        urls: urls.slice(0, 2),
+        mode: "full",
+        concurrency: 8,
+        batch: 500,
+        rate: 0,
+        seconds: loadSeconds * 3,
+        maxTxs: catchUpTxs,
+      });
+      log(`  ${JSON.stringify(filled)}`);
+      const target = await head(urls[0] as string);
+      log(`restarting ${down.name} at the others' head ${target.height} (${target.size} txs)…`);
+      const started = performance.now();
+      const child = spawn(process.execPath, [join(REPO, "src/cli/main.ts"), "start", "--dir", down.dir], {
+        stdio: ["ignore", "ignore", "inherit"],
+        env: { ...process.env, CARELEDGER_LOG_LEVEL: "warn" },
+      });
+      let caughtUpMs = Number.NaN;
+      try {
+        for (;;) {
+          const h = await head(down.url).catch(() => undefined);
+          if (h && h.size >= target.size) {
+            caughtUpMs = performance.now() - started;
+            break;
+          }
+          if (performance.now() - started > 600_000) throw new Error("the restarted node did not catch up in 10 min");
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      } finally {
+        child.kill("SIGTERM");
+        await once(child, "exit");
+      }
+      const caughtUpTxs = (filled.committed as number) ?? catchUpTxs;
+      const twoCoreVerify = 2 * limits.ed25519_verify_per_s_1core;
+      return {
+        tx_per_s: full.tx_per_s,
+        p50_ms: full.p50_ms,
+        p99_ms: full.p99_ms,
+        full_load: full,
+        at_3000_offered: at3000,
+        ratio_to_2core_verify: Number(((full.tx_per_s as number) / twoCoreVerify).toFixed(3)),
+        goal_ratio: 0.16,
+        goal_p99_ms: 75,
+        catch_up: {
+          txs_missed: caughtUpTxs,
+          seconds: Number((caughtUpMs / 1000).toFixed(2)),
+          tx_per_s: Math.round(caughtUpTxs / (caughtUpMs / 1000)),
+          includes: "process start, store checks, start-up audit in the background, delivery from etcd",
+        },
+        ...limits,
+        params: {
+          nodes: 3,
+          etcd_members: 3,
+          tls: true,
+          tx: "access.log, 1 entry, signed by one org's node key, sent round-robin to the 3 nodes",
+          batch_max_txs: 500,
+          batch_max_wait_ms: 5,
+        },
+      };
+    } finally {
+      await agent.close();
+    }
+  } finally {
+    if (state) await clusterDown({ dir, print: () => {} }).catch(() => undefined);
+    rmSync(work, { recursive: true, force: true, maxRetries: 10, retryDelay: 50 });
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
