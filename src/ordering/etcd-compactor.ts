@@ -5,13 +5,13 @@ export interface EtcdCompactorOptions {
   /** How often the elected node looks for work (default 5 s). */
   intervalMs: number;
   /**
-   * A batch key is deleted only once it was created at least this long ago (default 60 s), so a submit still retrying
-   * (for at most its submitTimeoutMs) finds it and does not create it a second time.
+   * A batch's `s/` marker is deleted only once it was created at least this long ago (default 60 s), so a submit
+   * still retrying (for at most its submitTimeoutMs) finds it and does not create the batch a second time.
    */
-  deleteGraceMs: number;
+  markerGraceMs: number;
   /** etcd's `--quota-backend-bytes` (default 2 GiB): a member whose file grows past a quarter of it is defragmented. */
   quotaBytes: number;
-  /** Defragment a member whose database file exceeds this and is at least half free (default quotaBytes / 4). */
+  /** Defragment a member whose file exceeds this with half of this free in it (default quotaBytes / 4). */
   defragAboveBytes?: number;
 }
 
@@ -26,7 +26,9 @@ export interface CompactorContext {
 
 export interface CompactorStats {
   ticks: number;
+  /** `b/` keys deleted. */
   deletedKeys: number;
+  deletedMarkers: number;
   compactedTo: number;
   defragments: number;
   alarmsDisarmed: number;
@@ -53,7 +55,8 @@ const deadline = () => ({ deadline: Date.now() + CALL_MS });
 
 /**
  * Keeps etcd small. Every node runs one; only the node with the smallest key id among live `applied/` entries acts:
- * it deletes `b/` keys created at or before the lowest applied revision (and at least `deleteGraceMs` ago), compacts
+ * it deletes `b/` keys created at or before the lowest applied revision (their `s/` markers once `markerGraceMs` old
+ * too), compacts
  * history to that revision, defragments members whose file is mostly free, and clears a NOSPACE alarm once space is
  * back. A node that stops publishing (down, paused, cut off) drops out after its lease TTL and catches up elsewhere.
  */
@@ -63,26 +66,36 @@ export class EtcdCompactor {
   private readonly context: CompactorContext;
   private readonly appliedPrefix: Buffer;
   private readonly batchPrefix: Buffer;
+  private readonly markerPrefix: Buffer;
   private readonly timer: NodeJS.Timeout;
   private running: Promise<void> | undefined;
   private stopped = false;
-  /** (time, revision) samples: the revision current at least deleteGraceMs ago bounds what may be deleted. */
+  /** (time, revision) samples: the revision current at least markerGraceMs ago bounds which markers may go. */
   private samples: { at: number; revision: number }[] = [];
-  private deletedUpTo = 0;
+  private batchesDeletedUpTo = 0;
+  private markersDeletedUpTo = 0;
   private readonly members = new Map<string, Etcd3>();
-  readonly stats: CompactorStats = { ticks: 0, deletedKeys: 0, compactedTo: 0, defragments: 0, alarmsDisarmed: 0 };
+  readonly stats: CompactorStats = {
+    ticks: 0,
+    deletedKeys: 0,
+    deletedMarkers: 0,
+    compactedTo: 0,
+    defragments: 0,
+    alarmsDisarmed: 0,
+  };
 
   constructor(client: Etcd3, options: Partial<EtcdCompactorOptions> & CompactorContext) {
     this.client = client;
     this.options = {
       intervalMs: options.intervalMs ?? 5000,
-      deleteGraceMs: options.deleteGraceMs ?? 60_000,
+      markerGraceMs: options.markerGraceMs ?? 60_000,
       quotaBytes: options.quotaBytes ?? 2 * 1024 ** 3,
       defragAboveBytes: options.defragAboveBytes,
     };
     this.context = options;
     this.appliedPrefix = Buffer.from(`${options.prefix}applied/`);
     this.batchPrefix = Buffer.from(`${options.prefix}b/`);
+    this.markerPrefix = Buffer.from(`${options.prefix}s/`);
     this.timer = setInterval(() => this.tick(), this.options.intervalMs);
     this.timer.unref();
   }
@@ -121,16 +134,20 @@ export class EtcdCompactor {
     entries.sort((a, b) => (a.keyId < b.keyId ? -1 : a.keyId > b.keyId ? 1 : 0));
     if (entries[0]?.keyId !== this.context.keyId) return;
     const minApplied = Math.min(...entries.map((e) => e.revision));
-    const graceStart = now - this.options.deleteGraceMs;
+    const graceStart = now - this.options.markerGraceMs;
     let graceRevision = 0;
     for (const s of this.samples) if (s.at <= graceStart) graceRevision = s.revision;
     // Keep the newest sample old enough plus everything younger.
     const firstYoung = this.samples.findIndex((s) => s.at > graceStart);
     if (firstYoung > 1) this.samples = this.samples.slice(firstYoung - 1);
-    const deleteUpTo = Math.min(minApplied, graceRevision);
-    if (deleteUpTo > this.deletedUpTo) {
-      await this.deleteBatches(deleteUpTo);
-      this.deletedUpTo = deleteUpTo;
+    if (minApplied > this.batchesDeletedUpTo) {
+      this.stats.deletedKeys += await this.deleteCreatedUpTo(this.batchPrefix, minApplied);
+      this.batchesDeletedUpTo = minApplied;
+    }
+    const markersUpTo = Math.min(minApplied, graceRevision);
+    if (markersUpTo > this.markersDeletedUpTo) {
+      this.stats.deletedMarkers += await this.deleteCreatedUpTo(this.markerPrefix, markersUpTo);
+      this.markersDeletedUpTo = markersUpTo;
     }
     if (minApplied > this.stats.compactedTo) {
       try {
@@ -144,30 +161,25 @@ export class EtcdCompactor {
     await this.defragmentIfNeeded();
   }
 
-  /** Deletes batch keys created at or before `upTo`, a page at a time. */
-  private async deleteBatches(upTo: number): Promise<void> {
+  /** Deletes the keys under `prefix` created at or before `upTo`, a page at a time; returns how many. */
+  private async deleteCreatedUpTo(prefix: Buffer, upTo: number): Promise<number> {
+    let deleted = 0;
     for (;;) {
-      if (this.stopped) return;
+      if (this.stopped) return deleted;
       const page = await this.client.kv.range(
-        {
-          key: this.batchPrefix,
-          range_end: prefixEnd(this.batchPrefix),
-          keys_only: true,
-          max_create_revision: upTo,
-          limit: DELETE_PAGE,
-        },
+        { key: prefix, range_end: prefixEnd(prefix), keys_only: true, max_create_revision: upTo, limit: DELETE_PAGE },
         deadline(),
       );
-      if (page.kvs.length === 0) return;
+      if (page.kvs.length === 0) return deleted;
       for (let i = 0; i < page.kvs.length; i += DELETES_PER_TXN) {
         const keys = page.kvs.slice(i, i + DELETES_PER_TXN);
         await this.client.kv.txn(
           { success: keys.map((kv) => ({ request_delete_range: { key: kv.key } })) },
           deadline(),
         );
-        this.stats.deletedKeys += keys.length;
+        deleted += keys.length;
       }
-      if (page.kvs.length < DELETE_PAGE) return;
+      if (page.kvs.length < DELETE_PAGE) return deleted;
     }
   }
 
@@ -181,8 +193,8 @@ export class EtcdCompactor {
   }
 
   /**
-   * bbolt never gives file space back and etcd's quota counts the file, so a member whose file is mostly free pages
-   * is defragmented (one member at a time; a member that does not answer is skipped). A NOSPACE alarm raised anyway
+   * bbolt never gives file space back, big values need contiguous free pages, and etcd's quota counts the file: a
+   * member whose file holds much free space is defragmented (one member at a time; a member that does not answer is skipped). A NOSPACE alarm raised anyway
    * is cleared once every member that answers is back under 3/4 of the quota.
    */
   private async defragmentIfNeeded(): Promise<void> {
@@ -198,7 +210,7 @@ export class EtcdCompactor {
       }
       let size = Number(status.dbSize);
       const inUse = Number(status.dbSizeInUse);
-      if (size > above && inUse < size / 2) {
+      if (size > above && size - inUse > above / 2) {
         await this.member(endpoint).maintenance.defragment({ deadline: Date.now() + 30_000 });
         this.stats.defragments++;
         this.context.log.info({ endpoint, before: size, inUse }, "defragmented an etcd member");

@@ -1,9 +1,10 @@
-import { CompareResult, CompareTarget, Etcd3, type IOptions, type Lease } from "etcd3";
+import { CompareResult, CompareTarget, Etcd3, type IOptions } from "etcd3";
 import type { KeyPair } from "../ledger/keys.ts";
 import type { KeyId, SignedTx } from "../ledger/types.ts";
 import { type CompactorStats, EtcdCompactor, type EtcdCompactorOptions } from "./etcd-compactor.ts";
 import { type CursorRow, DeliveryCursor } from "./etcd-cursor.ts";
 import { DEFAULT_MAX_BATCH_BYTES, type OpenResult, openBatch, sealBatch } from "./etcd-envelope.ts";
+import { LeaseKeeper } from "./etcd-lease.ts";
 import { BatchWatch, type WatchEvent } from "./etcd-watch.ts";
 import { type Batch, type BatchHandler, type Orderer, OrdererError } from "./orderer.ts";
 
@@ -90,6 +91,13 @@ const RECENT_OUTCOMES = 4096;
 /** etcd's default `--max-request-bytes` is 1.5 MiB; the launcher sets 4 MiB. Envelopes must stay below. */
 const MAX_MAX_BATCH_BYTES = 4 * 1024 * 1024 - 64 * 1024;
 
+const passThrough = {
+  // async: etcd3's markFailed calls execute with a function that throws synchronously and only catches rejections;
+  // a synchronous throw here escaped as an uncaught exception and crashed the node when a member went away.
+  execute: async <T>(fn: (context: { signal: AbortSignal }) => PromiseLike<T> | T): Promise<T> =>
+    fn({ signal: new AbortController().signal }),
+} as unknown as NonNullable<NonNullable<IOptions["faultHandling"]>["global"]>;
+
 function defaultOnError(error: unknown): void {
   queueMicrotask(() => {
     throw error;
@@ -152,7 +160,7 @@ export class EtcdOrderer implements Orderer {
   /** Published one tick late, so the node's own flush of that block is long done when compaction may pass it. */
   private appliedSeenLastTick: number | undefined;
   private publishedRevision: number | undefined;
-  private lease: Lease | undefined;
+  private readonly lease: LeaseKeeper;
   private publishing = false;
   private readonly publishTimer: NodeJS.Timeout;
   private closed = false;
@@ -177,6 +185,11 @@ export class EtcdOrderer implements Orderer {
     this.maxBatchBytes = options.maxBatchBytes ?? DEFAULT_MAX_BATCH_BYTES;
     this.submitTimeoutMs = options.submitTimeoutMs ?? 10_000;
     this.lastKnownSeq = cursor.last()?.seq ?? 0;
+    this.lease = new LeaseKeeper(client, options.leaseTtlSeconds ?? 30);
+    this.lease.onLost = () => {
+      this.publishedRevision = undefined;
+      this.log.warn({}, "the etcd lease of this node's applied entry expired; publishing it again");
+    };
     this.publishTimer = setInterval(() => void this.publishApplied(false), options.appliedIntervalMs ?? 1000);
     this.publishTimer.unref();
     if (options.compaction !== false) {
@@ -203,6 +216,10 @@ export class EtcdOrderer implements Orderer {
             },
           }
         : {}),
+      // etcd3's default per-member circuit breaker opens for 5 s after 3 failures (deadlines under load count), and
+      // then refuses to even try that member; with every member tripped a healthy cluster looked down. Submits and
+      // the watch retry on their own terms, so each call simply goes to a member.
+      faultHandling: { host: () => passThrough },
       grpcOptions: {
         // A catching-up watch gets up to 1,000 revisions of batches in one response.
         "grpc.max_receive_message_length": -1,
@@ -232,13 +249,13 @@ export class EtcdOrderer implements Orderer {
       throw new OrdererError("bad-config", `maxBatchBytes must be between 1024 and ${MAX_MAX_BATCH_BYTES}`);
     }
     const submitTimeoutMs = options.submitTimeoutMs ?? 10_000;
-    const grace = options.compaction === false ? undefined : options.compaction?.deleteGraceMs;
+    const grace = options.compaction === false ? undefined : options.compaction?.markerGraceMs;
     const deleteGraceMs = grace ?? 60_000;
     if (options.compaction !== false && submitTimeoutMs >= deleteGraceMs) {
-      // A retry must never find its batch already deleted by the compactor: it would be ordered twice.
+      // A retry must always find its batch's marker: without it, a batch already deleted would be ordered twice.
       throw new OrdererError(
         "bad-config",
-        `submitTimeoutMs (${submitTimeoutMs}) must be shorter than the compactor's deleteGraceMs (${deleteGraceMs})`,
+        `submitTimeoutMs (${submitTimeoutMs}) must be shorter than the compactor's markerGraceMs (${deleteGraceMs})`,
       );
     }
     const client = new Etcd3(EtcdOrderer.clientOptions(options, options.endpoints));
@@ -291,6 +308,9 @@ export class EtcdOrderer implements Orderer {
   /** Creates `b/<id>` once; a retry that finds it there (an earlier attempt got through) is a success. */
   private async put(id: string, value: Buffer): Promise<number> {
     const key = Buffer.concat([this.batchPrefix, Buffer.from(id)]);
+    // A tiny marker written with the batch outlives it: the compactor deletes `b/` keys as soon as every node has
+    // applied them, and a retry still under way must then find the marker, not create the batch a second time.
+    const marker = Buffer.from(`${this.prefix}s/${id}`);
     const deadline = Date.now() + this.submitTimeoutMs;
     let last = "no attempt was made";
     let backoff = 25;
@@ -302,14 +322,17 @@ export class EtcdOrderer implements Orderer {
       try {
         const res = await this.client.kv.txn(
           {
-            compare: [{ key, target: CompareTarget.Create, result: CompareResult.Equal, create_revision: 0 }],
-            success: [{ request_put: { key, value } }],
-            failure: [{ request_range: { key, keys_only: true } }],
+            compare: [
+              { key, target: CompareTarget.Create, result: CompareResult.Equal, create_revision: 0 },
+              { key: marker, target: CompareTarget.Create, result: CompareResult.Equal, create_revision: 0 },
+            ],
+            success: [{ request_put: { key, value } }, { request_put: { key: marker, value: Buffer.alloc(0) } }],
+            failure: [{ request_range: { key, keys_only: true } }, { request_range: { key: marker, keys_only: true } }],
           },
           { deadline: Date.now() + Math.min(remaining, 3000) },
         );
         if (res.succeeded) return Number(res.header.revision);
-        const existing = res.responses[0]?.response_range?.kvs?.[0];
+        const existing = res.responses[1]?.response_range?.kvs?.[0] ?? res.responses[0]?.response_range?.kvs?.[0];
         if (existing) return Number(existing.create_revision);
         last = "the batch key vanished between compare and read";
       } catch (error) {
@@ -527,6 +550,8 @@ export class EtcdOrderer implements Orderer {
     sub.queue = [];
     sub.queuedBytes = 0;
     if (this.sub === sub) {
+      // Not delivering, so not holding compaction back either (a node that must catch up elsewhere would block it).
+      void this.dropApplied();
       // Ordered all the same; this orderer just will not learn their seqs.
       for (const list of this.waiters.values()) for (const waiter of list) waiter.resolve(0);
       this.waiters.clear();
@@ -584,24 +609,28 @@ export class EtcdOrderer implements Orderer {
     if (value === undefined || value === this.publishedRevision) return;
     this.publishing = true;
     try {
-      if (!this.lease) {
-        const lease = this.client.lease(this.options.leaseTtlSeconds ?? 30, { autoKeepAlive: true });
-        lease.on("lost", (error) => {
-          if (this.lease === lease) {
-            this.lease = undefined;
-            this.publishedRevision = undefined;
-          }
-          if (!this.closed) this.log.warn({ err: describe(error) }, "lost the etcd lease of this node's applied entry");
-        });
-        this.lease = lease;
-      }
-      await this.lease.put(this.appliedKey).value(String(value)).exec();
+      const sub = this.sub;
+      const lease = await this.lease.lease();
+      // Delivery stopped meanwhile: no entry may hold compaction back for it.
+      if (this.closed || !sub?.active || this.sub !== sub) return;
+      await this.client.kv.put(
+        { key: Buffer.from(this.appliedKey), value: Buffer.from(String(value)), lease },
+        { deadline: Date.now() + 5000 },
+      );
       this.publishedRevision = value;
+      if (!sub.active) void this.lease.revoke();
     } catch (error) {
       if (!this.closed) this.log.warn({ err: describe(error) }, "could not publish the applied revision to etcd");
     } finally {
       this.publishing = false;
     }
+  }
+
+  private dropApplied(): Promise<void> {
+    this.publishedRevision = undefined;
+    this.appliedRevision = undefined;
+    this.appliedSeenLastTick = undefined;
+    return this.lease.revoke();
   }
 
   /** Stops delivery, the compactor, revokes the lease (this node no longer holds compaction back) and disconnects. */
@@ -611,11 +640,7 @@ export class EtcdOrderer implements Orderer {
     this.closed = true;
     clearInterval(this.publishTimer);
     await this.compactor?.stop();
-    const lease = this.lease;
-    this.lease = undefined;
-    if (lease) {
-      await Promise.race([lease.revoke().catch(() => {}), new Promise((r) => setTimeout(r, 1000).unref())]);
-    }
+    await this.lease.close();
     this.client.close();
     this.cursor.close();
   }
