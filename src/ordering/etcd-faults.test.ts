@@ -33,7 +33,8 @@ async function open(name: string, options: Parameters<typeof openOrderer>[3]): P
 }
 
 /** Every batch's first tx number, to check each submitted batch is delivered exactly once. */
-const firstTxNumbers = (c: Collector) => c.batches.map((b) => (b.txs[0]?.payload as { n: number }).n);
+const firstTxNumbers = (c: Collector) =>
+  c.batches.map((b) => (b.txs[0] as unknown as { payload: { n: number } }).payload.n);
 
 test("throughput: batches of 500 small txs through one orderer, two in flight", async (t) => {
   const prefix = freshPrefix();

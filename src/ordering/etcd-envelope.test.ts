@@ -1,0 +1,63 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { canonicalJson } from "../ledger/canonical.ts";
+import { sha256Hex } from "../ledger/hash.ts";
+import { MAX_BATCH_TXS, openBatch, sealBatch } from "./etcd-envelope.ts";
+import { fakeTx, keyA, keyB } from "./etcd-test-helpers.ts";
+import { OrdererError } from "./orderer.ts";
+
+const MAX = 64 * 1024;
+
+test("a sealed batch is canonical JSON under the hash of its body, and opens to what was sealed", () => {
+  const txs = [fakeTx(1), fakeTx(2)];
+  const sealed = sealBatch(keyA, 1234, txs, MAX);
+  const envelope = JSON.parse(sealed.value.toString());
+  assert.equal(sealed.value.toString(), canonicalJson(envelope));
+  assert.deepEqual(Object.keys(envelope), ["proposer", "sig", "time", "txs", "v"]);
+  assert.equal(sealed.id, sha256Hex(canonicalJson({ v: 1, proposer: keyA.keyId, time: 1234, txs })));
+  assert.deepEqual(openBatch(sealed.id, sealed.value, MAX), {
+    ok: true,
+    batch: { id: sealed.id, proposer: keyA.keyId, time: 1234, txs },
+  });
+});
+
+test("openBatch refuses every altered or malformed envelope with a stable reason", () => {
+  const sealed = sealBatch(keyA, 1234, [fakeTx(1)], MAX);
+  const env = JSON.parse(sealed.value.toString());
+  const reseal = (e: object) => {
+    const { sig: _sig, ...body } = e as { sig: string };
+    const text = canonicalJson(e);
+    return { id: sha256Hex(canonicalJson(body)), value: Buffer.from(text) };
+  };
+  const cases: [string, { id: string; value: Buffer }][] = [
+    ["oversized", { id: sealed.id, value: Buffer.alloc(MAX + 1, 0x20) }],
+    ["bad-key", { id: "ABC", value: sealed.value }],
+    ["not-json", { id: sealed.id, value: Buffer.from("{") }],
+    ["not-json", { id: sealed.id, value: Buffer.from([0xff, 0xfe]) }],
+    ["bad-shape", { id: sealed.id, value: Buffer.from(canonicalJson({ ...env, extra: 1 })) }],
+    ["bad-shape", { id: sealed.id, value: Buffer.from("[]") }],
+    ["bad-version", reseal({ ...env, v: 2 })],
+    ["bad-shape", reseal({ ...env, time: -1 })],
+    ["bad-shape", reseal({ ...env, txs: "x" })],
+    ["too-many-txs", reseal({ ...env, txs: new Array(MAX_BATCH_TXS + 1).fill(0) })],
+    ["not-canonical", { id: sealed.id, value: Buffer.from(JSON.stringify(env, null, 1)) }],
+    ["not-canonical", reseal({ ...env, txs: [{ 'a"b': 1 }] })],
+    ["wrong-key", { id: "0".repeat(64), value: sealed.value }],
+    ["bad-signature", reseal({ ...env, time: 1235 })],
+    ["bad-signature", reseal({ ...env, proposer: keyB.keyId })],
+  ];
+  for (const [reason, { id, value }] of cases) {
+    assert.deepEqual(openBatch(id, value, MAX), { ok: false, reason }, `expected ${reason}`);
+  }
+});
+
+test("sealBatch refuses batches over the byte or tx limits", () => {
+  assert.throws(
+    () => sealBatch(keyA, 1, [fakeTx(1, MAX)], MAX),
+    (e: unknown) => e instanceof OrdererError && e.code === "too-large",
+  );
+  assert.throws(
+    () => sealBatch(keyA, 1, new Array(MAX_BATCH_TXS + 1).fill(fakeTx(1)), 64 * 1024 * 1024),
+    (e: unknown) => e instanceof OrdererError && e.code === "too-large",
+  );
+});
