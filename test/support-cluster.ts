@@ -45,7 +45,16 @@ export interface TestCluster {
 }
 
 export async function startTestCluster(
-  options: { orgs?: number; etcdMembers?: number; config?: Partial<NodeConfig>; env?: NodeJS.ProcessEnv } = {},
+  options: {
+    orgs?: number;
+    etcdMembers?: number;
+    config?: Partial<NodeConfig>;
+    /** etcd settings of the nodes' orderer config (e.g. a short lease TTL). */
+    etcd?: { leaseTtlSeconds?: number; compactIntervalMs?: number };
+    /** The etcd members node i talks to (default: all). */
+    endpointsFor?: (i: number, endpoints: string[]) => string[];
+    env?: NodeJS.ProcessEnv;
+  } = {},
 ): Promise<TestCluster> {
   const work = tempDir("cluster");
   const orgCount = options.orgs ?? 3;
@@ -58,13 +67,20 @@ export async function startTestCluster(
     });
     const genesisFile = join(work.path, "genesis.json");
     writeFileSync(genesisFile, `${JSON.stringify(network.genesis)}\n`);
-    const orgs: ClusterOrg[] = network.orgs.map((org) => {
+    const orgs: ClusterOrg[] = network.orgs.map((org, i) => {
       const dir = join(work.path, "nodes", org.orgId);
       const keyFile = join(work.path, `${org.orgId}.node.key`);
       writeKeyFile(keyFile, org.node);
       initJoin(dir, genesisFile, {
         nodeKeyFile: keyFile,
-        config: { orderer: { kind: "etcd", endpoints: etcd.endpoints }, ...options.config },
+        config: {
+          orderer: {
+            kind: "etcd",
+            endpoints: options.endpointsFor?.(i, etcd.endpoints) ?? etcd.endpoints,
+            ...options.etcd,
+          },
+          ...options.config,
+        },
       });
       return { orgId: org.orgId, admin: org.admin, dir };
     });

@@ -1,6 +1,8 @@
 import { attachFhir } from "../fhir/server.ts";
 import { openNode } from "../node/runtime.ts";
 
+const STOP_DEADLINE_MS = 20_000;
+
 export async function startCommand(options: { dir: string; port?: number; host?: string }): Promise<void> {
   const running = await openNode(options.dir, {
     flags: { port: options.port, host: options.host },
@@ -10,10 +12,21 @@ export async function startCommand(options: { dir: string; port?: number; host?:
   const stopped = new Promise<void>((resolve) => {
     const stop = (signal: string) => {
       process.stdout.write(`${signal}: stopping (finishing txs already accepted)…\n`);
+      // Whatever hangs (an unreachable etcd, a stuck peer), the process ends: every write is already durable or not
+      // acknowledged, so exiting is safe.
+      setTimeout(() => {
+        process.stderr.write(`careledger: did not stop within ${STOP_DEADLINE_MS / 1000} s; exiting anyway\n`);
+        process.exit(1);
+      }, STOP_DEADLINE_MS).unref();
       running
         .close()
         .catch((error: Error) => process.stderr.write(`careledger: error while stopping: ${error.message}\n`))
-        .finally(resolve);
+        .finally(() => {
+          resolve();
+          // Closed: nothing is left to write. gRPC's channels to an etcd member that went away can keep reconnect and
+          // keepalive timers alive for a while; they must not keep the process.
+          setTimeout(() => process.exit(process.exitCode ?? 0), 1000).unref();
+        });
     };
     process.once("SIGTERM", () => stop("SIGTERM"));
     process.once("SIGINT", () => stop("SIGINT"));

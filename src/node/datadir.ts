@@ -48,6 +48,10 @@ export type OrdererConfig =
       prefix?: string;
       /** Mutual TLS to etcd (client certificate signed by the network's CA). */
       tls?: TlsFiles;
+      /** A node silent for this long no longer holds etcd's compaction back (default 30 s); it then catches up from peers. */
+      leaseTtlSeconds?: number;
+      /** How often the compacting node looks for batches every live node has applied (default 5 s). */
+      compactIntervalMs?: number;
     };
 
 const ConfigSchema = Type.Object(
@@ -70,6 +74,8 @@ const ConfigSchema = Type.Object(
           }),
           prefix: Type.Optional(Type.String({ pattern: "^/[A-Za-z0-9._/-]*/$", maxLength: 200 })),
           tls: Type.Optional(TlsFilesSchema),
+          leaseTtlSeconds: Type.Optional(Type.Integer({ minimum: 2, maximum: 3600 })),
+          compactIntervalMs: Type.Optional(Type.Integer({ minimum: 100, maximum: 3_600_000 })),
         },
         { additionalProperties: false },
       ),

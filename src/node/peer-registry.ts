@@ -4,7 +4,8 @@
 // is verified (blocks rebuilt, records checked against on-ledger anchors), never trusted for being listed.
 
 import { readFileSync } from "node:fs";
-import { Etcd3, type Lease } from "etcd3";
+import { Etcd3 } from "etcd3";
+import { LeaseKeeper } from "../ordering/etcd-lease.ts";
 import type { TlsFiles } from "./datadir.ts";
 import type { Logger } from "./logger.ts";
 
@@ -58,8 +59,9 @@ export class EtcdPeerRegistry implements PeerRegistry {
   private readonly client: Etcd3;
   private readonly keyPrefix: string;
   private readonly log: Logger;
-  private lease: Lease | undefined;
+  private readonly lease: LeaseKeeper;
   private announced: PeerEntry | undefined;
+  private retry: NodeJS.Timeout | undefined;
   private closed = false;
 
   constructor(options: { endpoints: string[]; prefix: string; tls?: TlsFiles; log: Logger }) {
@@ -76,28 +78,34 @@ export class EtcdPeerRegistry implements PeerRegistry {
         : undefined,
       defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + 5000 }),
     });
+    this.lease = new LeaseKeeper(this.client, LEASE_TTL_S);
+    // etcd unreachable for longer than the TTL loses the lease and the entry with it: announce again.
+    this.lease.onLost = () => this.scheduleAnnounce(1000);
   }
 
   async announce(entry: PeerEntry): Promise<void> {
     this.announced = entry;
-    await this.grant();
+    await this.put();
   }
 
-  private async grant(): Promise<void> {
+  private scheduleAnnounce(ms: number): void {
+    if (this.closed || this.retry) return;
+    this.retry = setTimeout(() => {
+      this.retry = undefined;
+      void this.put();
+    }, ms);
+    this.retry.unref();
+  }
+
+  private async put(): Promise<void> {
     const entry = this.announced;
     if (!entry || this.closed) return;
-    const lease = this.client.lease(LEASE_TTL_S, { autoKeepAlive: true });
-    this.lease = lease;
-    // etcd unreachable for longer than the TTL loses the lease: announce again once it answers.
-    lease.on("lost", () => {
-      if (this.closed || this.lease !== lease) return;
-      setTimeout(() => this.grant().catch(() => undefined), 1000).unref();
-    });
     try {
-      await lease.put(`${this.keyPrefix}${entry.keyId}`).value(JSON.stringify(entry));
+      const lease = await this.lease.lease();
+      await this.client.put(`${this.keyPrefix}${entry.keyId}`).value(JSON.stringify(entry)).lease(lease);
     } catch (error) {
       this.log.warn({ err: (error as Error).message }, "could not announce this node in etcd; retrying");
-      if (this.lease === lease) setTimeout(() => this.grant().catch(() => undefined), 2000).unref();
+      this.scheduleAnnounce(2000);
     }
   }
 
@@ -113,11 +121,8 @@ export class EtcdPeerRegistry implements PeerRegistry {
 
   async close(): Promise<void> {
     this.closed = true;
-    try {
-      await this.lease?.revoke();
-    } catch {
-      // etcd down: the lease runs out by itself.
-    }
+    if (this.retry) clearTimeout(this.retry);
+    await this.lease.close();
     this.client.close();
   }
 }

@@ -112,6 +112,8 @@ export async function openNode(dir: string, options: OpenOptions = {}): Promise<
               ? { ca: readFileSync(etcdTls.ca), cert: readFileSync(etcdTls.cert), key: readFileSync(etcdTls.key) }
               : undefined,
             acceptProposer: (keyId) => (nodeRef ? isActiveNodeKey(nodeRef, keyId) : false),
+            ...(ordererConfig.leaseTtlSeconds ? { leaseTtlSeconds: ordererConfig.leaseTtlSeconds } : {}),
+            ...(ordererConfig.compactIntervalMs ? { compaction: { intervalMs: ordererConfig.compactIntervalMs } } : {}),
             log,
           })
         : new EmbeddedOrderer(paths.orderer));
@@ -224,13 +226,19 @@ export async function openNode(dir: string, options: OpenOptions = {}): Promise<
     async close() {
       if (closed) return;
       closed = true;
-      await audit?.terminate();
-      await forkWatch?.stop();
-      if (!options.board) await board?.close();
-      await app.close();
-      await extension?.close();
-      await node.close();
-      await cleanup();
+      // Each step logged (debug), so a shutdown that hangs says where.
+      const step = async (name: string, run: () => Promise<unknown> | undefined) => {
+        log.debug({ step: name }, "closing");
+        await run();
+      };
+      await step("audit", () => audit?.terminate());
+      await step("fork watch", () => forkWatch?.stop());
+      await step("head board", () => (options.board ? undefined : board?.close()));
+      await step("http", () => app.close());
+      await step("extension", () => extension?.close());
+      await step("node", () => node.close());
+      await step("orderer, registry, store", cleanup);
+      log.debug({}, "closed");
     },
   };
 }
