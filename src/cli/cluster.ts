@@ -184,8 +184,8 @@ export async function clusterUp(options: ClusterUpOptions): Promise<ClusterState
   for (const org of orgDirs) {
     const nodeDir = join(dir, "nodes", org);
     if (fresh) {
-      const nodePort = await freePortFrom(port);
-      port = nodePort + 1;
+      const nodePort = port === 0 ? 0 : await freePortFrom(port);
+      if (port !== 0) port = nodePort + 1;
       await silently(() =>
         initCommand({
           dir: nodeDir,
@@ -198,14 +198,18 @@ export async function clusterUp(options: ClusterUpOptions): Promise<ClusterState
         }),
       );
     }
-    const config = JSON.parse(readFileSync(join(nodeDir, "config.json"), "utf8")) as { port: number };
-    const url = `https://127.0.0.1:${config.port}`;
     const log = join(logs, `${org}.log`);
+    const logStart = existsSync(log) ? readFileSync(log).length : 0;
     const child = spawnDetached(process.execPath, [MAIN, "start", "--dir", nodeDir], log);
-    state.processes.push({ name: org, kind: "node", pid: child.pid as number, url, dir: nodeDir, log });
+    const entry: ClusterProcess = { name: org, kind: "node", pid: child.pid as number, url: "", dir: nodeDir, log };
+    state.processes.push(entry);
     writeFileAtomic(join(dir, STATE_FILE), `${JSON.stringify(state, null, 2)}\n`, 0o644);
-    await waitUntil(`node ${org}`, async () => readFileSync(log, "utf8").includes("listening on"), child, log, 60_000);
-    print(`node ${org}: ${url} (data ${nodeDir}, log ${log})`);
+    // The URL as the node says it (a port of 0 in its config means one the kernel chose).
+    const listening = () => /listening on (https?:\/\/\S+)/.exec(readFileSync(log).subarray(logStart).toString("utf8"));
+    await waitUntil(`node ${org}`, async () => listening() !== null, child, log, 60_000);
+    entry.url = (listening() as RegExpExecArray)[1] as string;
+    writeFileAtomic(join(dir, STATE_FILE), `${JSON.stringify(state, null, 2)}\n`, 0o644);
+    print(`node ${org}: ${entry.url} (data ${nodeDir}, log ${log})`);
   }
   print(
     `the cluster runs in the background; stop it with: careledger cluster down --dir ${dir}\n` +
@@ -245,15 +249,21 @@ export async function clusterDown(options: { dir: string; print?: (line: string)
   const print = options.print ?? ((line: string) => process.stdout.write(`${line}\n`));
   const state = readClusterState(dir);
   if (!state) throw new ConfigError(`${dir} holds no cluster (no ${STATE_FILE})`);
+  // Nodes get time to finish what they accepted (they exit within 20 s whatever happens). etcd members stopped
+  // together spend seconds handing leadership to each other; every write they acknowledged is already in their
+  // fsynced WAL, so after a short grace they are killed.
+  const grace = { node: 25_000, etcd: 2_000 };
   for (const kind of ["node", "etcd"] as const) {
     const group = state.processes.filter((p) => p.kind === kind && alive(p.pid));
     for (const p of group) process.kill(p.pid, "SIGTERM");
-    const deadline = Date.now() + 15_000;
-    while (group.some((p) => alive(p.pid)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    const deadline = Date.now() + grace[kind];
+    while (group.some((p) => alive(p.pid)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     for (const p of group.filter((q) => alive(q.pid))) {
-      print(`${p.name} did not stop within 15 s; killing it`);
+      if (kind === "node") print(`${p.name} did not stop within ${grace[kind] / 1000} s; killing it`);
       process.kill(p.pid, "SIGKILL");
     }
+    const reaped = Date.now() + 5000;
+    while (group.some((p) => alive(p.pid)) && Date.now() < reaped) await new Promise((r) => setTimeout(r, 20));
     for (const p of group) print(`stopped ${p.name}`);
   }
   if (state.processes.every((p) => !alive(p.pid)))
