@@ -8,7 +8,7 @@ import { after, before, test } from "node:test";
 import { Command } from "commander";
 import { fhirPaths } from "../fhir/server.ts";
 import { LOOKUP_KEY_FILE, LookupKey } from "../fhir/service/patients.ts";
-import { WRITE_JOURNAL_FILE, openCustodianStore } from "../fhir/service/write.ts";
+import { openCustodianStore, WRITE_JOURNAL_FILE } from "../fhir/service/write.ts";
 import { ConfigError } from "../node/datadir.ts";
 import { silentLogger } from "../node/logger.ts";
 import { initNetwork } from "../node/network.ts";

@@ -12,7 +12,7 @@ import {
   SourceError,
 } from "../fhir/service/import.ts";
 import { LOOKUP_KEY_FILE, LookupKey, LookupKeyError, PATIENT_KEYS_DIR } from "../fhir/service/patients.ts";
-import { WRITE_JOURNAL_FILE, openCustodianStore } from "../fhir/service/write.ts";
+import { openCustodianStore, WRITE_JOURNAL_FILE } from "../fhir/service/write.ts";
 import { ConfigError, readKeyFile, requireDataDir } from "../node/datadir.ts";
 import { silentLogger } from "../node/logger.ts";
 import { openNode } from "../node/runtime.ts";
