@@ -102,7 +102,26 @@ test("a retried submit orders its batch once: same envelope twice, or a put that
   );
 });
 
-test("a batch over maxBatchBytes is refused before it reaches etcd", async () => {
+test("a batch of many txs over maxBatchBytes is ordered as consecutive smaller batches, in order", async () => {
+  const prefix = freshPrefix();
+  const a = await open("split-a", { prefix, key: keyA, maxBatchBytes: 4096 });
+  const seen = new Collector();
+  a.subscribe(1, seen.onBatch, seen.onError);
+  const txs = Array.from({ length: 40 }, (_, i) => fakeTx(100 + i, 300));
+  const last = await a.submit(keyA.keyId, txs);
+  await seen.until(last);
+  assert.ok(seen.batches.length > 1, `split into ${seen.batches.length} batches`);
+  assert.deepEqual(
+    seen.batches.flatMap((b) => b.txs),
+    txs,
+  );
+  assert.deepEqual(
+    seen.batches.map((b) => b.seq),
+    seen.batches.map((_, i) => i + 1),
+  );
+});
+
+test("a single tx over maxBatchBytes is refused before it reaches etcd", async () => {
   const prefix = freshPrefix();
   const a = await open("big-a", { prefix, key: keyA, maxBatchBytes: 4096 });
   await assert.rejects(
@@ -225,6 +244,30 @@ test("hostile writes straight into etcd are skipped identically by every orderer
     c.submit(keyC.keyId, [fakeTx(7)]),
     (e: unknown) => e instanceof OrdererError && e.code === "refused" && /proposer-refused/.test(e.message),
   );
+});
+
+test("a new network on an etcd whose history was compacted before it started: delivery begins at its start marker", async () => {
+  // Another network's traffic, then a compaction: revision 1 is long gone.
+  for (let i = 0; i < 5; i++) await raw.put(`/other-network/${i}`).value("x");
+  const { header } = await raw.get("/other-network/0").exec();
+  await raw.kv.compact({ revision: header.revision, physical: true });
+  const prefix = freshPrefix();
+  // A batch written under the prefix before the network existed is not part of its history.
+  await raw.put(`${prefix}b/${"9".repeat(64)}`).value("not a batch");
+  const a = await open("fresh-a", { prefix, key: keyA });
+  const seen = new Collector();
+  a.subscribe(1, seen.onBatch, seen.onError);
+  const seq = await a.submit(keyA.keyId, [fakeTx(900)]);
+  await seen.until(seq);
+  assert.deepEqual(seen.errors, []);
+  assert.equal(seq, 1);
+  assert.deepEqual(seen.batches[0]?.txs, [fakeTx(900)]);
+  // A second node of the same network starts from the same marker: the same batch 1.
+  const b = await open("fresh-b", { prefix, key: keyB });
+  const seenB = new Collector();
+  b.subscribe(1, seenB.onBatch, seenB.onError);
+  await seenB.until(1);
+  assert.deepEqual(seenB.batches[0]?.txs, [fakeTx(900)]);
 });
 
 test("open names the endpoints when etcd cannot be reached", async () => {

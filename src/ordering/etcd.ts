@@ -172,7 +172,11 @@ export class EtcdOrderer implements Orderer {
     watchReconnects: 0,
   };
 
-  private constructor(client: Etcd3, options: EtcdOrdererOptions, cursor: DeliveryCursor) {
+  /** Revision of the network's `start` marker: delivery of batch 1 begins after it. */
+  private readonly startRevision: number;
+
+  private constructor(client: Etcd3, options: EtcdOrdererOptions, cursor: DeliveryCursor, startRevision: number) {
+    this.startRevision = startRevision;
     this.client = client;
     this.options = options;
     this.cursor = cursor;
@@ -278,6 +282,19 @@ export class EtcdOrderer implements Orderer {
       }
       await new Promise((r) => setTimeout(r, 200));
     }
+    // The network's history in etcd starts at its `start` marker, created once by whichever node comes first: an etcd
+    // that served other networks (and was compacted since) is fine, and every node starts from the same revision.
+    let startRevision: number;
+    try {
+      const startKey = `${options.prefix}start`;
+      await client.if(startKey, "Create", "==", 0).then(client.put(startKey).value("")).commit();
+      const marker = await client.get(startKey).exec();
+      startRevision = Number(marker.kvs[0]?.create_revision ?? Number.NaN);
+      if (!Number.isSafeInteger(startRevision)) throw new Error("the start marker has no revision");
+    } catch (error) {
+      client.close();
+      throw new OrdererError("etcd-unavailable", `cannot read the network's start marker in etcd: ${describe(error)}`);
+    }
     let cursor: DeliveryCursor;
     try {
       cursor = new DeliveryCursor(options.cursorPath);
@@ -285,13 +302,14 @@ export class EtcdOrderer implements Orderer {
       client.close();
       throw new OrdererError("bad-config", `cannot open the cursor ${options.cursorPath}: ${describe(error)}`);
     }
-    return new EtcdOrderer(client, options, cursor);
+    return new EtcdOrderer(client, options, cursor, startRevision);
   }
 
   /**
    * Orders a batch signed by this node's key. Resolves once etcd holds it (quorum-durable), with its seq once this
    * orderer's delivery has assigned one — or 0 when this orderer has no active subscription (or it stopped before
-   * reaching the batch): the batch is ordered all the same. Rejects with `too-large` (split the batch), `refused`
+   * reaching the batch): the batch is ordered all the same. A batch too large for one envelope is ordered as
+   * consecutive smaller ones (the last one's seq is returned). Rejects with `too-large` (one tx over the limit), `refused`
    * (delivery skipped it, e.g. `acceptProposer` said no) or `unavailable` after `submitTimeoutMs` of retries.
    */
   async submit(proposer: KeyId, txs: SignedTx[]): Promise<number> {
@@ -299,7 +317,17 @@ export class EtcdOrderer implements Orderer {
     if (proposer !== this.options.key.keyId) {
       throw new OrdererError("bad-proposer", "an etcd orderer proposes batches under its own node key only");
     }
-    const sealed = sealBatch(this.options.key, Math.floor(this.clock()), txs, this.maxBatchBytes);
+    let sealed: ReturnType<typeof sealBatch>;
+    try {
+      sealed = sealBatch(this.options.key, Math.floor(this.clock()), txs, this.maxBatchBytes);
+    } catch (error) {
+      // The node cuts batches by count; big txs can make one too large for etcd. Ordered as consecutive halves,
+      // in order, so the node need not know envelope sizes. A single tx over the limit is refused.
+      if (!(error instanceof OrdererError) || error.code !== "too-large" || txs.length < 2) throw error;
+      const half = Math.ceil(txs.length / 2);
+      await this.submit(proposer, txs.slice(0, half));
+      return this.submit(proposer, txs.slice(half));
+    }
     const revision = await this.put(sealed.id, sealed.value);
     this.counters.submitted++;
     return this.seqAt(revision);
@@ -395,7 +423,7 @@ export class EtcdOrderer implements Orderer {
   private startDelivery(sub: Subscription): void {
     if (!sub.active || this.closed) return;
     const base: CursorRow | undefined =
-      sub.fromSeq === 1 ? { seq: 0, revision: 0, time: 0 } : this.cursor.get(sub.fromSeq - 1);
+      sub.fromSeq === 1 ? { seq: 0, revision: this.startRevision, time: 0 } : this.cursor.get(sub.fromSeq - 1);
     if (!base) {
       this.failSubscription(
         sub,
