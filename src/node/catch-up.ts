@@ -16,6 +16,8 @@ export interface CatchUpOptions {
   log: Logger;
   /** Per HTTP request. */
   timeoutMs?: number;
+  /** Stops catching up (the node is closing). */
+  signal?: AbortSignal;
 }
 
 export interface CatchUpResult {
@@ -30,6 +32,7 @@ export class CatchUpError extends Error {}
 async function getText(url: string, options: CatchUpOptions): Promise<string> {
   const response = await request(url, {
     dispatcher: options.dispatcher,
+    signal: options.signal,
     headersTimeout: options.timeoutMs ?? 10_000,
     bodyTimeout: options.timeoutMs ?? 10_000,
   });
@@ -50,6 +53,7 @@ function isPosition(value: unknown): value is { revision: number; time: number }
 export async function catchUpFrom(node: LedgerNode, peer: string, options: CatchUpOptions): Promise<CatchUpResult> {
   const base = peer.replace(/\/+$/, "");
   for (;;) {
+    if (options.signal?.aborted) throw new CatchUpError("catching up was stopped");
     const from = node.height + 1;
     let text: string;
     try {
@@ -82,6 +86,7 @@ export async function catchUpFrom(node: LedgerNode, peer: string, options: Catch
  * only because each of those blocks rebuilt exactly.
  */
 export async function catchUp(node: LedgerNode, options: CatchUpOptions, signal?: AbortSignal): Promise<CatchUpResult> {
+  options = { ...options, signal };
   let delay = 200;
   for (;;) {
     const peers = await options.peers();
@@ -95,7 +100,14 @@ export async function catchUp(node: LedgerNode, options: CatchUpOptions, signal?
     }
     if (signal?.aborted) throw new CatchUpError("catching up was stopped");
     if (peers.length === 0) options.log.warn({}, "no peer to catch up from yet; retrying");
-    await new Promise((resolve) => setTimeout(resolve, delay));
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, delay);
+      const wake = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+      signal?.addEventListener("abort", wake, { once: true });
+    });
     delay = Math.min(delay * 2, 5000);
   }
 }

@@ -33,7 +33,7 @@ export interface NodeOptions {
    * Called when the orderer's delivery fails (e.g. etcd compacted what this node still needed). Resolves true once
    * the node is back in step (it caught up from a peer) and delivery should resume; false halts the node.
    */
-  recover?: (error: unknown) => Promise<boolean>;
+  recover?: (error: unknown, signal: AbortSignal) => Promise<boolean>;
 }
 
 /** What a client is told about its tx once the block holding it is durable. */
@@ -176,30 +176,35 @@ export class LedgerNode extends EventEmitter {
     );
   }
 
-  private recovering = false;
+  /** A recovery under way (catching up from peers), and how `close` stops it. */
+  private recovery: { done: Promise<void>; abort: AbortController } | undefined;
 
   private onDeliveryError(error: unknown): void {
     this.unsubscribe?.();
     this.unsubscribe = undefined;
     const recover = this.options.recover;
-    if (!recover || this.recovering || this.haltReason || this.closing) {
-      if (!this.recovering) this.halt(`applying ordered batches failed: ${(error as Error).message}`);
+    if (this.recovery || this.haltReason || this.closing) return;
+    if (!recover) {
+      this.halt(`applying ordered batches failed: ${(error as Error).message}`);
       return;
     }
-    this.recovering = true;
     this.log.warn({ err: (error as Error).message }, "ordered batches stopped coming; recovering");
-    recover(error).then(
+    const abort = new AbortController();
+    const done = recover(error, abort.signal).then(
       (ok) => {
-        this.recovering = false;
+        this.recovery = undefined;
         if (this.haltReason || this.closing) return;
         if (ok) this.subscribe();
         else this.halt(`applying ordered batches failed: ${(error as Error).message}`);
       },
       (failure: Error) => {
-        this.recovering = false;
+        this.recovery = undefined;
+        // Stopped because the node is closing: not a fault.
+        if (this.closing) return;
         this.halt(`recovering from "${(error as Error).message}" failed: ${failure.message}`);
       },
     );
+    this.recovery = { done, abort };
   }
 
   /**
@@ -209,6 +214,7 @@ export class LedgerNode extends EventEmitter {
    */
   async applyPeerBlock(block: Block): Promise<void> {
     if (this.haltReason) throw new NodeError("halted", 503, `node halted: ${this.haltReason}`);
+    if (this.closing) throw new NodeError("closing", 503, "the node is shutting down");
     const height = this.height + 1;
     if (block?.height !== height || !Array.isArray(block.txs)) {
       throw new NodeError("bad-peer-block", 502, `a peer sent block ${block?.height} where ${height} comes next`);
@@ -223,6 +229,7 @@ export class LedgerNode extends EventEmitter {
     if (ok.includes(false)) {
       throw new NodeError("bad-peer-block", 502, `block ${height} from a peer holds a tx whose signature fails`);
     }
+    if (this.closing) throw new NodeError("closing", 503, "the node is shutting down");
     if (this.height + 1 !== height) throw new NodeError("bad-peer-block", 409, `block ${height} was applied meanwhile`);
     const built = this.buildNext({
       height,
@@ -553,6 +560,9 @@ export class LedgerNode extends EventEmitter {
    */
   async close(drainMs = 5000): Promise<void> {
     this.closing = true;
+    const recovery = this.recovery;
+    recovery?.abort.abort();
+    await recovery?.done;
     this.cut();
     const deadline = Date.now() + drainMs;
     while (this.waiters.size > 0 && !this.haltReason && Date.now() < deadline) {

@@ -153,10 +153,10 @@ export async function openNode(dir: string, options: OpenOptions = {}): Promise<
       batchMaxTxs: config.batchMaxTxs,
       batchMaxWaitMs: config.batchMaxWaitMs,
       maxPendingTxs: config.maxPendingTxs,
-      recover: async (error) => {
+      recover: async (error, signal) => {
         // Only "the orderer no longer holds what we need" is mended by peers; anything else halts the node.
         if (!(error instanceof OrdererError) || error.code !== "compacted" || !("resumeAfter" in orderer)) return false;
-        const caughtUp = await catchUp(node, { peers: peerUrls, dispatcher: peerDispatcher, log });
+        const caughtUp = await catchUp(node, { peers: peerUrls, dispatcher: peerDispatcher, log }, signal);
         (orderer as EtcdOrderer).resumeAfter(caughtUp.height, caughtUp.position.revision, caughtUp.position.time);
         log.info(
           { height: caughtUp.height, peer: caughtUp.peer },
