@@ -1,6 +1,6 @@
 // `careledger bench cluster`: the local cluster users start with `careledger cluster up` — 3 etcd members and 3 nodes
 // (one per organisation), TLS between everything — loaded from a separate process spread over the three nodes.
-// Reports committed tx/s and commit latency at full load and at 3,000 tx/s offered, and how long a node that was down
+// Reports committed tx/s and commit latency at full load and at the goal rate offered, and how long a node that was down
 // while 10^5 txs were committed takes to catch up; with this machine's limits measured in the same run.
 import { spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
@@ -92,9 +92,12 @@ export async function run(options: { quick?: boolean; log?: (line: string) => vo
       log("full load over the 3 nodes…");
       const full = await runLoad({ ...common, mode: "full", concurrency: 12, batch: 250, rate: 0 });
       log(`  ${JSON.stringify(full)}`);
-      log("3,000 tx/s offered over the 3 nodes…");
-      const at3000 = await runLoad({ ...common, mode: "rate", concurrency: 1, batch: 25, rate: 3000 });
-      log(`  ${JSON.stringify(at3000)}`);
+      // The goal is a rate tied to this machine (0.16 × 2 cores × one core's verifies/s) with p99 ≤ 75 ms: offered
+      // exactly that, open loop, so the latency is that of the goal load, not of a saturated cluster.
+      const goalRate = Math.round(0.16 * 2 * limits.ed25519_verify_per_s_1core);
+      log(`${goalRate} tx/s offered over the 3 nodes (the goal rate on this machine)…`);
+      const atGoal = await runLoad({ ...common, mode: "rate", concurrency: 1, batch: 25, rate: goalRate });
+      log(`  ${JSON.stringify(atGoal)}`);
 
       // Catch-up: the third node stops, the others commit CATCH_UP txs, the third restarts.
       const catchUpTxs = options.quick ? 10_000 : 100_000;
@@ -144,10 +147,15 @@ export async function run(options: { quick?: boolean; log?: (line: string) => vo
         p50_ms: full.p50_ms,
         p99_ms: full.p99_ms,
         full_load: full,
-        at_3000_offered: at3000,
+        at_goal_rate: atGoal,
         ratio_to_2core_verify: Number(((full.tx_per_s as number) / twoCoreVerify).toFixed(3)),
         goal_ratio: 0.16,
+        goal_tx_per_s: goalRate,
         goal_p99_ms: 75,
+        goal_met:
+          (full.tx_per_s as number) >= goalRate &&
+          (atGoal.tx_per_s as number) >= goalRate * 0.97 &&
+          (atGoal.p99_ms as number) <= 75,
         catch_up: {
           txs_missed: caughtUpTxs,
           seconds: Number((caughtUpMs / 1000).toFixed(2)),
