@@ -16,6 +16,30 @@ export interface OrdererLog {
 
 const quietLog: OrdererLog = { warn() {}, info() {} };
 
+/** A warning repeated while etcd is away is logged once per this interval, with how often it recurred meanwhile. */
+const REPEAT_WARNING_MS = 10_000;
+
+/**
+ * While etcd is unreachable the same warnings recur every few hundred ms (watch reconnects, compaction rounds,
+ * applied-revision publication): one line per message per interval, carrying the count, keeps the log readable.
+ */
+export function throttledLog(log: OrdererLog, now: () => number = Date.now): OrdererLog {
+  const last = new Map<string, { at: number; suppressed: number }>();
+  return {
+    info: (obj, msg) => log.info(obj, msg),
+    warn(obj, msg) {
+      const seen = last.get(msg);
+      const t = now();
+      if (seen && t - seen.at < REPEAT_WARNING_MS) {
+        seen.suppressed++;
+        return;
+      }
+      last.set(msg, { at: t, suppressed: 0 });
+      log.warn(seen?.suppressed ? { ...obj, repeated: seen.suppressed } : obj, msg);
+    },
+  };
+}
+
 export interface EtcdTlsMaterial {
   ca: Buffer;
   cert: Buffer;
@@ -180,7 +204,7 @@ export class EtcdOrderer implements Orderer {
     this.client = client;
     this.options = options;
     this.cursor = cursor;
-    this.log = options.log ?? quietLog;
+    this.log = options.log ? throttledLog(options.log) : quietLog;
     this.clock = options.clock ?? Date.now;
     this.prefix = options.prefix;
     this.batchPrefix = Buffer.from(`${options.prefix}b/`);
