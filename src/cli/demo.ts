@@ -46,6 +46,11 @@ export interface DemoOptions {
   /** Longest wait for another custodian in `$everything`, ms (default 3000). */
   exchangeDeadlineMs?: number;
   log?: Logger;
+  /**
+   * Order through etcd instead of one shared embedded orderer: each node then has its own etcd orderer, finds the
+   * others through etcd's peer registry and checks their tree heads (as on a real network). First run only.
+   */
+  etcd?: { endpoints: string[] };
 }
 
 /** The demo's three nodes, running, each able to ask the others for records ($everything). */
@@ -89,7 +94,8 @@ export async function startDemo(options: DemoOptions): Promise<DemoNetwork> {
   const firstRun = !existsSync(join(dir, "demo.json"));
   const meta = firstRun ? generate(dir, options) : undefined;
   const log = options.log ?? createLogger(process.env.CARELEDGER_LOG_LEVEL ?? "warn");
-  const orderer = new EmbeddedOrderer(join(dir, "orderer.db"));
+  const etcd = firstRun ? options.etcd : readDemoEtcd(dir);
+  const orderer = etcd ? undefined : new EmbeddedOrderer(join(dir, "orderer.db"));
   const pool = new VerifyPool();
   const directory = new StaticPeerDirectory();
   const nodes: RunningNode[] = [];
@@ -100,17 +106,24 @@ export async function startDemo(options: DemoOptions): Promise<DemoNetwork> {
     closed = true;
     for (const n of [...nodes].reverse()) await n.close();
     await pool.close();
-    await orderer.close();
+    await orderer?.close();
   };
   const extend = fhirExtension({
-    peers: directory,
+    // On etcd the nodes find each other through etcd's registry, as on a real network.
+    ...(etcd ? {} : { peers: directory }),
     ...(options.exchangeDeadlineMs === undefined ? {} : { exchangeDeadlineMs: options.exchangeDeadlineMs }),
   });
   try {
     for (const [i, org] of ORG_NAMES.entries()) {
       // Port 0 asks the system for a free port for each node; otherwise the nodes take PORT, PORT+1, PORT+2.
       const port = options.port === 0 ? 0 : options.port + i;
-      const running = await openNode(join(dir, org), { orderer, pool, log, flags: { port }, extend });
+      const running = await openNode(join(dir, org), {
+        ...(orderer ? { orderer } : {}),
+        pool,
+        log,
+        flags: { port },
+        extend,
+      });
       nodes.push(running);
       const orgId = fhirContextOf(running.node)?.orgId;
       if (orgId === undefined) throw new Error(`the ${org} node has no FHIR API`);
@@ -128,6 +141,16 @@ export async function startDemo(options: DemoOptions): Promise<DemoNetwork> {
     throw error;
   }
   return { dir, nodes, orgIds, directory, close: shutdown };
+}
+
+/** The etcd endpoints a demo was generated with (from the GP node's config), if any. */
+function readDemoEtcd(dir: string): { endpoints: string[] } | undefined {
+  const path = join(dir, ORG_NAMES[0], "config.json");
+  if (!existsSync(path)) return undefined;
+  const config = JSON.parse(readFileSync(path, "utf8")) as { orderer?: { kind?: string; endpoints?: string[] } };
+  return config.orderer?.kind === "etcd" && config.orderer.endpoints
+    ? { endpoints: config.orderer.endpoints }
+    : undefined;
 }
 
 function generate(dir: string, options: DemoOptions): ScenarioMeta & { setup: ReturnType<typeof createScenario> } {
@@ -163,7 +186,10 @@ function generate(dir: string, options: DemoOptions): ScenarioMeta & { setup: Re
     if (!nodeKey) throw new Error(`no node key for ${org}`);
     writeKeyFile(paths.nodeKey, nodeKey, `${meta.orgs[org].id} node`);
     writeFileAtomic(paths.genesis, `${JSON.stringify(genesis)}\n`, 0o644);
-    writeConfig(paths.dir, { port: options.port === 0 ? 0 : options.port + i });
+    writeConfig(paths.dir, {
+      port: options.port === 0 ? 0 : options.port + i,
+      ...(options.etcd ? { orderer: { kind: "etcd" as const, endpoints: options.etcd.endpoints } } : {}),
+    });
     if (org !== ORG_NAMES[0]) copyFileSync(join(gpDir, LOOKUP_KEY_FILE), join(paths.dir, LOOKUP_KEY_FILE));
   }
   const keysDir = join(dir, "keys");

@@ -9,12 +9,16 @@ test("a registry directory answers from the last read of the node's peer registr
     { keyId: "c".repeat(64), org: "gp", url: "https://gp.example:7600" },
   ];
   let failing = false;
-  const directory = new RegistryPeerDirectory({
-    list: async () => {
-      if (failing) throw new Error("etcd unreachable");
-      return entries;
+  const directory = new RegistryPeerDirectory(
+    {
+      list: async () => {
+        if (failing) throw new Error("etcd unreachable");
+        return entries;
+      },
     },
-  });
+    5000,
+    0,
+  );
   try {
     assert.equal(directory.urlOf("trust"), undefined, "nothing known before the first read");
     await directory.refresh();

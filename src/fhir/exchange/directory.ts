@@ -4,6 +4,8 @@
 export interface PeerDirectory {
   /** Base URL of a node of `orgId` (e.g. `https://trust.example:7600`, no trailing slash needed), if known. */
   urlOf(orgId: string): string | undefined;
+  /** Looks again (a directory kept from elsewhere); asked when a custodian's address is not known. */
+  refresh?(): Promise<void>;
 }
 
 /** A directory held in memory: set entries as nodes come up (the demo learns its ports only once they listen). */
@@ -44,15 +46,33 @@ export class RegistryPeerDirectory implements PeerDirectory {
   private readonly registry: PeerLister;
   private urls = new Map<string, string>();
   private readonly timer: NodeJS.Timeout;
+  private reading: Promise<void> | undefined;
+  private lastRead = 0;
 
-  constructor(registry: PeerLister, refreshMs = 5000) {
+  private readonly minReadIntervalMs: number;
+
+  constructor(registry: PeerLister, refreshMs = 5000, minReadIntervalMs = 1000) {
     this.registry = registry;
+    this.minReadIntervalMs = minReadIntervalMs;
     this.timer = setInterval(() => void this.refresh(), refreshMs);
     this.timer.unref();
   }
 
-  /** Reads the registry now; a failed read keeps the last known entries. */
-  async refresh(): Promise<void> {
+  /**
+   * Reads the registry now (callers at the same time share one read; at most one read a second); a failed read keeps
+   * the last known entries.
+   */
+  refresh(): Promise<void> {
+    if (this.reading) return this.reading;
+    if (Date.now() - this.lastRead < this.minReadIntervalMs) return Promise.resolve();
+    this.reading = this.read().finally(() => {
+      this.reading = undefined;
+      this.lastRead = Date.now();
+    });
+    return this.reading;
+  }
+
+  private async read(): Promise<void> {
     try {
       const next = new Map<string, string>();
       for (const entry of await this.registry.list()) {

@@ -73,7 +73,15 @@ async function askCustodian(
   options: ExchangeOptions,
   deadlineMs: number,
 ): Promise<PartialResult> {
-  const base = options.directory.urlOf(custodian)?.replace(/\/+$/, "");
+  let base = options.directory.urlOf(custodian)?.replace(/\/+$/, "");
+  if (base === undefined && options.directory.refresh) {
+    // A node that joined or moved since the directory last looked: look again, within the deadline.
+    await Promise.race([
+      options.directory.refresh(),
+      new Promise((resolve) => setTimeout(resolve, deadlineMs / 2).unref()),
+    ]);
+    base = options.directory.urlOf(custodian)?.replace(/\/+$/, "");
+  }
   if (base === undefined) return { custodian, error: "its node's address is not known here" };
   const purpose = purposeOf(principal);
   const jws = await signPeerRequest(
