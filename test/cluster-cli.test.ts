@@ -41,6 +41,8 @@ test("cluster up starts 3 etcd members and 3 TLS nodes in the background; down s
   const up = await runCli(["cluster", "up", "--dir", dir, "--orgs", "3", "--base-port", "0"]);
   assert.equal(up.code, 0, up.stderr);
   assert.match(up.stdout, /etcd: 3 members/);
+  // No deprecation noise from the etcd client's TLS connections, in the command's output or the nodes' logs.
+  assert.doesNotMatch(up.stderr, /DEP0123/);
   assert.equal((up.stdout.match(/^node /gm) ?? []).length, 3);
   const state = readClusterState(dir) as ClusterState;
   assert.equal(state.processes.length, 6);
@@ -77,6 +79,7 @@ test("cluster up starts 3 etcd members and 3 TLS nodes in the background; down s
     // Without the network's CA, a client refuses the nodes' certificates.
     await assert.rejects(request(`${first.url}/ledger/head`), /certificate/i);
 
+    for (const p of nodes) assert.doesNotMatch(readFileSync(p.log, "utf8"), /DEP0123|Error/);
     const status = await runCli(["cluster", "status", "--dir", dir]);
     assert.equal((status.stdout.match(/running/g) ?? []).length, 6, status.stdout);
     const again = await runCli(["cluster", "up", "--dir", dir]);
