@@ -9,24 +9,14 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Agent, request } from "undici";
-import { type ClusterState, clusterDown, clusterUp } from "../src/cli/cluster.ts";
+import { type ClusterState, clusterDown, clusterUp, isAlive } from "../src/cli/cluster.ts";
 import type { SignedTx } from "../src/ledger/types.ts";
 import { readKeyFile } from "../src/node/datadir.ts";
 import { newKey, signNew } from "../src/node/network.ts";
+import { runLoad } from "./ledger.ts";
 import { machineLimits } from "./limits.ts";
 
 const REPO = new URL("..", import.meta.url).pathname;
-
-async function runLoad(args: Record<string, unknown>): Promise<Record<string, unknown>> {
-  const child = spawn(process.execPath, [join(REPO, "bench/ledger-load.ts"), JSON.stringify(args)], {
-    stdio: ["ignore", "pipe", "inherit"],
-  });
-  let out = "";
-  child.stdout.setEncoding("utf8").on("data", (d: string) => (out += d));
-  const [code] = await once(child, "exit");
-  if (code !== 0) throw new Error(`load process failed (${code})`);
-  return JSON.parse(out.trim().split("\n").at(-1) as string);
-}
 
 interface Head {
   height: number;
@@ -178,14 +168,5 @@ export async function run(options: { quick?: boolean; log?: (line: string) => vo
   } finally {
     if (state) await clusterDown({ dir, print: () => {} }).catch(() => undefined);
     rmSync(work, { recursive: true, force: true, maxRetries: 10, retryDelay: 50 });
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
   }
 }

@@ -30,7 +30,8 @@ async function startNode(dir: string) {
   return { child, url };
 }
 
-async function runLoad(args: Record<string, unknown>): Promise<Record<string, unknown>> {
+/** Runs bench/ledger-load.ts in its own process with `args`; resolves with the JSON object it prints last. */
+export async function runLoad(args: Record<string, unknown>): Promise<Record<string, unknown>> {
   const child = spawn(process.execPath, [join(REPO, "bench/ledger-load.ts"), JSON.stringify(args)], {
     stdio: ["ignore", "pipe", "inherit"],
   });

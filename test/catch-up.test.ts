@@ -44,6 +44,27 @@ async function freshNode(name: string): Promise<RunningNode> {
   return openTestNode(dir);
 }
 
+/** A peer that serves the real peer's block pages with each block passed through `alter` first. */
+async function lyingPeer(alter: (block: { height: number; txs: { result: unknown }[] }) => void) {
+  const liar = Fastify();
+  liar.get<{ Querystring: { from: string } }>("/ledger/blocks", async (request, reply) => {
+    const upstream = await fetch(`${peer.url}/ledger/blocks?from=${request.query.from}`);
+    const page = await upstream.text();
+    if (upstream.status !== 200) return reply.code(upstream.status).send(page);
+    const lines = page
+      .trimEnd()
+      .split("\n")
+      .map((line) => {
+        const parsed = JSON.parse(line) as { block: { height: number; txs: { result: unknown }[] } };
+        alter(parsed.block);
+        return JSON.stringify(parsed);
+      });
+    return reply.type("application/x-ndjson").send(`${lines.join("\n")}\n`);
+  });
+  const url = await liar.listen({ host: "127.0.0.1", port: 0 });
+  return { url, close: () => liar.close() };
+}
+
 test("a node with only the genesis applies a peer's blocks and reaches its exact head", async () => {
   const node = await freshNode("fresh");
   try {
@@ -58,22 +79,10 @@ test("a node with only the genesis applies a peer's blocks and reaches its exact
 });
 
 test("a peer's claimed tx results do not count: the node computes them itself", async () => {
-  const liar = Fastify();
-  liar.get<{ Querystring: { from: string } }>("/ledger/blocks", async (request, reply) => {
-    const upstream = await fetch(`${peer.url}/ledger/blocks?from=${request.query.from}`);
-    const page = await upstream.text();
-    if (upstream.status !== 200) return reply.code(upstream.status).send(page);
-    const lines = page
-      .trimEnd()
-      .split("\n")
-      .map((line) => {
-        const parsed = JSON.parse(line) as { block: { txs: { result: unknown }[] } };
-        for (const entry of parsed.block.txs) entry.result = { valid: false, code: "unauthorised" };
-        return JSON.stringify(parsed);
-      });
-    return reply.type("application/x-ndjson").send(`${lines.join("\n")}\n`);
+  const liar = await lyingPeer((block) => {
+    for (const entry of block.txs) entry.result = { valid: false, code: "unauthorised" };
   });
-  const url = await liar.listen({ host: "127.0.0.1", port: 0 });
+  const url = liar.url;
   const node = await freshNode("results-ignored");
   try {
     await assert.rejects(catchUpFrom(node.node, url, { peers: () => [], log: silentLogger }), /404/);
@@ -90,24 +99,12 @@ test("a peer's claimed tx results do not count: the node computes them itself", 
 });
 
 test("a block altered by the peer is refused: the node stops before it, with what came before applied", async () => {
-  const liar = Fastify();
   const target = 3;
-  liar.get<{ Querystring: { from: string } }>("/ledger/blocks", async (request, reply) => {
-    const upstream = await fetch(`${peer.url}/ledger/blocks?from=${request.query.from}`);
-    const page = await upstream.text();
-    if (upstream.status !== 200) return reply.code(upstream.status).send(page);
-    const lines = page
-      .trimEnd()
-      .split("\n")
-      .map((line) => {
-        const parsed = JSON.parse(line) as { block: { height: number; txs: unknown[] } };
-        // Block `target` loses a tx (censorship): its header is left as it was.
-        if (parsed.block.height === target) parsed.block.txs.pop();
-        return JSON.stringify(parsed);
-      });
-    return reply.type("application/x-ndjson").send(`${lines.join("\n")}\n`);
+  // Block `target` loses a tx (censorship): its header is left as it was.
+  const liar = await lyingPeer((block) => {
+    if (block.height === target) block.txs.pop();
   });
-  const url = await liar.listen({ host: "127.0.0.1", port: 0 });
+  const url = liar.url;
   const node = await freshNode("lied-to");
   try {
     await assert.rejects(

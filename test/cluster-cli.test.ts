@@ -5,7 +5,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, test } from "node:test";
 import { Agent, request } from "undici";
-import { type ClusterState, readClusterState } from "../src/cli/cluster.ts";
+import { type ClusterState, isAlive, readClusterState } from "../src/cli/cluster.ts";
 import { readKeyFile } from "../src/node/datadir.ts";
 import { newKey, signNew } from "../src/node/network.ts";
 import { runCli, tempDir } from "./helpers.ts";
@@ -13,19 +13,10 @@ import { runCli, tempDir } from "./helpers.ts";
 const work = tempDir("cluster-cli");
 const dir = join(work.path, "cluster");
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 after(async () => {
   // Whatever a failed assertion left running is stopped.
   const state = readClusterState(dir);
-  for (const p of state?.processes ?? []) if (alive(p.pid)) process.kill(p.pid, "SIGKILL");
+  for (const p of state?.processes ?? []) if (isAlive(p.pid)) process.kill(p.pid, "SIGKILL");
   work.remove();
 });
 
@@ -46,7 +37,7 @@ test("cluster up starts 3 etcd members and 3 TLS nodes in the background; down s
   assert.equal((up.stdout.match(/^node /gm) ?? []).length, 3);
   const state = readClusterState(dir) as ClusterState;
   assert.equal(state.processes.length, 6);
-  for (const p of state.processes) assert.ok(alive(p.pid), `${p.name} runs`);
+  for (const p of state.processes) assert.ok(isAlive(p.pid), `${p.name} runs`);
   const agent = new Agent({ connect: { ca: readFileSync(join(dir, "network", "ca", "ca.pem")) } });
   try {
     const nodes = state.processes.filter((p) => p.kind === "node");
@@ -88,7 +79,7 @@ test("cluster up starts 3 etcd members and 3 TLS nodes in the background; down s
 
     const down = await runCli(["cluster", "down", "--dir", dir]);
     assert.equal(down.code, 0, down.stderr);
-    for (const p of state.processes) assert.equal(alive(p.pid), false, `${p.name} stopped`);
+    for (const p of state.processes) assert.equal(isAlive(p.pid), false, `${p.name} stopped`);
 
     // Up again on the same dir: the same ledger, every node still at the same head.
     const restarted = await runCli(["cluster", "up", "--dir", dir]);

@@ -6,8 +6,8 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync, mkdirSync, openSync, readdirSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { Etcd3 } from "etcd3";
 import { ConfigError, writeFileAtomic } from "../node/datadir.ts";
+import { etcdClient } from "../ordering/etcd-client.ts";
 import { type EtcdMemberSpec, etcdArgs, etcdBinary, freePort } from "../ordering/etcd-launcher.ts";
 import { issueCertificate } from "./pki.ts";
 
@@ -30,7 +30,8 @@ export interface ClusterState {
   processes: ClusterProcess[];
 }
 
-function alive(pid: number): boolean {
+/** Whether a process of this user with that pid exists (a zombie counts until it is reaped). */
+export function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
@@ -81,7 +82,7 @@ export async function clusterUp(options: ClusterUpOptions): Promise<ClusterState
   const dir = resolve(options.dir);
   const print = options.print ?? ((line: string) => process.stdout.write(`${line}\n`));
   const previous = readClusterState(dir);
-  if (previous?.processes.some((p) => alive(p.pid))) {
+  if (previous?.processes.some((p) => isAlive(p.pid))) {
     throw new ConfigError(
       `a cluster is already running from ${dir}; stop it with: careledger cluster down --dir ${dir}`,
     );
@@ -149,18 +150,8 @@ export async function clusterUp(options: ClusterUpOptions): Promise<ClusterState
     });
   }
   writeFileAtomic(join(dir, STATE_FILE), `${JSON.stringify(state, null, 2)}\n`, 0o644);
-  const firstTls = specs[0]?.tls;
-  const probe = new Etcd3({
-    hosts: state.etcd,
-    credentials: firstTls
-      ? {
-          rootCertificate: readFileSync(firstTls.ca),
-          privateKey: readFileSync(firstTls.key),
-          certChain: readFileSync(firstTls.cert),
-        }
-      : undefined,
-    defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + 1000 }),
-  });
+  const _firstTls = specs[0]?.tls;
+  const probe = etcdClient(state.etcd, specs[0]?.tls, 1000);
   try {
     await waitUntil(
       "etcd",
@@ -254,19 +245,19 @@ export async function clusterDown(options: { dir: string; print?: (line: string)
   // fsynced WAL, so after a short grace they are killed.
   const grace = { node: 25_000, etcd: 2_000 };
   for (const kind of ["node", "etcd"] as const) {
-    const group = state.processes.filter((p) => p.kind === kind && alive(p.pid));
+    const group = state.processes.filter((p) => p.kind === kind && isAlive(p.pid));
     for (const p of group) process.kill(p.pid, "SIGTERM");
     const deadline = Date.now() + grace[kind];
-    while (group.some((p) => alive(p.pid)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-    for (const p of group.filter((q) => alive(q.pid))) {
+    while (group.some((p) => isAlive(p.pid)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    for (const p of group.filter((q) => isAlive(q.pid))) {
       if (kind === "node") print(`${p.name} did not stop within ${grace[kind] / 1000} s; killing it`);
       process.kill(p.pid, "SIGKILL");
     }
     const reaped = Date.now() + 5000;
-    while (group.some((p) => alive(p.pid)) && Date.now() < reaped) await new Promise((r) => setTimeout(r, 20));
+    while (group.some((p) => isAlive(p.pid)) && Date.now() < reaped) await new Promise((r) => setTimeout(r, 20));
     for (const p of group) print(`stopped ${p.name}`);
   }
-  if (state.processes.every((p) => !alive(p.pid)))
+  if (state.processes.every((p) => !isAlive(p.pid)))
     print(`cluster in ${dir} is down (data kept; cluster up starts it again)`);
 }
 
@@ -275,7 +266,7 @@ export function clusterStatus(options: { dir: string }): void {
   if (!state) throw new ConfigError(`${options.dir} holds no cluster`);
   for (const p of state.processes) {
     process.stdout.write(
-      `${p.kind.padEnd(4)} ${p.name.padEnd(28)} ${alive(p.pid) ? "running" : "stopped"}  ${p.url}\n`,
+      `${p.kind.padEnd(4)} ${p.name.padEnd(28)} ${isAlive(p.pid) ? "running" : "stopped"}  ${p.url}\n`,
     );
   }
 }

@@ -186,3 +186,26 @@ export function outcomeOf(error: unknown): { status: number; body: OperationOutc
   const e = error instanceof OperationOutcomeError ? error : internalError();
   return { status: e.status, body: e.toOutcome() };
 }
+
+/**
+ * What to answer for an error that reached a route's error handler: the framework's own refusals (body too large,
+ * wrong media type, an unreadable request — before any handler ran) become the matching OperationOutcome; an
+ * `OperationOutcomeError` stays as it is; anything else is reported through `onUnexpected` (which must log only the
+ * kind of error: its message may quote a record) and becomes a 500.
+ */
+export function requestErrorOutcome(
+  error: unknown,
+  options: { maxBodyBytes: number; onUnexpected: (kind: { error?: string; code?: string }) => void },
+): unknown {
+  const framework = error as { statusCode?: number; code?: string };
+  if (framework.code === "FST_ERR_CTP_BODY_TOO_LARGE") {
+    return tooLarge(`the body is larger than ${options.maxBodyBytes} bytes`);
+  }
+  if (framework.code === "FST_ERR_CTP_INVALID_MEDIA_TYPE") return unsupportedMediaType();
+  if (error instanceof OperationOutcomeError) return error;
+  if (typeof framework.statusCode === "number" && framework.statusCode >= 400 && framework.statusCode < 500) {
+    return new OperationOutcomeError(framework.statusCode, "invalid", "the request could not be read");
+  }
+  options.onUnexpected({ error: (error as Error)?.name, code: framework.code });
+  return error;
+}

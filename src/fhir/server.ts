@@ -27,6 +27,7 @@ import {
   notFound,
   OperationOutcomeError,
   outcomeOf,
+  requestErrorOutcome,
   unsupportedMediaType,
 } from "./outcome.ts";
 import type { FhirContext, FhirHandler, FhirRequest, FhirResponse } from "./service/context.ts";
@@ -419,23 +420,10 @@ function send(reply: FastifyReply, response: FhirResponse) {
 }
 
 function sendError(reply: FastifyReply, error: unknown) {
-  const fastifyError = error as { statusCode?: number; code?: string };
-  if (fastifyError.code === "FST_ERR_CTP_BODY_TOO_LARGE") {
-    error = new OperationOutcomeError(413, "too-costly", `the body is larger than ${MAX_FHIR_BODY_BYTES} bytes`);
-  } else if (fastifyError.code === "FST_ERR_CTP_INVALID_MEDIA_TYPE") {
-    error = unsupportedMediaType();
-  } else if (
-    !(error instanceof OperationOutcomeError) &&
-    typeof fastifyError.statusCode === "number" &&
-    fastifyError.statusCode >= 400 &&
-    fastifyError.statusCode < 500
-  ) {
-    // The framework refused the request before any handler ran (bad header, bad length…).
-    error = new OperationOutcomeError(fastifyError.statusCode, "invalid", "the request could not be read");
-  } else if (!(error instanceof OperationOutcomeError)) {
-    // Sent as a bare 500; the log gets the kind of error, not its message (it may quote a record).
-    reply.log.error({ error: (error as Error)?.name, code: fastifyError.code }, "FHIR request failed");
-  }
+  error = requestErrorOutcome(error, {
+    maxBodyBytes: MAX_FHIR_BODY_BYTES,
+    onUnexpected: (kind) => reply.log.error(kind, "FHIR request failed"),
+  });
   const { status, body } = outcomeOf(error);
   const headers = (error as { headers?: Record<string, string> }).headers;
   if (headers) reply.headers(headers);

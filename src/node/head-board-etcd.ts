@@ -1,7 +1,7 @@
-import { readFileSync } from "node:fs";
-import { Etcd3, type IKeyValue, type Watcher } from "etcd3";
+import type { Etcd3, IKeyValue, Watcher } from "etcd3";
 import { parseSignedTreeHead } from "../ledger/sth.ts";
 import type { SignedTreeHead } from "../ledger/types.ts";
+import { etcdClient } from "../ordering/etcd-client.ts";
 import type { TlsFiles } from "./datadir.ts";
 import type { HeadBoard } from "./head-board.ts";
 import type { Logger } from "./logger.ts";
@@ -47,18 +47,7 @@ export class EtcdHeadBoard implements HeadBoard {
     this.keyPrefix = `${options.prefix}heads/`;
     this.log = options.log;
     const timeout = options.callTimeoutMs ?? 5000;
-    this.client = new Etcd3({
-      hosts: options.endpoints,
-      credentials: options.tls
-        ? {
-            rootCertificate: readFileSync(options.tls.ca),
-            privateKey: readFileSync(options.tls.key),
-            certChain: readFileSync(options.tls.cert),
-          }
-        : undefined,
-      // A deadline for unary calls only: the watch is one long-lived stream.
-      defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + timeout }),
-    });
+    this.client = etcdClient(options.endpoints, options.tls, timeout);
   }
 
   async publish(sth: SignedTreeHead): Promise<void> {

@@ -3,8 +3,8 @@
 // prefix to find peers to catch up from and custodians to ask for records. An entry is only a hint: what a peer sends
 // is verified (blocks rebuilt, records checked against on-ledger anchors), never trusted for being listed.
 
-import { readFileSync } from "node:fs";
-import { Etcd3 } from "etcd3";
+import type { Etcd3 } from "etcd3";
+import { etcdClient } from "../ordering/etcd-client.ts";
 import { LeaseKeeper } from "../ordering/etcd-lease.ts";
 import type { TlsFiles } from "./datadir.ts";
 import type { Logger } from "./logger.ts";
@@ -67,17 +67,7 @@ export class EtcdPeerRegistry implements PeerRegistry {
   constructor(options: { endpoints: string[]; prefix: string; tls?: TlsFiles; log: Logger }) {
     this.keyPrefix = `${options.prefix}nodes/`;
     this.log = options.log;
-    this.client = new Etcd3({
-      hosts: options.endpoints,
-      credentials: options.tls
-        ? {
-            rootCertificate: readFileSync(options.tls.ca),
-            privateKey: readFileSync(options.tls.key),
-            certChain: readFileSync(options.tls.cert),
-          }
-        : undefined,
-      defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + 5000 }),
-    });
+    this.client = etcdClient(options.endpoints, options.tls);
     this.lease = new LeaseKeeper(this.client, LEASE_TTL_S);
     // etcd unreachable for longer than the TTL loses the lease and the entry with it: announce again.
     this.lease.onLost = () => this.scheduleAnnounce(1000);

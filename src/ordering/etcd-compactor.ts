@@ -1,5 +1,6 @@
 import { Etcd3, type IOptions } from "etcd3";
 import { isHex32 } from "../ledger/encoding.ts";
+import { prefixEnd } from "./etcd-client.ts";
 
 export interface EtcdCompactorOptions {
   /** How often the elected node looks for work (default 5 s). */
@@ -39,17 +40,6 @@ const DELETE_PAGE = 500;
 const DELETES_PER_TXN = 100;
 const CALL_MS = 10_000;
 const NOSPACE = 1;
-
-function prefixEnd(prefix: Buffer): Buffer {
-  const end = Buffer.from(prefix);
-  for (let i = end.length - 1; i >= 0; i--) {
-    if ((end[i] as number) < 0xff) {
-      end[i] = (end[i] as number) + 1;
-      return end.subarray(0, i + 1);
-    }
-  }
-  return Buffer.from([0]);
-}
 
 const deadline = () => ({ deadline: Date.now() + CALL_MS });
 

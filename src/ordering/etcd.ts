@@ -1,6 +1,7 @@
 import { CompareResult, CompareTarget, Etcd3, type IOptions } from "etcd3";
 import type { KeyPair } from "../ledger/keys.ts";
 import type { KeyId, SignedTx } from "../ledger/types.ts";
+import { prefixEnd } from "./etcd-client.ts";
 import { type CompactorStats, EtcdCompactor, type EtcdCompactorOptions } from "./etcd-compactor.ts";
 import { type CursorRow, DeliveryCursor } from "./etcd-cursor.ts";
 import { DEFAULT_MAX_BATCH_BYTES, type OpenResult, openBatch, sealBatch } from "./etcd-envelope.ts";
@@ -138,17 +139,6 @@ function describe(error: unknown): string {
 function isPermanent(error: unknown): boolean {
   const message = error instanceof Error ? error.message : String(error);
   return /too large|permission denied|invalid argument|already closed|authentication failed/i.test(message);
-}
-
-function prefixEnd(prefix: Buffer): Buffer {
-  const end = Buffer.from(prefix);
-  for (let i = end.length - 1; i >= 0; i--) {
-    if ((end[i] as number) < 0xff) {
-      end[i] = (end[i] as number) + 1;
-      return end.subarray(0, i + 1);
-    }
-  }
-  return Buffer.from([0]);
 }
 
 /**

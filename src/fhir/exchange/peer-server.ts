@@ -13,7 +13,7 @@ import { type AnchorRec, K, type ResourceRec, read as readState } from "../../co
 import { VaultIntegrityError, type VaultRecord, type VaultResource } from "../../vault/vault.ts";
 import type { Principal } from "../auth/bearer.ts";
 import { JtiCache } from "../auth/jti-cache.ts";
-import { OperationOutcomeError, outcomeOf } from "../outcome.ts";
+import { OperationOutcomeError, outcomeOf, requestErrorOutcome } from "../outcome.ts";
 import { assertAuditable, checkAccess, type RecordFacts } from "../service/consent-check.ts";
 import type { AccessEntry, FhirContext } from "../service/context.ts";
 import { factsOf, integrityFailure } from "../service/read.ts";
@@ -125,19 +125,10 @@ function ledgerFacts(ctx: FhirContext, type: string, id: string, patient: string
 }
 
 function sendOutcome(reply: FastifyReply, error: unknown) {
-  const fastifyError = error as { statusCode?: number; code?: string };
-  if (fastifyError.code === "FST_ERR_CTP_BODY_TOO_LARGE") {
-    error = new OperationOutcomeError(413, "too-costly", `the body is larger than ${MAX_PEER_BODY_BYTES} bytes`);
-  } else if (
-    !(error instanceof OperationOutcomeError) &&
-    typeof fastifyError.statusCode === "number" &&
-    fastifyError.statusCode >= 400 &&
-    fastifyError.statusCode < 500
-  ) {
-    error = new OperationOutcomeError(fastifyError.statusCode, "invalid", "the request could not be read");
-  } else if (!(error instanceof OperationOutcomeError)) {
-    reply.log.error({ error: (error as Error)?.name, code: fastifyError.code }, "peer request failed");
-  }
+  error = requestErrorOutcome(error, {
+    maxBodyBytes: MAX_PEER_BODY_BYTES,
+    onUnexpected: (kind) => reply.log.error(kind, "peer request failed"),
+  });
   const { status, body } = outcomeOf(error);
   return reply.code(status).type("application/fhir+json").send(body);
 }
