@@ -635,6 +635,31 @@ function checkGrantee(c: Ctx, g: Grantee): void {
   }
 }
 
+/**
+ * The rule a (valid) `consent.set` payload puts in state at block time `time`. Exported for views of consent history
+ * (the GDPR export rebuilds each past rule from its tx).
+ */
+export function ruleOfConsentSet(p: Payload<"consent.set">, time: number): RuleRec {
+  const grantee = { ...p.grantee } as Grantee;
+  const rule: RuleRec = {
+    id: p.rule,
+    effect: p.effect,
+    grantee,
+    gk: granteeKey(grantee),
+    types: [...p.resourceTypes],
+    codes: [...p.labels],
+    labels: labelsNamed(p.labels),
+    purposes: [...p.purposes],
+    actions: [...p.actions],
+    setAt: time,
+  };
+  if (p.period?.start !== undefined) rule.start = p.period.start;
+  if (p.period?.end !== undefined) rule.end = p.period.end;
+  if (p.dataPeriod?.start !== undefined) rule.dataStart = p.dataPeriod.start;
+  if (p.dataPeriod?.end !== undefined) rule.dataEnd = p.dataPeriod.end;
+  return rule;
+}
+
 const consentSet: Handler<"consent.set"> = (c, p) => {
   const pat = requirePatient(c, p.patient);
   const labels = labelsNamed(p.labels);
@@ -651,23 +676,7 @@ const consentSet: Handler<"consent.set"> = (c, p) => {
   if (ds !== undefined && de !== undefined && de < ds) reject("invalid-period");
   checkGrantee(c, p.grantee);
   if (prev === undefined && rules.length >= c.policy.maxRulesPerPatient) reject("limit");
-  const grantee = { ...p.grantee } as Grantee;
-  const rule: RuleRec = {
-    id: p.rule,
-    effect: p.effect,
-    grantee,
-    gk: granteeKey(grantee),
-    types: [...p.resourceTypes],
-    codes: [...p.labels],
-    labels,
-    purposes: [...p.purposes],
-    actions: [...p.actions],
-    setAt: c.ctx.time,
-  };
-  if (start !== undefined) rule.start = start;
-  if (end !== undefined) rule.end = end;
-  if (ds !== undefined) rule.dataStart = ds;
-  if (de !== undefined) rule.dataEnd = de;
+  const rule = ruleOfConsentSet(p, c.ctx.time);
   const next = prev === undefined ? [...rules, rule] : rules.map((r) => (r.id === p.rule ? rule : r));
   c.s.put(K.rules(p.patient), next);
 };

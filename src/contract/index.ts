@@ -1,6 +1,6 @@
 // Public surface of the contract layer: a pure, deterministic state machine (applyTx) and consent decision (decide).
 
-export { type ApplyContext, applyTx, checkTx, TX_CODES, type TxCode } from "./apply.ts";
+export { type ApplyContext, applyTx, checkTx, ruleOfConsentSet, TX_CODES, type TxCode } from "./apply.ts";
 export { type Decision, type DecisionRequest, decide, POLICY_RULES } from "./decide.ts";
 export {
   codeOfLabel,

@@ -1,5 +1,7 @@
 // The access log as FHIR AuditEvents. `access.log` txs store nothing in contract state (the log is the audit trail),
 // so a small SQLite index beside the node (`AuditIndex`) lists their entries by patient pseudonym and by custodian.
+// It also lists each patient's consent changes (`consent.set`, `consent.revoke`, `optout.set` txs): state keeps only
+// the rules in force, and the GDPR export gives the patient the whole history.
 // It is derived data: fed from each committed block (`node.on("block")`), caught up from the stored blocks at open
 // from its last indexed height, and rebuilt from scratch if its file is lost or unreadable.
 //
@@ -54,7 +56,21 @@ export interface AuditPage {
   entries: IndexedEntry[];
 }
 
-const SCHEMA_VERSION = "1";
+const SCHEMA_VERSION = "2";
+
+/** The txs that change a patient's consent: their history is part of what the GDPR export gives the patient. */
+const CONSENT_TX_TYPES: ReadonlySet<string> = new Set(["consent.set", "consent.revoke", "optout.set"]);
+
+/** A committed consent change of one patient. */
+export interface ConsentChange {
+  type: "consent.set" | "consent.revoke" | "optout.set";
+  payload: Record<string, unknown>;
+  block: number;
+  position: number;
+  /** Block time, ms. */
+  time: number;
+  tx: string;
+}
 /**
  * New blocks are indexed when the node is quiet (no block for BACKGROUND_DELAY_MS), a slice at a time, not inside
  * its block commits: a node logging thousands of reads a second would otherwise pay an SQLite insert per entry on its
@@ -86,6 +102,10 @@ export class AuditIndex {
       ),
       setHeight: db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES ('height', ?)"),
       dropAbove: db.prepare("DELETE FROM entries WHERE block > ?"),
+      insertConsent: db.prepare(
+        "INSERT OR IGNORE INTO consent_changes (block, pos, patient, type, time, tx, payload) VALUES (?, ?, ?, ?, ?, ?, ?)",
+      ),
+      dropConsentAbove: db.prepare("DELETE FROM consent_changes WHERE block > ?"),
     };
     const row = db.prepare("SELECT value FROM meta WHERE key = 'height'").get() as { value: string } | undefined;
     this.indexed = row === undefined ? 0 : Number(row.value);
@@ -138,6 +158,7 @@ export class AuditIndex {
     if (this.indexed > head) {
       this.transaction(() => {
         this.stmts.dropAbove?.run(head);
+        this.stmts.dropConsentAbove?.run(head);
         this.stmts.setHeight?.run(String(Math.max(0, head)));
       });
       this.indexed = Math.max(0, head);
@@ -158,6 +179,22 @@ export class AuditIndex {
     }
     this.stale = false;
     return true;
+  }
+
+  /** Every committed consent change of `patient` (valid txs only), oldest first. */
+  consentChanges(patient: string): ConsentChange[] {
+    this.refresh();
+    const rows = this.db
+      .prepare("SELECT block, pos, type, time, tx, payload FROM consent_changes WHERE patient = ? ORDER BY block, pos")
+      .all(patient) as { block: number; pos: number; type: string; time: number; tx: string; payload: string }[];
+    return rows.map((r) => ({
+      type: r.type as ConsentChange["type"],
+      payload: JSON.parse(r.payload) as Record<string, unknown>,
+      block: r.block,
+      position: r.pos,
+      time: r.time,
+      tx: r.tx,
+    }));
   }
 
   /** Entries about `patient`, newest first. */
@@ -235,7 +272,15 @@ export class AuditIndex {
 
   private insertBlock(height: number, time: number, txs: readonly BlockEntry[]): void {
     txs.forEach((e, pos) => {
-      if (e.tx.type !== "access.log" || !e.result.valid) return;
+      if (!e.result.valid) return;
+      if (CONSENT_TX_TYPES.has(e.tx.type)) {
+        const patient = (e.tx.payload as { patient?: unknown }).patient;
+        if (typeof patient === "string") {
+          this.stmts.insertConsent?.run(height, pos, patient, e.tx.type, time, e.id, JSON.stringify(e.tx.payload));
+        }
+        return;
+      }
+      if (e.tx.type !== "access.log") return;
       const entries = (e.tx.payload as { entries?: AccessEntry[] }).entries ?? [];
       entries.forEach((entry, n) => {
         this.stmts.insert?.run(height, pos, n, entry.patient, entry.custodian, time, e.id, JSON.stringify(entry));
@@ -272,6 +317,12 @@ function openDb(path: string): DatabaseSync {
       ) WITHOUT ROWID;
       CREATE INDEX IF NOT EXISTS entries_patient ON entries (patient, block, pos, n);
       CREATE INDEX IF NOT EXISTS entries_custodian ON entries (custodian, patient, block, pos, n);
+      CREATE TABLE IF NOT EXISTS consent_changes (
+        block INTEGER NOT NULL, pos INTEGER NOT NULL, patient TEXT NOT NULL, type TEXT NOT NULL, time INTEGER NOT NULL,
+        tx TEXT NOT NULL, payload TEXT NOT NULL,
+        PRIMARY KEY (block, pos)
+      ) WITHOUT ROWID;
+      CREATE INDEX IF NOT EXISTS consent_changes_patient ON consent_changes (patient, block, pos);
     `);
     const schema = db.prepare("SELECT value FROM meta WHERE key = 'schema'").get() as { value: string } | undefined;
     if (schema === undefined) db.prepare("INSERT INTO meta (key, value) VALUES ('schema', ?)").run(SCHEMA_VERSION);

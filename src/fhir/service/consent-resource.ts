@@ -146,6 +146,66 @@ export function ruleToConsent(patient: string, rule: RuleRec, at: number, status
   };
 }
 
+/** The national data opt-out's policy (NHS England), for `optout.set` in a consent history. */
+export const NATIONAL_OPT_OUT_POLICY = "https://digital.nhs.uk/services/national-data-opt-out";
+
+/** One change of a patient's consent as the ledger recorded it (`AuditIndex.consentChanges`). */
+export interface ConsentChangeRecord {
+  type: "consent.set" | "consent.revoke" | "optout.set";
+  payload: Record<string, unknown>;
+  block: number;
+  position: number;
+  time: number;
+  tx: string;
+}
+
+/**
+ * A patient's consent history as Consent resource versions, oldest first: each `consent.set` is the rule as it was
+ * then (status as at that moment), each `consent.revoke` the rule's last version marked inactive, each `optout.set`
+ * a Consent under the national data opt-out policy. Every version carries its ledger tx id and the version id
+ * `<height>-<position>`, so the patient can prove each one against the ledger.
+ */
+export function consentHistory(
+  patient: string,
+  changes: readonly ConsentChangeRecord[],
+  toRule: (payload: Record<string, unknown>, time: number) => RuleRec,
+): Consent[] {
+  const last = new Map<string, Consent>();
+  const out: Consent[] = [];
+  for (const change of changes) {
+    const meta = {
+      versionId: `${change.block}-${change.position}`,
+      lastUpdated: iso(change.time),
+      extension: [{ url: LEDGER_TX_EXTENSION, valueString: change.tx }],
+    };
+    let consent: Consent | undefined;
+    if (change.type === "consent.set") {
+      consent = ruleToConsent(patient, toRule(change.payload, change.time), change.time);
+    } else if (change.type === "consent.revoke") {
+      const before = last.get(String(change.payload.rule));
+      if (before !== undefined) consent = { ...before, status: "inactive", dateTime: iso(change.time) };
+    } else {
+      const optout = change.payload.optout === true;
+      consent = {
+        resourceType: "Consent",
+        id: `optout-${patient}`,
+        status: "active",
+        scope: { coding: [{ system: CONSENT_SCOPE_SYSTEM, code: "research" }] },
+        category: [{ coding: [{ system: LOINC, code: "59284-0", display: "Patient consent" }] }],
+        patient: { reference: `Patient/${patient}` },
+        dateTime: iso(change.time),
+        policy: [{ uri: NATIONAL_OPT_OUT_POLICY }],
+        provision: { type: optout ? "deny" : "permit" },
+      };
+    }
+    if (consent === undefined) continue;
+    consent = { ...consent, meta: { ...consent.meta, ...meta } };
+    if (change.type !== "optout.set") last.set(consent.id as string, consent);
+    out.push(consent);
+  }
+  return out;
+}
+
 // ---- FHIR → ledger --------------------------------------------------------------------------------------------
 
 type Payload = Record<string, unknown>;

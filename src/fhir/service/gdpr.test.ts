@@ -1,12 +1,15 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
+import type { Consent } from "@medplum/fhirtypes";
 import { STATE_KEYS } from "../../contract/index.ts";
 import type { ResourceRec } from "../../contract/state.ts";
+import { signNew } from "../../node/network.ts";
 import type { VaultResource } from "../../vault/vault.ts";
 import type { Principal } from "../auth/bearer.ts";
 import { AuditIndex } from "./audit.ts";
 import { checkAccess } from "./consent-check.ts";
+import { LEDGER_TX_EXTENSION, NATIONAL_OPT_OUT_POLICY } from "./consent-resource.ts";
 import type { FhirRequest } from "./context.ts";
 import {
   erasePatient,
@@ -80,12 +83,70 @@ test("$export: every record, the consent rules and the access log, as one collec
   const types = res.body.entry.map((e: { resource: { resourceType: string } }) => e.resource.resourceType);
   assert.equal(types.filter((t: string) => t === "Observation").length, 4);
   assert.equal(types.filter((t: string) => t === "Patient").length, 1);
-  assert.equal(types.filter((t: string) => t === "Consent").length, 1);
+  // The rule in force, and its one version in the consent history.
+  const consentUrls = res.body.entry
+    .filter((e: { resource: { resourceType: string } }) => e.resource.resourceType === "Consent")
+    .map((e: { fullUrl: string }) => e.fullUrl);
+  assert.equal(consentUrls.length, 2);
+  assert.equal(consentUrls.filter((u: string) => u.includes("/_history/")).length, 1);
   const events = res.body.entry.filter(
     (e: { resource: { resourceType: string } }) => e.resource.resourceType === "AuditEvent",
   );
   assert.ok(events.length >= 1, "the access log is in the export");
   assert.ok(JSON.stringify(events).includes(ids.clinical));
+});
+
+test("$export: the consent history — every consent.set, consent.revoke and optout.set of the patient, in order", async () => {
+  const bob = await kit.registerPatient();
+  const bobOwn = await kit.principalFor(bob.key);
+  const kept = await kit.setConsent(bob, { purposes: ["TREAT"] });
+  await kit.setConsent(bob, { rule: kept, purposes: ["TREAT", "ETREAT"] });
+  const dropped = await kit.setConsent(bob, { effect: "deny", purposes: ["HRESCH"] });
+  await kit.commit([signNew(bob.key, "consent.revoke", { patient: bob.patient, rule: dropped }, Date.now())]);
+  await kit.commit([signNew(bob.key, "optout.set", { patient: bob.patient, optout: true }, Date.now())]);
+  // Alice's consent changes are not Bob's.
+  await kit.setConsent(alice, { purposes: ["TREAT"] });
+  const res = await call(exportPatient, kit.ctx, req(bobOwn, bob.patient, "export"));
+  assert.equal(res.status, 200, JSON.stringify(res.body));
+  const consents = res.body.entry.filter(
+    (e: { resource: { resourceType: string } }) => e.resource.resourceType === "Consent",
+  ) as { fullUrl: string; resource: Consent }[];
+  // In force now: the kept rule only.
+  const current = consents.filter((c) => !c.fullUrl.includes("/_history/"));
+  assert.deepEqual(
+    current.map((c) => c.resource.id),
+    [kept],
+  );
+  const history = consents.filter((c) => c.fullUrl.includes("/_history/")).map((c) => c.resource);
+  assert.deepEqual(
+    history.map((c) => [c.id, c.status, c.provision?.type]),
+    [
+      [kept, "active", "permit"],
+      [kept, "active", "permit"],
+      [dropped, "active", "deny"],
+      [dropped, "inactive", "deny"],
+      [`optout-${bob.patient}`, "active", "deny"],
+    ],
+  );
+  assert.deepEqual(
+    history[1]?.provision?.purpose?.map((p) => p.code),
+    ["TREAT", "ETREAT"],
+  );
+  assert.equal(history[4]?.policy?.[0]?.uri, NATIONAL_OPT_OUT_POLICY);
+  // Each version names the tx that made it: on the ledger, at the height and position its version id says.
+  const versions = new Set<string>();
+  for (const version of history) {
+    const txId = version.meta?.extension?.find((x) => x.url === LEDGER_TX_EXTENSION)?.valueString as string;
+    const stored = kit.ctx.node.store.getTx(txId);
+    assert.ok(stored, `tx ${txId} is on the ledger`);
+    const [height, position] = String(version.meta?.versionId ?? "")
+      .split("-")
+      .map(Number);
+    assert.equal(height, stored.height);
+    assert.equal(kit.ctx.node.store.getBlock(height as number)?.txs[position as number]?.id, txId);
+    versions.add(version.meta?.versionId as string);
+  }
+  assert.equal(versions.size, history.length, "version ids are distinct");
 });
 
 test("$export and $erase are for the patient or a manage proxy only", async () => {

@@ -4,10 +4,10 @@
 //
 // $export: one Bundle (type collection) holding the current version of every record this custodian holds for the
 // patient (each passing the consent gate, so safeguarding-hidden entries stay hidden and each read is logged), the
-// patient's consent rules as Consent resources (the rules now on the ledger; earlier, revoked versions and the ids of
-// the consent.set/revoke txs are not listed — finding them needs an index of consent txs by patient, which the node
-// does not keep yet), and the access log as AuditEvents (from the audit index, when this node runs one; otherwise an
-// OperationOutcome entry says the log is missing).
+// patient's consent rules as Consent resources (the rules now in force), the consent history (every `consent.set`,
+// `consent.revoke` and `optout.set` tx of the patient as a Consent version with its ledger tx id, from the audit
+// index), and the access log as AuditEvents (from the same index, when this node runs one; otherwise an
+// OperationOutcome entry says the history and the log are missing).
 //
 // $erase: records the patient provided themselves and research copies are crypto-shredded (every version deleted,
 // the patient's data key replaced, so old copies of the ciphertext are unreadable) and a `record.erase` listing them
@@ -21,6 +21,8 @@
 // `patient-provided` or `research-copy`, or `meta.source` `urn:careledger:patient-provided`.
 
 import type { Bundle, BundleEntry, Parameters, ParametersParameter, Resource } from "@medplum/fhirtypes";
+import { ruleOfConsentSet } from "../../contract/apply.ts";
+import type { Payload } from "../../contract/schemas.ts";
 import { K, type ResourceRec, read as readState } from "../../contract/state.ts";
 import { parseSignedTx } from "../../ledger/tx.ts";
 import type { CommitResult } from "../../node/ledger-node.ts";
@@ -30,7 +32,7 @@ import type { Principal } from "../auth/bearer.ts";
 import { forbidden, notFound, OperationOutcomeError, operationOutcome } from "../outcome.ts";
 import { AuditIndex, auditEventsFor } from "./audit.ts";
 import { checkAccess } from "./consent-check.ts";
-import { ruleToConsent } from "./consent-resource.ts";
+import { consentHistory, ruleToConsent } from "./consent-resource.ts";
 import type { FhirContext, FhirHandler } from "./context.ts";
 import { guarded } from "./read.ts";
 
@@ -103,11 +105,20 @@ export const exportPatient: FhirHandler = async (ctx, req) => {
         {
           severity: "warning",
           code: "processing",
-          diagnostics: "this node keeps no index of the access log: it is not included",
+          diagnostics: "this node keeps no index of the access log: it and the consent history are not included",
         },
       ]),
     });
   } else {
+    const history = consentHistory(patient, index.consentChanges(patient), (payload, time) =>
+      ruleOfConsentSet(payload as Payload<"consent.set">, time),
+    );
+    for (const version of history) {
+      entries.push({
+        fullUrl: `${ctx.baseUrl}/Consent/${version.id}/_history/${version.meta?.versionId}`,
+        resource: version,
+      });
+    }
     for (const event of auditEventsFor(ctx, index, patient)) entries.push({ resource: event });
   }
   const bundle: Bundle = {
