@@ -279,7 +279,8 @@ describe("record exchange between custodians", () => {
         const { status, body } = await everything(gp, "clinician:gp", patient);
         const took = performance.now() - started;
         assert.equal(status, 200);
-        assert.ok(took < DEADLINE_MS + 1500, `took ${took} ms`);
+        // Well before the slow custodian would answer (it sleeps 5 × the deadline).
+        assert.ok(took < DEADLINE_MS + 3500, `took ${took} ms`);
         assert.deepEqual(fromTrust(body), []);
         assert.ok(matches(body).length > 1, "the GP's own records are still there");
         const w = warnings(body);

@@ -125,7 +125,7 @@ async function commitEnrolments(net: Net, org: OrgId, running: RunningNode, coun
   assert.ok(results.every((r) => r.valid));
 }
 
-async function eventually<T>(check: () => T | undefined, what: string, ms = 5000): Promise<T> {
+async function eventually<T>(check: () => T | undefined, what: string, ms = 30_000): Promise<T> {
   const deadline = Date.now() + ms;
   for (;;) {
     const value = check();
@@ -474,10 +474,13 @@ test("publishing: once at start, throttled after blocks, always ending on the ne
   for (let i = 0; i < 20; i++) await commitEnrolments(net, "org-a", a, 1);
   const elapsed = performance.now() - started;
   const height = a.node.height;
-  await eventually(() => (published.at(-1)?.height === height ? true : undefined), "the newest head", 2000);
+  await eventually(() => (published.at(-1)?.height === height ? true : undefined), "the newest head", 15_000);
   // At most one publish per 300 ms window (plus the one at start), however many blocks.
   assert.ok(published.length <= 2 + Math.ceil((performance.now() - started) / 300), `${published.length} publishes`);
-  assert.ok(height > published.length, `height ${height}, ${published.length} publishes in ${elapsed} ms`);
+  // Fewer publishes than blocks — when blocks came faster than the window (a loaded machine may be slower).
+  if (elapsed / 20 < 150) {
+    assert.ok(height > published.length, `height ${height}, ${published.length} publishes in ${elapsed} ms`);
+  }
   for (const sth of published) assert.equal(verifyTreeHead(sth), true);
   // No new block, no new publish.
   const count = published.length;
@@ -505,7 +508,7 @@ test("a publish that fails is retried without waiting for a block; the watch kee
   assert.equal(metric(a, "careledger_heads_publish_failed_total"), 1);
   await inner.publish(headBy(net.nodeKeys["org-b"], logSize(a), randomRoot()));
   await eventually(() => wa.alarm, "checking goes on while publishing fails");
-  await eventually(() => inner.current().find((h) => h.signer === a.node.key.keyId), "the retried publish", 3000);
+  await eventually(() => inner.current().find((h) => h.signer === a.node.key.keyId), "the retried publish", 15_000);
   assert.equal(metric(a, "careledger_heads_published_total"), 1);
 });
 
