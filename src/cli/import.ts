@@ -1,4 +1,4 @@
-import { createReadStream, readdirSync, readlinkSync } from "node:fs";
+import { createReadStream } from "node:fs";
 import { join, resolve } from "node:path";
 import { type Command, InvalidArgumentError } from "commander";
 import { fhirPaths } from "../fhir/server.ts";
@@ -13,7 +13,7 @@ import {
 } from "../fhir/service/import.ts";
 import { LOOKUP_KEY_FILE, LookupKey, LookupKeyError, PATIENT_KEYS_DIR } from "../fhir/service/patients.ts";
 import { openCustodianStore, WRITE_JOURNAL_FILE } from "../fhir/service/write.ts";
-import { ConfigError, readKeyFile, requireDataDir } from "../node/datadir.ts";
+import { ConfigError, DataDirInUseError, readKeyFile, requireDataDir } from "../node/datadir.ts";
 import { silentLogger } from "../node/logger.ts";
 import { openNode } from "../node/runtime.ts";
 import { progressBar } from "./progress.ts";
@@ -39,7 +39,6 @@ export async function importCommand(files: readonly string[], options: ImportCom
   if (files.length === 0) throw new ConfigError("name the files (or directories) to import");
   const dir = resolve(options.dir);
   const paths = requireDataDir(dir);
-  refuseIfRunning(dir, [paths.orderer, paths.ledger]);
   const keyFile = options.key ?? join(paths.keys, "admin.key");
   const signer = readKeyFile(keyFile);
   let lookup: LookupKey;
@@ -58,7 +57,17 @@ export async function importCommand(files: readonly string[], options: ImportCom
   }
   const total = await countBundles(sources);
 
-  const running = await openNode(dir, { listen: false, log: silentLogger, flags: { auditOnStart: false } });
+  let running: Awaited<ReturnType<typeof openNode>>;
+  try {
+    running = await openNode(dir, { listen: false, log: silentLogger, flags: { auditOnStart: false } });
+  } catch (error) {
+    if (error instanceof DataDirInUseError) {
+      throw new ConfigError(
+        `the node in ${dir} is running (process ${error.pid} holds the data dir): stop the node, or POST the bundles to its /fhir endpoint`,
+      );
+    }
+    throw error;
+  }
   let store: ReturnType<typeof openCustodianStore> | undefined;
   const bar = progressBar("import", total, "bundles");
   try {
@@ -113,41 +122,6 @@ export async function importCommand(files: readonly string[], options: ImportCom
   } finally {
     store?.close();
     await running.close();
-  }
-}
-
-/**
- * A node running from this data dir holds its orderer log and ledger open; a second writer would corrupt the order.
- * Found through /proc (Linux); elsewhere the check is skipped.
- */
-function refuseIfRunning(dir: string, files: readonly string[]): void {
-  const targets = new Set(files.map((f) => resolve(f)));
-  let pids: string[];
-  try {
-    pids = readdirSync("/proc").filter((p) => /^\d+$/.test(p) && Number(p) !== process.pid);
-  } catch {
-    return;
-  }
-  for (const pid of pids) {
-    let fds: string[];
-    try {
-      fds = readdirSync(`/proc/${pid}/fd`);
-    } catch {
-      continue;
-    }
-    for (const fd of fds) {
-      let target: string;
-      try {
-        target = readlinkSync(`/proc/${pid}/fd/${fd}`);
-      } catch {
-        continue;
-      }
-      if (targets.has(target)) {
-        throw new ConfigError(
-          `the node in ${dir} is running (process ${pid} has its ledger open): stop the node, or POST the bundles to its /fhir endpoint`,
-        );
-      }
-    }
   }
 }
 

@@ -17,6 +17,7 @@ import { catchUp } from "./catch-up.ts";
 import {
   ConfigError,
   loadConfig,
+  lockDataDir,
   type NodeConfig,
   readGenesis,
   readKeyFile,
@@ -94,7 +95,14 @@ export async function openNode(dir: string, options: OpenOptions = {}): Promise<
     ordererConfig.kind === "etcd" ? (ordererConfig.prefix ?? `/careledger/${networkIdOf(genesis)}/`) : undefined;
   const etcdTls =
     ordererConfig.kind === "etcd" && ordererConfig.tls ? resolveTlsPaths(dir, ordererConfig.tls) : undefined;
-  const store = LedgerStore.open(paths.ledger);
+  const unlock = lockDataDir(dir);
+  let store: LedgerStore;
+  try {
+    store = LedgerStore.open(paths.ledger);
+  } catch (error) {
+    unlock();
+    throw error;
+  }
   // Set once the node exists: the etcd orderer asks, as each batch is delivered, whether its proposer is a node.
   let nodeRef: LedgerNode | undefined;
   const ownOrderer = options.orderer === undefined;
@@ -119,6 +127,7 @@ export async function openNode(dir: string, options: OpenOptions = {}): Promise<
         : new EmbeddedOrderer(paths.orderer));
   } catch (error) {
     store.close();
+    unlock();
     throw error;
   }
   const registry: PeerRegistry =
@@ -134,6 +143,7 @@ export async function openNode(dir: string, options: OpenOptions = {}): Promise<
     if (!options.registry) await registry.close();
     await peerDispatcher?.close();
     store.close();
+    unlock();
   };
   let selfUrl = "";
   const peerUrls = async () => {

@@ -73,8 +73,11 @@ test("kill -9 one member of three under submits: no batch lost, submits continue
   const failures: unknown[] = [];
   let n = 0;
   const started = Date.now();
+  // Lanes run until 20 submits were accepted after the kill (a new leader may take a second or two to be elected;
+  // on a loaded machine longer), or 30 s.
+  let before = Number.POSITIVE_INFINITY;
   const lane = async (orderer: EtcdOrderer, key: typeof keyA) => {
-    while (Date.now() - started < 3000) {
+    while (Date.now() - started < 30_000 && accepted.length < before + 20) {
       const mine = n++;
       try {
         await orderer.submit(key.keyId, [fakeTx(mine)]);
@@ -86,11 +89,11 @@ test("kill -9 one member of three under submits: no batch lost, submits continue
   };
   const load = Promise.all([lane(a, keyA), lane(a, keyA), lane(b, keyB), lane(b, keyB)]);
   await sleep(1000);
-  const before = accepted.length;
+  before = accepted.length;
   cluster.members[0]?.process.kill("SIGKILL");
   await load;
   assert.deepEqual(failures, []);
-  assert.ok(accepted.length > before + 20, `submits continued after the kill (${before} → ${accepted.length})`);
+  assert.ok(accepted.length >= before + 20, `submits continued after the kill (${before} → ${accepted.length})`);
   const total = accepted.length;
   await Promise.all([seenA.until(total), seenB.until(total)]);
   await sleep(200);
