@@ -5,10 +5,13 @@
 
 import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync, mkdirSync, openSync, readdirSync, readFileSync } from "node:fs";
+import { createServer } from "node:net";
 import { join, resolve } from "node:path";
 import { ConfigError, writeFileAtomic } from "../node/datadir.ts";
 import { etcdClient } from "../ordering/etcd-client.ts";
 import { type EtcdMemberSpec, etcdArgs, etcdBinary, freePort } from "../ordering/etcd-launcher.ts";
+import { initCommand } from "./init.ts";
+import { networkCreateCommand } from "./network.ts";
 import { issueCertificate } from "./pki.ts";
 
 const STATE_FILE = "cluster.json";
@@ -95,8 +98,6 @@ export async function clusterUp(options: ClusterUpOptions): Promise<ClusterState
       `etcd is not installed at ${etcdBinary()}; install Debian's etcd-server: apt-get install etcd-server`,
     );
   }
-  const { networkCreateCommand } = await import("./network.ts");
-  const { initCommand } = await import("./init.ts");
   const networkDir = join(dir, "network");
   const logs = join(dir, "logs");
   const fresh = !previous;
@@ -222,7 +223,6 @@ async function silently(run: () => Promise<void>): Promise<void> {
 }
 
 async function freePortFrom(start: number): Promise<number> {
-  const { createServer } = await import("node:net");
   for (let port = start; port < start + 200; port++) {
     const free = await new Promise<boolean>((resolveFree) => {
       const server = createServer();

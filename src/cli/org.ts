@@ -4,22 +4,20 @@
 // the new node's batches are ordered and its anchors count.
 
 import { randomUUID } from "node:crypto";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import { Agent, request } from "undici";
+import { ORG_KINDS } from "../contract/policy.ts";
 import type { KeyPair } from "../ledger/keys.ts";
 import type { SignedTx } from "../ledger/types.ts";
 import { ConfigError, dataPaths, ensureDir, readKeyFile, requireDataDir, writeKeyFile } from "../node/datadir.ts";
 import { newKey, signNew, slug } from "../node/network.ts";
-
-const ORG_KINDS = ["gp", "hospital", "research", "commercial", "other"];
 
 async function submit(
   url: string,
   tx: SignedTx,
   ca?: string,
 ): Promise<{ status: number; body: Record<string, unknown> }> {
-  const { Agent, request } = await import("undici");
-  const { readFileSync } = await import("node:fs");
   const dispatcher = ca ? new Agent({ connect: { ca: readFileSync(ca) } }) : undefined;
   try {
     const response = await request(`${url.replace(/\/+$/, "")}/ledger/tx`, {
@@ -59,7 +57,8 @@ export async function orgProposeCommand(options: {
   ca?: string;
 }): Promise<void> {
   const paths = requireDataDir(options.dir);
-  if (!ORG_KINDS.includes(options.kind)) throw new ConfigError(`--kind must be one of ${ORG_KINDS.join(", ")}`);
+  if (!(ORG_KINDS as readonly string[]).includes(options.kind))
+    throw new ConfigError(`--kind must be one of ${ORG_KINDS.join(", ")}`);
   if (options.name.trim().length < 2) throw new ConfigError("--name must have 2 characters or more");
   const node = readKeyFile(paths.nodeKey);
   const adminFile = join(dataPaths(options.dir).keys, "admin.key");
