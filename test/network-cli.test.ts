@@ -141,5 +141,11 @@ describe("network create and joining with its files", () => {
       /must hold ca\.pem/,
     );
     for (const n of ["n1", "n2", "n3", "n4"]) assert.equal(existsSync(join(work.path, n)), false, n);
+    // The demo on etcd: plain etcd only, and only when the demo is generated.
+    assertUsageError(
+      await runCli(["demo", "--dir", join(work.path, "d1"), "--orderer", "etcds://127.0.0.1:2379"]),
+      /without TLS/,
+    );
+    assertUsageError(await runCli(["demo", "--dir", join(work.path, "d2"), "--orderer", "zookeeper"]), /--orderer/);
   });
 });

@@ -11,7 +11,16 @@ import { type ImportSource, importBundles } from "../fhir/service/import.ts";
 import { LOOKUP_KEY_FILE, LookupKey, PATIENT_KEYS_DIR } from "../fhir/service/patients.ts";
 import { sha256 } from "../ledger/hash.ts";
 import { parseSignedTx } from "../ledger/tx.ts";
-import { dataPaths, ensureDir, readKeyFile, writeConfig, writeFileAtomic, writeKeyFile } from "../node/datadir.ts";
+import {
+  ConfigError,
+  dataPaths,
+  ensureDir,
+  parseOrdererUrl,
+  readKeyFile,
+  writeConfig,
+  writeFileAtomic,
+  writeKeyFile,
+} from "../node/datadir.ts";
 import { createLogger, type Logger } from "../node/logger.ts";
 import { genesisBlock } from "../node/network.ts";
 import { openNode, type RunningNode } from "../node/runtime.ts";
@@ -70,9 +79,24 @@ export interface DemoNetwork {
  * the network (keys from a random secret, so every demo is its own network) and submits its set-up through the GP's
  * node; later runs continue the same ledger.
  */
-export async function demoCommand(options: DemoOptions): Promise<void> {
+export async function demoCommand(options: DemoOptions & { orderer?: string }): Promise<void> {
+  if (options.orderer !== undefined) {
+    const orderer = parseOrdererUrl(options.orderer, "--orderer");
+    if (orderer.kind === "etcd" && orderer.endpoints.some((e) => e.startsWith("https:"))) {
+      throw new ConfigError(
+        "the demo talks to etcd without TLS: give etcd://host:port (for TLS use careledger cluster up)",
+      );
+    }
+    const exists = existsSync(join(resolve(options.dir), "demo.json"));
+    if (exists && !options.fresh) {
+      throw new ConfigError(
+        `--orderer applies when the demo is generated; ${options.dir} holds one already (add --fresh)`,
+      );
+    }
+    if (orderer.kind === "etcd") options = { ...options, etcd: { endpoints: orderer.endpoints } };
+  }
   const demo = await startDemo(options);
-  printWelcome(demo.dir, demo.nodes);
+  printWelcome(demo.dir, demo.nodes, readDemoEtcd(demo.dir));
   await new Promise<void>((done) => {
     const stop = (signal: string) => {
       process.stdout.write(`\n${signal}: stopping the demo nodes…\n`);
@@ -300,11 +324,11 @@ async function caughtUp(nodes: RunningNode[]): Promise<void> {
   }
 }
 
-function printWelcome(dir: string, nodes: RunningNode[]): void {
+function printWelcome(dir: string, nodes: RunningNode[], etcd: { endpoints: string[] } | undefined): void {
   const [gp] = nodes;
   const lines = [
     "",
-    "CareLedger demo network is running: three organisations, one node each, one embedded orderer.",
+    `CareLedger demo network is running: three organisations, one node each, ${etcd ? `ordering through etcd at ${etcd.endpoints.join(", ")}` : "one embedded orderer"}.`,
     "",
     ...nodes.map(
       (n, i) =>

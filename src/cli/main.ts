@@ -149,6 +149,7 @@ function program(): Command {
     .option("--port <port>", "first HTTP port; the nodes use this and the next two", parsePort, 7600)
     .option("--patients <n>", "how many patients to generate", (v) => positiveInt(v, 10_000), 12)
     .option("--fresh", "delete an existing demo in --dir first")
+    .option("--orderer <url>", "embedded (default), or etcd://host:port[,…]: each demo node then orders through etcd")
     .action(demoCommand);
 
   cli
