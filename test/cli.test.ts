@@ -2,6 +2,8 @@
 // one line and exit 2, init (new network, joining from a genesis file, refusing a tampered one), export to stdout
 // and to a file, and verify of a data dir and of an export — including exports altered after the fact.
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { once } from "node:events";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -11,7 +13,7 @@ import { EMPTY_FRONTIER } from "../src/ledger/merkle.ts";
 import { txId } from "../src/ledger/tx.ts";
 import type { Block } from "../src/ledger/types.ts";
 import { buildBlock } from "../src/node/block-builder.ts";
-import { type CliResult, runCli, startNode, stopNode, tempDir } from "./helpers.ts";
+import { CLI, type CliResult, runCli, startNode, stopNode, tempDir } from "./helpers.ts";
 import { accessLogTx, call, enrolTx, newNetwork, openTestNode, registerTx } from "./support-net.ts";
 
 const work = tempDir("cli");
@@ -367,4 +369,14 @@ describe("export and verify", () => {
       assert.match(result.stdout.trimEnd(), failure);
     });
   }
+});
+
+test("a reader that goes away (careledger … | head) ends the command quietly, not with a broken-pipe stack trace", async () => {
+  const child = spawn(process.execPath, [CLI, "--help"], { stdio: ["ignore", "pipe", "pipe"] });
+  child.stdout.destroy();
+  let stderr = "";
+  child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d));
+  const [code] = (await once(child, "exit")) as [number | null];
+  assert.equal(code, 0);
+  assert.doesNotMatch(stderr, /EPIPE|Error/);
 });

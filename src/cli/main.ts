@@ -214,6 +214,20 @@ function positiveInt(raw: string, max: number): number {
 
 quietGrpcServerNameWarning();
 
+/**
+ * `careledger export | head`, `careledger cluster status | grep …`: when the reader goes away, stop quietly as other
+ * command-line tools do, instead of a stack trace from the broken pipe.
+ */
+function exitQuietlyOnClosedPipe(): void {
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on("error", (error: NodeJS.ErrnoException) => {
+      if (error.code === "EPIPE") process.exit(process.exitCode ?? 0);
+      throw error;
+    });
+  }
+}
+exitQuietlyOnClosedPipe();
+
 export async function main(argv: string[]): Promise<number> {
   try {
     await program().parseAsync(argv, { from: "user" });
