@@ -40,6 +40,7 @@ import type { Principal } from "../auth/bearer.ts";
 import { PURPOSE_SYSTEM, scopesAllow } from "../auth/scopes.ts";
 import { badRequest, forbidden, notFound, OperationOutcomeError } from "../outcome.ts";
 import { validateResource } from "../validate.ts";
+import type { ConsentChange } from "./audit.ts";
 import type { FhirContext, FhirHandler, FhirRequest, FhirResponse } from "./context.ts";
 
 /** Extension on a written resource (Consent, Parameters of $break-glass) carrying the caller's signed ledger tx. */
@@ -149,16 +150,6 @@ export function ruleToConsent(patient: string, rule: RuleRec, at: number, status
 /** The national data opt-out's policy (NHS England), for `optout.set` in a consent history. */
 export const NATIONAL_OPT_OUT_POLICY = "https://digital.nhs.uk/services/national-data-opt-out";
 
-/** One change of a patient's consent as the ledger recorded it (`AuditIndex.consentChanges`). */
-export interface ConsentChangeRecord {
-  type: "consent.set" | "consent.revoke" | "optout.set";
-  payload: Record<string, unknown>;
-  block: number;
-  position: number;
-  time: number;
-  tx: string;
-}
-
 /**
  * A patient's consent history as Consent resource versions, oldest first: each `consent.set` is the rule as it was
  * then (status as at that moment), each `consent.revoke` the rule's last version marked inactive, each `optout.set`
@@ -167,7 +158,7 @@ export interface ConsentChangeRecord {
  */
 export function consentHistory(
   patient: string,
-  changes: readonly ConsentChangeRecord[],
+  changes: readonly ConsentChange[],
   toRule: (payload: Record<string, unknown>, time: number) => RuleRec,
 ): Consent[] {
   const last = new Map<string, Consent>();
