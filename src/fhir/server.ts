@@ -416,7 +416,7 @@ function parseIfMatch(header: string | string[] | undefined): number | undefined
 function send(reply: FastifyReply, response: FhirResponse) {
   reply.code(response.status).type(FHIR_JSON);
   if (response.headers) reply.headers(response.headers);
-  return reply.send(response.body ?? "");
+  return reply.send(response.json ?? response.body ?? "");
 }
 
 function sendError(reply: FastifyReply, error: unknown) {

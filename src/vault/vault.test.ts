@@ -8,6 +8,7 @@ import { once } from "node:events";
 import { statSync } from "node:fs";
 import { DatabaseSync } from "node:sqlite";
 import { afterEach, beforeEach, describe, it } from "node:test";
+import { canonicalJson } from "../ledger/canonical.ts";
 import { recordCommitment } from "./commitment.ts";
 import { FileKeyProvider, VaultKeyError } from "./keys.ts";
 import { MemoryLedger, observationItem, openTestVault, patientItem, pseudonym, T0, type TestVault } from "./testkit.ts";
@@ -39,6 +40,7 @@ describe("writes and reads", () => {
     assert.deepEqual(r.resource.meta, { versionId: "1", lastUpdated: new Date(T0).toISOString() });
     assert.deepEqual(r.resource.code, { coding: [{ system: "http://loinc.org", code: "29463-7" }] });
     assert.equal(r.commitment, write.anchors[1]?.commitment);
+    assert.equal(r.json, canonicalJson(r.resource), "the committed bytes, ready to send");
     assert.deepEqual(t.vault.vread("Observation", "obs-1", 1), r);
     assert.deepEqual(t.vault.history("Observation", "obs-1"), [r]);
     assert.deepEqual(t.vault.byPatient(p), [
@@ -351,6 +353,7 @@ function forge(
   db: DatabaseSync,
   where: { type: string; id: string; version: number; patient: string },
   edit: (payload: { resource: Record<string, unknown>; salt: string }) => void,
+  serialise: (payload: unknown) => string = (payload) => JSON.stringify(payload),
 ): void {
   const wrapped = db.prepare("SELECT wrapped FROM patient_keys WHERE patient = ?").get(where.patient) as {
     wrapped: Uint8Array;
@@ -370,7 +373,7 @@ function forge(
   const iv = randomBytes(12);
   const cipher = createCipheriv("aes-256-gcm", key, iv);
   cipher.setAAD(aad);
-  const ct = Buffer.concat([cipher.update(JSON.stringify(payload)), cipher.final()]);
+  const ct = Buffer.concat([cipher.update(serialise(payload)), cipher.final()]);
   db.prepare("UPDATE versions SET box = ? WHERE vkey = ?").run(
     Buffer.concat([Buffer.of(1), iv, ct, cipher.getAuthTag()]),
     vkey,
@@ -390,6 +393,37 @@ describe("integrity", () => {
       observationItem(q, "obs-q"),
     ]);
     t.put([observationItem(p, "obs-1", { value: 3 })]);
+  });
+
+  it("checks a plaintext laid out unlike the vault writes it by its content, and serves it when that matches", () => {
+    const db = raw(t.path);
+    const where = { type: "Observation", id: "obs-1", version: 2, patient: p };
+    // Same content, other key order and whitespace: the fast path (hashing the resource's slice) does not apply.
+    forge(
+      t,
+      db,
+      where,
+      () => {},
+      (payload) => {
+        const { salt, resource, ...rest } = payload as Record<string, unknown>;
+        return JSON.stringify({ salt, ...rest, resource }, null, 2);
+      },
+    );
+    const read = t.vault.read("Observation", "obs-1");
+    assert.equal(read?.version, 2);
+    assert.equal(read?.json, canonicalJson(read?.resource));
+    // Same layout trick with changed content is still refused.
+    forge(
+      t,
+      db,
+      where,
+      (payload) => {
+        payload.resource.status = "cancelled";
+      },
+      (payload) => JSON.stringify(payload, null, 1),
+    );
+    db.close();
+    assert.throws(() => t.vault.read("Observation", "obs-1"), integrity(/does not match its commitment/));
   });
 
   it("refuses a version whose ciphertext was altered", () => {

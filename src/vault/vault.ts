@@ -94,6 +94,8 @@ export interface VaultRecord {
    */
   salt: string;
   deleted: boolean;
+  /** `resource` as canonical JSON, exactly as committed: what a read can send without serialising it again. */
+  json: string;
 }
 
 export interface ResourceRef {
@@ -481,6 +483,9 @@ export class Vault {
   /** The current version (deleted ones too, flagged), or undefined if there is none (or it is still pending). */
   read(type: string, id: string): VaultRecord | undefined {
     this.assertOpen();
+    // One lookup for the common case; a resource whose current version row is missing falls through to the checks.
+    const hit = this.stmts.currentByRef.get(type, id) as (VersionRow & { patient: string | null }) | undefined;
+    if (hit) return this.unsealRecord(type, id, hit.patient, hit);
     const row = this.stmts.resourceByRef.get(type, id) as ResourceRow | undefined;
     if (!row || row.current === 0) return undefined;
     const v = this.stmts.version.get(row.rid, row.current) as VersionRow | undefined;
@@ -529,9 +534,10 @@ export class Vault {
     }
     const plain = unseal(key, view(v.box), recordAad(type, id, v.version, patient));
     if (plain === undefined) throw new VaultIntegrityError(`${where}: ciphertext does not authenticate`);
+    const text = plain.toString("utf8");
     let payload: { resource: VaultResource; salt: string; labels: string[]; date?: string };
     try {
-      payload = JSON.parse(plain.toString("utf8"));
+      payload = JSON.parse(text);
     } catch {
       throw new VaultIntegrityError(`${where}: plaintext is not JSON`);
     }
@@ -547,7 +553,14 @@ export class Vault {
     ) {
       throw new VaultIntegrityError(`${where}: plaintext does not describe this version`);
     }
-    const commitment = recordCommitmentOfJson(payload.salt, canonicalJson(resource));
+    // The plaintext was written as canonical JSON around the resource's canonical JSON: hashing that slice of it
+    // saves re-serialising the resource on every read. If the slice is not what was committed, the hash differs.
+    const resourceJson =
+      Array.isArray(payload.labels) && (payload.date === undefined || typeof payload.date === "string")
+        ? resourceJsonIn(text, payload.salt, payload.labels, payload.date)
+        : undefined;
+    const json = resourceJson ?? canonicalJson(resource);
+    const commitment = recordCommitmentOfJson(payload.salt, json);
     const anchored = this.anchorOf(type, id, String(v.version));
     if (anchored === undefined) throw new VaultIntegrityError(`${where}: not anchored on the ledger`);
     if (anchored.length !== commitment.length || !timingSafeEqual(Buffer.from(anchored), Buffer.from(commitment))) {
@@ -562,6 +575,7 @@ export class Vault {
       commitment,
       salt: payload.salt,
       deleted: v.deleted === 1,
+      json,
     };
     if (payload.date !== undefined) record.date = payload.date;
     return record;
@@ -1007,6 +1021,24 @@ export function payloadJson(resourceJson: string, salt: string, labels: readonly
   return `${head}"labels":${JSON.stringify(labels)},"resource":${resourceJson},"salt":${JSON.stringify(salt)}}`;
 }
 
+/**
+ * The resource's JSON inside a plaintext made by `payloadJson`, found from the other (small, ASCII) fields; undefined
+ * when the plaintext is not laid out that way (then the caller serialises the parsed resource instead).
+ */
+export function resourceJsonIn(
+  plaintext: string,
+  salt: string,
+  labels: readonly string[],
+  date: string | undefined,
+): string | undefined {
+  const shell = payloadJson("", salt, labels, date);
+  const suffix = `,"salt":${JSON.stringify(salt)}}`;
+  const prefix = shell.slice(0, shell.length - suffix.length);
+  if (plaintext.length <= shell.length || !plaintext.startsWith(prefix) || !plaintext.endsWith(suffix))
+    return undefined;
+  return plaintext.slice(prefix.length, plaintext.length - suffix.length);
+}
+
 /** `format ‖ IV ‖ ciphertext ‖ tag`, AES-256-GCM. */
 function seal(key: KeyObject, iv: Buffer, plaintext: string | Buffer, aad: Buffer): Buffer {
   const cipher = createCipheriv("aes-256-gcm", key, iv);
@@ -1224,6 +1256,11 @@ function prepare(db: DatabaseSync) {
     byPatient: p("SELECT type, id FROM resources WHERE patient = ? AND current > 0 AND deleted = 0 ORDER BY type, id"),
     allOfPatient: p("SELECT rid, type, id, current FROM resources WHERE patient = ?"),
     version: p(`SELECT ${cols}, last_updated, deleted, box FROM versions WHERE vkey = ${vkey}`),
+    currentByRef: p(
+      `SELECT r.patient, v.vkey >> ${VERSION_BITS} AS rid, v.vkey & ${MAX_VERSION} AS version, v.last_updated,
+         v.deleted, v.box FROM resources r JOIN versions v ON v.vkey = r.rid * ${2 ** VERSION_BITS} + r.current
+       WHERE r.type = ? AND r.id = ? AND r.current > 0`,
+    ),
     history: p(`SELECT ${cols}, last_updated, deleted, box FROM versions WHERE ${ofRid} ORDER BY vkey DESC`),
     allVersions: p(`SELECT ${cols}, box FROM versions WHERE ${ofRid}`),
     setBox: p(`UPDATE versions SET box = ?3 WHERE vkey = ${vkey}`),

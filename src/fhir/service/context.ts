@@ -60,6 +60,8 @@ export interface FhirRequest {
 export interface FhirResponse {
   status: number;
   body?: unknown;
+  /** `body` already serialised (a stored record's canonical JSON): sent as is, saving a JSON.stringify per read. */
+  json?: string;
   headers?: Record<string, string>;
 }
 

@@ -57,9 +57,22 @@ export function factsOf(type: string, id: string, rec: VaultRecord, extraLabels:
 /** ETag and Last-Modified of a version. */
 export function versionHeaders(rec: Pick<VaultRecord, "version" | "lastUpdated">): Record<string, string> {
   const headers: Record<string, string> = { etag: `W/"${rec.version}"`, "content-type": FHIR_JSON };
-  const t = Date.parse(rec.lastUpdated);
-  if (Number.isFinite(t)) headers["last-modified"] = new Date(t).toUTCString();
+  const modified = httpDate(rec.lastUpdated);
+  if (modified !== undefined) headers["last-modified"] = modified;
   return headers;
+}
+
+// Parsing and formatting a date costs more than the rest of the headers; records imported together share a time.
+const HTTP_DATE_MEMO_MAX = 10_000;
+const httpDates = new Map<string, string | undefined>();
+
+function httpDate(instant: string): string | undefined {
+  if (httpDates.has(instant)) return httpDates.get(instant);
+  const t = Date.parse(instant);
+  const formatted = Number.isFinite(t) ? new Date(t).toUTCString() : undefined;
+  if (httpDates.size >= HTTP_DATE_MEMO_MAX) httpDates.clear();
+  httpDates.set(instant, formatted);
+  return formatted;
 }
 
 /** 403 from the token alone (before any lookup), when its scopes do not cover `interaction` on the type. */
@@ -108,7 +121,7 @@ export const read: FhirHandler = async (ctx, req) => {
   if (rec === undefined) throw missing();
   gate(ctx, req.principal, factsOf(type, id, rec), "read", missing);
   if (rec.deleted) throw gone(`${type}/${id}`);
-  return { status: 200, body: rec.resource, headers: versionHeaders(rec) };
+  return { status: 200, body: rec.resource, json: rec.json, headers: versionHeaders(rec) };
 };
 
 /** GET [base]/[type]/[id]/_history/[vid] */
@@ -130,7 +143,7 @@ export const vread: FhirHandler = async (ctx, req) => {
   gate(ctx, req.principal, factsOf(type, id, current, rec?.labels), "read", missing);
   if (rec === undefined) throw missing();
   if (rec.deleted) throw gone(`${type}/${id}/_history/${vid}`);
-  return { status: 200, body: rec.resource, headers: versionHeaders(rec) };
+  return { status: 200, body: rec.resource, json: rec.json, headers: versionHeaders(rec) };
 };
 
 /** GET [base]/[type]/[id]/_history — every version, newest first, as a `history` Bundle. */
