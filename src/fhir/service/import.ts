@@ -18,7 +18,7 @@
 //   same data again finds the same pseudonym; an invalid NHS number in the source is kept as data but not used.
 // - Re-import: a Patient already registered (same NHS number) is updated (a new version), not duplicated; other
 //   resources are created again (their source ids are not kept, so there is nothing to match them by).
-// - Records of no patient (Organization, Practitioner, …) are stored with local commitments (write.ts).
+// - Records of no patient (Organization, Practitioner, …) are anchored on the ledger like the rest (write.ts).
 
 import { randomUUID } from "node:crypto";
 import { createReadStream, readdirSync, statSync } from "node:fs";
