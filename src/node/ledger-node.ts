@@ -379,9 +379,15 @@ export class LedgerNode extends EventEmitter {
     // Signatures of txs this node did not check at intake are checked now, off the main thread.
     const toCheck: { tx: SignedTx; id: Hex32; at: number }[] = [];
     const sigOk: boolean[] = new Array(txs.length).fill(true);
+    const byOrderer = batch.parsed?.length === txs.length ? batch.parsed : undefined;
     const parsed = txs.map((raw, at) => {
       const known = typeof raw === "object" && raw !== null ? this.parsedIds.get(raw) : undefined;
-      const p: ReturnType<typeof parseSignedTx> = known ? { ok: true, tx: raw, id: known } : parseSignedTx(raw);
+      const pre = byOrderer?.[at];
+      const p: ReturnType<typeof parseSignedTx> = known
+        ? { ok: true, tx: raw, id: known }
+        : pre
+          ? { ok: true, tx: pre.tx, id: pre.id }
+          : parseSignedTx(raw);
       if (p.ok && this.checkedHere.get(p.id) !== p.tx.sig) toCheck.push({ tx: p.tx, id: p.id, at });
       return p;
     });

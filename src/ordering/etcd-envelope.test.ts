@@ -2,6 +2,8 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { canonicalJson } from "../ledger/canonical.ts";
 import { sha256Hex } from "../ledger/hash.ts";
+import { parseSignedTx, signTx, txId } from "../ledger/tx.ts";
+import type { SignedTx } from "../ledger/types.ts";
 import { MAX_BATCH_TXS, openBatch, sealBatch } from "./etcd-envelope.ts";
 import { fakeTx, keyA, keyB } from "./etcd-test-helpers.ts";
 import { OrdererError } from "./orderer.ts";
@@ -17,8 +19,51 @@ test("a sealed batch is canonical JSON under the hash of its body, and opens to 
   assert.equal(sealed.id, sha256Hex(canonicalJson({ v: 1, proposer: keyA.keyId, time: 1234, txs })));
   assert.deepEqual(openBatch(sealed.id, sealed.value, MAX), {
     ok: true,
-    batch: { id: sealed.id, proposer: keyA.keyId, time: 1234, txs },
+    // These test txs are not well-formed txs (sig "x"): nothing parsed, the node drops them.
+    batch: { id: sealed.id, proposer: keyA.keyId, time: 1234, txs, parsed: [undefined, undefined] },
   });
+});
+
+test("signed txs: sealing reuses each parsed tx's canonical text, opening parses each tx once, with its id", () => {
+  const txs = [1, 2, 3].map((n) =>
+    signTx(
+      { type: "t.x", payload: { n, note: "é" }, signer: keyB.keyId, nonce: `${n}`.padStart(16, "0"), createdAt: n },
+      keyB,
+    ),
+  );
+  const parsed = txs.map((tx) => {
+    const p = parseSignedTx(JSON.parse(JSON.stringify(tx)));
+    assert.ok(p.ok);
+    return p;
+  });
+  // Sealing the parsed objects (texts remembered) and plain copies (canonicalised) gives the same bytes.
+  const fromParsed = sealBatch(
+    keyA,
+    99,
+    parsed.map((p) => p.tx),
+    MAX,
+  );
+  const fromPlain = sealBatch(keyA, 99, structuredClone(txs), MAX);
+  assert.equal(fromParsed.value.toString(), fromPlain.value.toString());
+  assert.equal(fromParsed.id, fromPlain.id);
+  const opened = openBatch(fromParsed.id, fromParsed.value, MAX);
+  assert.ok(opened.ok);
+  assert.deepEqual(
+    opened.batch.parsed.map((p) => p?.id),
+    txs.map((tx) => txId(tx)),
+  );
+  assert.deepEqual(
+    opened.batch.parsed.map((p) => p?.tx),
+    txs,
+  );
+  // A malformed tx between good ones: the batch opens, that one is not parsed.
+  const mixed = sealBatch(keyA, 100, [txs[0], fakeTx(7), txs[1]] as SignedTx[], MAX);
+  const openedMixed = openBatch(mixed.id, mixed.value, MAX);
+  assert.ok(openedMixed.ok);
+  assert.deepEqual(
+    openedMixed.batch.parsed.map((p) => p?.id),
+    [txId(txs[0] as SignedTx), undefined, txId(txs[1] as SignedTx)],
+  );
 });
 
 test("openBatch refuses every altered or malformed envelope with a stable reason", () => {

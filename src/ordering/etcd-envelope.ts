@@ -2,6 +2,7 @@ import { canonicalJsonWithin } from "../ledger/canonical.ts";
 import { concatBytes, fromBase64Url, isHex32, toBase64Url, utf8 } from "../ledger/encoding.ts";
 import { sha256 } from "../ledger/hash.ts";
 import { type KeyPair, signBytes, verifyBytes } from "../ledger/keys.ts";
+import { parsedTxJson, parseSignedTx } from "../ledger/tx.ts";
 import type { Hex32, KeyId, SignedTx } from "../ledger/types.ts";
 import { OrdererError } from "./orderer.ts";
 
@@ -29,6 +30,11 @@ export interface OpenedBatch {
   proposer: KeyId;
   time: number;
   txs: SignedTx[];
+  /**
+   * Per tx, `parseSignedTx`'s result when it is a well-formed tx (undefined where it is not): checking the envelope's
+   * canonical form parses each tx once, and the node need not parse it again.
+   */
+  parsed: ({ tx: SignedTx; id: Hex32 } | undefined)[];
 }
 
 export type OpenResult = { ok: true; batch: OpenedBatch } | { ok: false; reason: string };
@@ -59,10 +65,17 @@ export function sealBatch(key: KeyPair, time: number, txs: SignedTx[], maxBytes:
     throw new OrdererError("too-large", `a batch holds at most ${MAX_BATCH_TXS} txs, got ${txs.length}`);
   }
   let txsJson: string | undefined;
-  try {
-    txsJson = canonicalJsonWithin(txs, maxBytes, "txs", { plainKeys: true });
-  } catch (error) {
-    throw new OrdererError("bad-batch", `the batch is not plain JSON: ${(error as Error).message}`);
+  // Txs the node parsed at intake already have their canonical text: joined, they are the canonical array.
+  const texts = txs.map((tx) => parsedTxJson(tx));
+  if (texts.every((t) => t !== undefined)) {
+    txsJson = `[${texts.join(",")}]`;
+    if (txsJson.length > maxBytes) txsJson = undefined;
+  } else {
+    try {
+      txsJson = canonicalJsonWithin(txs, maxBytes, "txs", { plainKeys: true });
+    } catch (error) {
+      throw new OrdererError("bad-batch", `the batch is not plain JSON: ${(error as Error).message}`);
+    }
   }
   const tooLarge = () =>
     new OrdererError("too-large", `the batch envelope exceeds ${maxBytes} bytes (${txs.length} txs); split it`);
@@ -110,21 +123,36 @@ export function openBatch(id: string, value: Uint8Array, maxBytes: number): Open
   if (typeof sig !== "string" || !SIG64_RE.test(sig)) return { ok: false, reason: "bad-shape" };
   if (!Array.isArray(txs)) return { ok: false, reason: "bad-shape" };
   if (txs.length > MAX_BATCH_TXS) return { ok: false, reason: "too-many-txs" };
-  let txsJson: string | undefined;
-  try {
-    // plainKeys: keys that need escaping are refused (V8's JSON.parse may misread them, nodejs/node#63785).
-    txsJson = canonicalJsonWithin(txs, maxBytes, "txs", { plainKeys: true });
-  } catch {
-    return { ok: false, reason: "not-canonical" };
+  // The canonical text of the txs, one tx at a time: a well-formed tx's comes with parsing it (which every node does
+  // anyway); anything else is canonicalised as plain JSON, to be dropped by the node as malformed.
+  const parts: string[] = [];
+  const opened: OpenedBatch["parsed"] = [];
+  let length = 2 + Math.max(0, txs.length - 1);
+  for (const raw of txs) {
+    const p = parseSignedTx(raw);
+    let part: string | undefined;
+    if (p.ok) part = parsedTxJson(p.tx);
+    else {
+      try {
+        // plainKeys: keys that need escaping are refused (V8's JSON.parse may misread them, nodejs/node#63785).
+        part = canonicalJsonWithin(raw, maxBytes, "tx", { plainKeys: true });
+      } catch {
+        return { ok: false, reason: "not-canonical" };
+      }
+    }
+    if (part === undefined) return { ok: false, reason: "not-canonical" };
+    length += part.length;
+    if (length > maxBytes) return { ok: false, reason: "not-canonical" };
+    parts.push(part);
+    opened.push(p.ok ? { tx: p.tx, id: p.id } : undefined);
   }
+  const txsJson = `[${parts.join(",")}]`;
   // One accepted spelling per batch: what etcd holds must be exactly the canonical envelope.
-  if (txsJson === undefined || envelopeJson(proposer, sig, time, txsJson) !== text) {
-    return { ok: false, reason: "not-canonical" };
-  }
+  if (envelopeJson(proposer, sig, time, txsJson) !== text) return { ok: false, reason: "not-canonical" };
   const digest = sha256(bodyJson(proposer, time, txsJson));
   if (Buffer.from(digest).toString("hex") !== id) return { ok: false, reason: "wrong-key" };
   if (!verifyBytes(proposer, signingMessage(digest), fromBase64Url(sig))) {
     return { ok: false, reason: "bad-signature" };
   }
-  return { ok: true, batch: { id, proposer, time, txs: txs as SignedTx[] } };
+  return { ok: true, batch: { id, proposer, time, txs: txs as SignedTx[], parsed: opened } };
 }

@@ -1,3 +1,4 @@
+import { canonicalJson } from "../ledger/canonical.ts";
 // Shared by the etcd orderer tests (not product code).
 
 import { join } from "node:path";
@@ -75,7 +76,7 @@ export class Collector {
 
   /** What two nodes must agree on: seq, time, proposer and the txs' content. */
   summary(): string[] {
-    return this.batches.map((b) => `${b.seq}|${b.time}|${b.proposer}|${JSON.stringify(b.txs)}`);
+    return this.batches.map((b) => `${b.seq}|${b.time}|${b.proposer}|${canonicalJson(b.txs)}`);
   }
 }
 

@@ -6,6 +6,7 @@ import { after, before, test } from "node:test";
 import { Etcd3 } from "etcd3";
 import { canonicalJson } from "../ledger/canonical.ts";
 import { sha256Hex } from "../ledger/hash.ts";
+import type { SignedTx } from "../ledger/types.ts";
 import type { EtcdOrderer } from "./etcd.ts";
 import { sealBatch } from "./etcd-envelope.ts";
 import { type LocalEtcdCluster, startLocalEtcdCluster } from "./etcd-launcher.ts";
@@ -44,8 +45,11 @@ test("two orderers deliver the same batches with the same seqs and times; submit
   a.subscribe(1, seenA.onBatch, seenA.onError);
   b.subscribe(1, seenB.onBatch, seenB.onError);
   const submits: Promise<number>[] = [];
+  const submittedByA: SignedTx[][] = [];
   for (let i = 0; i < 20; i++) {
-    submits.push(a.submit(keyA.keyId, [fakeTx(i), fakeTx(1000 + i)]));
+    const txs = [fakeTx(i), fakeTx(1000 + i)];
+    submittedByA.push(txs);
+    submits.push(a.submit(keyA.keyId, txs));
     submits.push(b.submit(keyB.keyId, [fakeTx(2000 + i)]));
   }
   const seqs = await Promise.all(submits);
@@ -64,9 +68,13 @@ test("two orderers deliver the same batches with the same seqs and times; submit
   }
   // The seq a submit returned is the one its batch was delivered under.
   const bySeq = new Map(seenA.batches.map((x) => [x.seq, x]));
+  const bySeqAtB = new Map(seenB.batches.map((x) => [x.seq, x]));
   for (let i = 0; i < 20; i++) {
     assert.deepEqual(bySeq.get(seqs[2 * i] as number)?.txs, [fakeTx(i), fakeTx(1000 + i)]);
     assert.equal(bySeq.get(seqs[2 * i + 1] as number)?.proposer, keyB.keyId);
+    // Its own batch comes back to A as the very tx objects it submitted (not parsed again); B parsed them afresh.
+    assert.equal(bySeq.get(seqs[2 * i] as number)?.txs[0], submittedByA[i]?.[0]);
+    assert.notEqual(bySeqAtB.get(seqs[2 * i] as number)?.txs[0], submittedByA[i]?.[0]);
   }
   assert.equal(a.lastSeq(), 40);
   assert.deepEqual(a.positionOf(40), b.positionOf(40));

@@ -113,6 +113,8 @@ interface Subscription {
 const QUEUE_HIGH_BYTES = 64 * 1024 * 1024;
 const QUEUE_LOW_BYTES = 16 * 1024 * 1024;
 const RECENT_OUTCOMES = 4096;
+/** Own envelopes remembered until delivered (see `sealedHere`); more than the batches a node has in flight. */
+const SEALED_REMEMBERED = 256;
 /** etcd's default `--max-request-bytes` is 1.5 MiB; the launcher sets 4 MiB. Envelopes must stay below. */
 const MAX_MAX_BATCH_BYTES = 4 * 1024 * 1024 - 64 * 1024;
 
@@ -166,6 +168,12 @@ export class EtcdOrderer implements Orderer {
   private readonly compactor: EtcdCompactor | undefined;
   private sub: Subscription | undefined;
   private readonly waiters = new Map<number, Waiter[]>();
+  /**
+   * Envelopes this orderer sealed and has not yet seen delivered, by batch id. When one comes back byte for byte, it
+   * is what `openBatch` would accept (this node built and signed exactly those bytes), so delivery hands the node its
+   * own tx objects instead of parsing and checking the envelope again.
+   */
+  private readonly sealedHere = new Map<string, { value: Buffer; time: number; txs: SignedTx[] }>();
   /** revision → seq (delivered) or skip reason, for submits whose answer arrives after delivery got there. */
   private readonly recentOutcomes = new Map<number, number | string>();
   private lastKnownSeq: number;
@@ -332,8 +340,9 @@ export class EtcdOrderer implements Orderer {
       throw new OrdererError("bad-proposer", "an etcd orderer proposes batches under its own node key only");
     }
     let sealed: ReturnType<typeof sealBatch>;
+    const sealedTime = Math.floor(this.clock());
     try {
-      sealed = sealBatch(this.options.key, Math.floor(this.clock()), txs, this.maxBatchBytes);
+      sealed = sealBatch(this.options.key, sealedTime, txs, this.maxBatchBytes);
     } catch (error) {
       // The node cuts batches by count; big txs can make one too large for etcd. Ordered as consecutive halves,
       // in order, so the node need not know envelope sizes. A single tx over the limit is refused.
@@ -342,6 +351,8 @@ export class EtcdOrderer implements Orderer {
       await this.submit(proposer, txs.slice(0, half));
       return this.submit(proposer, txs.slice(half));
     }
+    this.sealedHere.set(sealed.id, { value: sealed.value, time: sealedTime, txs });
+    if (this.sealedHere.size > SEALED_REMEMBERED) this.sealedHere.delete(this.sealedHere.keys().next().value as string);
     const revision = await this.put(sealed.id, sealed.value);
     this.counters.submitted++;
     return this.seqAt(revision);
@@ -518,7 +529,14 @@ export class EtcdOrderer implements Orderer {
       return { ok: false, reason: "bad-key" };
     }
     const id = ev.key.subarray(this.batchPrefix.length).toString("latin1");
-    const opened = openBatch(id, ev.value, this.maxBatchBytes);
+    const own = this.sealedHere.get(id);
+    if (own !== undefined) this.sealedHere.delete(id);
+    const opened: OpenResult = own?.value.equals(ev.value)
+      ? {
+          ok: true,
+          batch: { id, proposer: this.options.key.keyId, time: own.time, txs: own.txs, parsed: [] },
+        }
+      : openBatch(id, ev.value, this.maxBatchBytes);
     if (!opened.ok) return opened;
     const accept = this.options.acceptProposer;
     if (accept && !accept(opened.batch.proposer)) return { ok: false, reason: "proposer-refused" };
@@ -553,6 +571,7 @@ export class EtcdOrderer implements Orderer {
     if (seq > this.lastKnownSeq) this.lastKnownSeq = seq;
     this.settle(ev.revision, seq);
     const batch: Batch = { seq, time, proposer: verdict.batch.proposer, txs: verdict.batch.txs };
+    if (verdict.batch.parsed.length > 0) batch.parsed = verdict.batch.parsed;
     const flushed = this.cursor.durable();
     await Promise.all([sub.onBatch(batch), flushed]);
     this.counters.delivered++;

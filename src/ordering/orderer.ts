@@ -1,4 +1,4 @@
-import type { KeyId, SignedTx } from "../ledger/types.ts";
+import type { Hex32, KeyId, SignedTx } from "../ledger/types.ts";
 
 /**
  * An ordered batch. `seq` is the global order (1, 2, 3, … with no gaps) and becomes the height of the block every
@@ -9,6 +9,11 @@ export interface Batch {
   time: number;
   proposer: KeyId;
   txs: SignedTx[];
+  /**
+   * Optional, per tx: what `parseSignedTx` gives for it, where the orderer already parsed it while checking the batch
+   * (undefined where the tx is malformed). Saves the node parsing and canonicalising each tx a second time.
+   */
+  parsed?: ({ tx: SignedTx; id: Hex32 } | undefined)[];
 }
 
 export type BatchHandler = (batch: Batch) => void | Promise<void>;
