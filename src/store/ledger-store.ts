@@ -1,4 +1,4 @@
-import { createHash } from "node:crypto";
+import { hash } from "node:crypto";
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import type { StateStore } from "../contract/index.ts";
 import { fromHex } from "../ledger/encoding.ts";
@@ -542,7 +542,7 @@ const NOTHING_WRITTEN: Written = { ids: [], nonces: [], idsAt: { run: 0, inRun: 
  * B-tree dense; a false "already used" needs a 128-bit collision.
  */
 export function nonceKey(signer: string, nonce: string): string {
-  return createHash("sha256").update(`${signer}:${nonce}`).digest("hex").slice(0, 32);
+  return hash("sha256", `${signer}:${nonce}`, "hex").slice(0, 32);
 }
 
 /** Where a tx not yet in the SQLite index is, and what that index row will hold. */
