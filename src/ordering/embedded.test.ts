@@ -83,3 +83,28 @@ test("a failing handler stops its subscription and reports the error once", asyn
   await assert.rejects(orderer.submit("p".repeat(64), []), /closed/);
   assert.throws(() => new EmbeddedOrderer(join(dir, "c.db")).subscribe(0, () => {}), /fromSeq/);
 });
+
+test("batches every subscriber has been given are not held in memory; a slower subscriber keeps its own", async () => {
+  const orderer = new EmbeddedOrderer(join(dir, "release.db"));
+  const fast: number[] = [];
+  let releaseSlow!: () => void;
+  const slowGate = new Promise<void>((resolve) => {
+    releaseSlow = resolve;
+  });
+  const slow: number[] = [];
+  orderer.subscribe(1, (b) => {
+    fast.push(b.seq);
+  });
+  orderer.subscribe(1, async (b) => {
+    await slowGate; // holds at batch 1 until released
+    slow.push(b.seq);
+  });
+  for (let i = 1; i <= 5; i++) await orderer.submit("p".repeat(64), [fakeTx(i)]);
+  while (fast.length < 5) await new Promise((r) => setTimeout(r, 5));
+  assert.equal(orderer.batchesInMemory, 5, "the slow subscriber has not had them yet");
+  releaseSlow();
+  while (slow.length < 5) await new Promise((r) => setTimeout(r, 5));
+  assert.deepEqual(slow, [1, 2, 3, 4, 5]);
+  assert.equal(orderer.batchesInMemory, 0);
+  await orderer.close();
+});
