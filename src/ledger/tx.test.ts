@@ -6,7 +6,15 @@ import { concatBytes, fromBase64Url, fromHex, toBase64Url } from "./encoding.ts"
 import { LedgerError } from "./errors.ts";
 import { sha256Hex } from "./hash.ts";
 import { keyPairFromSeed, verifyBytes } from "./keys.ts";
-import { MAX_TX_BYTES, parseSignedTx, signTx, TX_SIGNING_PREFIX, txId, verifyTxSignature } from "./tx.ts";
+import {
+  MAX_TX_BYTES,
+  parseSignedTx,
+  parseSignedTxWithText,
+  signTx,
+  TX_SIGNING_PREFIX,
+  txId,
+  verifyTxSignature,
+} from "./tx.ts";
 import type { SignedTx, TxBody } from "./types.ts";
 
 const kp = keyPairFromSeed(new Uint8Array(32).fill(11));
@@ -63,6 +71,11 @@ describe("txId", () => {
             return;
           }
           assert.equal(parsed.id, generic);
+          // The signed text that comes with it is the canonical JSON of the whole tx, sig included.
+          const withText = parseSignedTxWithText({ ...b, sig: "A".repeat(86) });
+          assert.ok(withText.ok);
+          assert.equal(withText.text, canonicalJson({ ...b, sig: "A".repeat(86) }));
+          assert.equal(withText.id, generic);
         },
       ),
       { numRuns: 300 },

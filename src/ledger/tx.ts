@@ -92,23 +92,23 @@ export function verifyTxSignature(tx: SignedTx, id: Hex32): boolean {
 export type ParseTxResult = { ok: true; tx: SignedTx; id: Hex32 } | { ok: false; error: string };
 
 /**
- * Canonical JSON of the whole signed tx (sig included), as `parseSignedTx` made it, by tx object: whoever writes a
- * parsed tx out again (an orderer sealing a batch) can reuse the text instead of serialising the tx a second time.
- * A memo of a pure function of the tx, so it changes nothing any node decides. Parsed txs are not mutated.
- */
-const signedTexts = new WeakMap<SignedTx, string>();
-
-/** Canonical JSON of a tx returned by `parseSignedTx` (undefined for any other object). */
-export function parsedTxJson(tx: SignedTx): string | undefined {
-  return signedTexts.get(tx);
-}
-
-/**
  * Strict envelope validation of untrusted input (typically JSON.parse output) and its id, canonicalising once. Does
  * not check the signature (see `verifyTxSignature`) nor the payload's schema (the contract's job). The returned tx
  * is a fresh envelope but shares `payload` with the input: do not mutate the input afterwards.
  */
 export function parseSignedTx(input: unknown): ParseTxResult {
+  const parsed = parseSignedTxWithText(input);
+  return parsed.ok ? { ok: true, tx: parsed.tx, id: parsed.id } : parsed;
+}
+
+/**
+ * `parseSignedTx`, also giving the canonical JSON of the whole signed tx (sig included), built from the text the id
+ * was hashed from: checking that a batch of txs is in canonical form then costs no second serialisation. The text
+ * is for the caller to use and drop — kept with each tx it would outlive V8's young generation under load.
+ */
+export function parseSignedTxWithText(
+  input: unknown,
+): { ok: true; tx: SignedTx; id: Hex32; text: string } | { ok: false; error: string } {
   const shapeError = exactFields(input, TX_FIELDS, "tx");
   if (shapeError !== undefined) return { ok: false, error: shapeError };
   const raw = input as unknown as SignedTx;
@@ -135,10 +135,8 @@ export function parseSignedTx(input: unknown): ParseTxResult {
   if (json === undefined || Buffer.byteLength(json) > MAX_TX_BYTES) {
     return { ok: false, error: `tx: canonical body exceeds ${MAX_TX_BYTES} bytes` };
   }
+  const id = sha256Hex(json);
   // Keys sort as createdAt < nonce < payload < sig < signer < type; sig passed SIG64_RE, so needs no escaping.
-  signedTexts.set(
-    tx,
-    `{"createdAt":${tx.createdAt},"nonce":"${tx.nonce}","payload":${payloadJson},"sig":"${tx.sig}","signer":"${tx.signer}","type":"${tx.type}"}`,
-  );
-  return { ok: true, tx, id: sha256Hex(json) };
+  const cut = json.length - `,"signer":"${tx.signer}","type":"${tx.type}"}`.length;
+  return { ok: true, tx, id, text: `${json.slice(0, cut)},"sig":"${tx.sig}"${json.slice(cut)}` };
 }

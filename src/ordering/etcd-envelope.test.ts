@@ -24,7 +24,7 @@ test("a sealed batch is canonical JSON under the hash of its body, and opens to 
   });
 });
 
-test("signed txs: sealing reuses each parsed tx's canonical text, opening parses each tx once, with its id", () => {
+test("signed txs: sealing parsed txs or plain copies gives the same bytes; opening parses each tx once, with its id", () => {
   const txs = [1, 2, 3].map((n) =>
     signTx(
       { type: "t.x", payload: { n, note: "é" }, signer: keyB.keyId, nonce: `${n}`.padStart(16, "0"), createdAt: n },
@@ -36,7 +36,7 @@ test("signed txs: sealing reuses each parsed tx's canonical text, opening parses
     assert.ok(p.ok);
     return p;
   });
-  // Sealing the parsed objects (texts remembered) and plain copies (canonicalised) gives the same bytes.
+  // Sealing the parsed objects (fields in another order) and plain copies gives the same canonical bytes.
   const fromParsed = sealBatch(
     keyA,
     99,

@@ -2,7 +2,7 @@ import { canonicalJsonWithin } from "../ledger/canonical.ts";
 import { concatBytes, fromBase64Url, isHex32, toBase64Url, utf8 } from "../ledger/encoding.ts";
 import { sha256 } from "../ledger/hash.ts";
 import { type KeyPair, signBytes, verifyBytes } from "../ledger/keys.ts";
-import { parsedTxJson, parseSignedTx } from "../ledger/tx.ts";
+import { parseSignedTxWithText } from "../ledger/tx.ts";
 import type { Hex32, KeyId, SignedTx } from "../ledger/types.ts";
 import { OrdererError } from "./orderer.ts";
 
@@ -65,17 +65,10 @@ export function sealBatch(key: KeyPair, time: number, txs: SignedTx[], maxBytes:
     throw new OrdererError("too-large", `a batch holds at most ${MAX_BATCH_TXS} txs, got ${txs.length}`);
   }
   let txsJson: string | undefined;
-  // Txs the node parsed at intake already have their canonical text: joined, they are the canonical array.
-  const texts = txs.map((tx) => parsedTxJson(tx));
-  if (texts.every((t) => t !== undefined)) {
-    txsJson = `[${texts.join(",")}]`;
-    if (txsJson.length > maxBytes) txsJson = undefined;
-  } else {
-    try {
-      txsJson = canonicalJsonWithin(txs, maxBytes, "txs", { plainKeys: true });
-    } catch (error) {
-      throw new OrdererError("bad-batch", `the batch is not plain JSON: ${(error as Error).message}`);
-    }
+  try {
+    txsJson = canonicalJsonWithin(txs, maxBytes, "txs", { plainKeys: true });
+  } catch (error) {
+    throw new OrdererError("bad-batch", `the batch is not plain JSON: ${(error as Error).message}`);
   }
   const tooLarge = () =>
     new OrdererError("too-large", `the batch envelope exceeds ${maxBytes} bytes (${txs.length} txs); split it`);
@@ -129,9 +122,9 @@ export function openBatch(id: string, value: Uint8Array, maxBytes: number): Open
   const opened: OpenedBatch["parsed"] = [];
   let length = 2 + Math.max(0, txs.length - 1);
   for (const raw of txs) {
-    const p = parseSignedTx(raw);
+    const p = parseSignedTxWithText(raw);
     let part: string | undefined;
-    if (p.ok) part = parsedTxJson(p.tx);
+    if (p.ok) part = p.text;
     else {
       try {
         // plainKeys: keys that need escaping are refused (V8's JSON.parse may misread them, nodejs/node#63785).
