@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Bundle, BundleEntry, Observation } from "@medplum/fhirtypes";
-import { tokenRequestForm } from "../src/fhir/auth/client-assertion.ts";
+import { requestAccessToken } from "../src/fhir/auth/client-assertion.ts";
 import { generatedNhsNumber, generatePatient, generatePatients } from "../src/fhir/generate.ts";
 import { NHS_NUMBER_SYSTEM } from "../src/fhir/nhs-number.ts";
 import type { KeyPair } from "../src/ledger/keys.ts";
@@ -96,14 +96,7 @@ async function enrolClinician(url: string, admin: KeyPair, org: string): Promise
 
 /** A bearer token from `POST /auth/token` with the clinician's `private_key_jwt` client assertion, for treatment. */
 async function bearerToken(url: string, key: KeyPair): Promise<string> {
-  const form = await tokenRequestForm(key, `${url}/auth/token`, { purpose: "TREAT" });
-  const response = await fetch(`${url}/auth/token`, {
-    method: "POST",
-    headers: { "content-type": "application/x-www-form-urlencoded" },
-    body: new URLSearchParams(form).toString(),
-  });
-  const body = await json(response, "token request");
-  return body.access_token as string;
+  return requestAccessToken(key, `${url}/auth/token`, { purpose: "TREAT" });
 }
 
 async function searchIds(url: string, token: string, query: string, limit: number): Promise<string[]> {

@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { request } from "undici";
 import { type DemoNetwork, startDemo } from "../src/cli/demo.ts";
-import { tokenRequestForm } from "../src/fhir/auth/client-assertion.ts";
+import { requestAccessToken } from "../src/fhir/auth/client-assertion.ts";
 import { readKeyFile } from "../src/node/datadir.ts";
 import { silentLogger } from "../src/node/logger.ts";
 import type { RunningNode } from "../src/node/runtime.ts";
@@ -37,16 +37,7 @@ after(async () => {
 
 async function token(node: RunningNode, who: string): Promise<string> {
   const keyFile = join(demo.dir, "keys", `${who.replace(/[^a-z0-9-]+/gi, "-")}.key`);
-  const tokenUrl = `${node.url}/auth/token`;
-  const form = await tokenRequestForm(readKeyFile(keyFile), tokenUrl);
-  const res = await request(tokenUrl, {
-    method: "POST",
-    headers: { "content-type": "application/x-www-form-urlencoded" },
-    body: new URLSearchParams(form).toString(),
-  });
-  const body = (await res.body.json()) as { access_token?: string };
-  assert.equal(res.statusCode, 200, JSON.stringify(body));
-  return body.access_token as string;
+  return requestAccessToken(readKeyFile(keyFile), `${node.url}/auth/token`);
 }
 
 test("on etcd, a GP clinician's $everything includes the hospital's records, found through the peer registry", async () => {

@@ -2,8 +2,9 @@
 // body limits and OperationOutcome errors. What each interaction returns is tested with the handlers (src/fhir/service).
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { tokenRequestForm } from "../src/fhir/auth/client-assertion.ts";
+import { requestAccessToken, tokenRequestForm } from "../src/fhir/auth/client-assertion.ts";
 import { attachFhir } from "../src/fhir/server.ts";
+import { newKey } from "../src/node/network.ts";
 import type { RunningNode } from "../src/node/runtime.ts";
 import { tempDir } from "./helpers.ts";
 import { newNetwork, openTestNode, type TestNet } from "./support-net.ts";
@@ -79,6 +80,14 @@ describe("token endpoint", () => {
     const bearer = await adminToken();
     const r = await fhir("/Patient", { headers: { authorization: `Bearer ${bearer}` } });
     assert.notEqual(r.status, 401);
+  });
+
+  test("requestAccessToken does the client's side: a token the API accepts, or an error naming the refusal", async () => {
+    const bearer = await requestAccessToken(net.admin, `${base}/auth/token`);
+    const r = await fhir("/Patient", { headers: { authorization: `Bearer ${bearer}` } });
+    assert.notEqual(r.status, 401);
+    // An unknown key is not an identity on the ledger: the node refuses, and the error says how.
+    await assert.rejects(requestAccessToken(newKey(), `${base}/auth/token`), /HTTP 401: .*invalid_client/);
   });
 
   test("a replayed assertion is refused", async () => {

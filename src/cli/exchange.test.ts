@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { after, before, describe, test } from "node:test";
 import { request } from "undici";
-import { tokenRequestForm } from "../fhir/auth/client-assertion.ts";
+import { requestAccessToken } from "../fhir/auth/client-assertion.ts";
 import { signPeerRequest } from "../fhir/exchange/peer-request.ts";
 import { fhirContextOf } from "../fhir/server.ts";
 import type { KeyPair } from "../ledger/keys.ts";
@@ -75,16 +75,7 @@ after(async () => {
 });
 
 async function tokenAt(node: RunningNode, who: string): Promise<string> {
-  const tokenUrl = `${node.url}/auth/token`;
-  const form = await tokenRequestForm(key(who), tokenUrl);
-  const res = await request(tokenUrl, {
-    method: "POST",
-    headers: { "content-type": "application/x-www-form-urlencoded" },
-    body: new URLSearchParams(form).toString(),
-  });
-  const body = (await res.body.json()) as { access_token?: string };
-  assert.equal(res.statusCode, 200, JSON.stringify(body));
-  return body.access_token as string;
+  return requestAccessToken(key(who), `${node.url}/auth/token`);
 }
 
 async function everything(node: RunningNode, who: string, patient: string): Promise<{ status: number; body: Bundle }> {

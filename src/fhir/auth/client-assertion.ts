@@ -53,3 +53,30 @@ export async function tokenRequestForm(
   if (request.patient !== undefined) form.patient = request.patient;
   return form;
 }
+
+/**
+ * The whole client side of the flow: posts a token request for `key` to `tokenUrl` and returns the access token.
+ * Throws naming the HTTP status and the server's answer when the node refuses.
+ */
+export async function requestAccessToken(
+  key: KeyPair,
+  tokenUrl: string,
+  request: { scope?: string; purpose?: string; patient?: string } & AssertionOptions = {},
+): Promise<string> {
+  const response = await fetch(tokenUrl, {
+    method: "POST",
+    headers: { "content-type": "application/x-www-form-urlencoded" },
+    body: new URLSearchParams(await tokenRequestForm(key, tokenUrl, request)).toString(),
+  });
+  const text = await response.text();
+  let token: unknown;
+  try {
+    token = (JSON.parse(text) as { access_token?: unknown }).access_token;
+  } catch {
+    token = undefined;
+  }
+  if (response.status !== 200 || typeof token !== "string") {
+    throw new Error(`token request to ${tokenUrl}: HTTP ${response.status}: ${text.slice(0, 300)}`);
+  }
+  return token;
+}
