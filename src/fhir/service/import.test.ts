@@ -301,6 +301,32 @@ test("a group that fails is retried bundle by bundle: the bundles before the bad
   assert.deepEqual(stored, [true, false, false]);
 });
 
+test("a source that does not parse stops the run: every bundle before it is stored, in whatever group", async () => {
+  const scratch = mkdtempSync(join(tmpdir(), "careledger-stop-"));
+  const bundles = [...generatePatients({ patients: 5, seed: "stop-at-broken", now: "2025-06-30" })];
+  const nhs = bundles.map((b) => nhsNumberOf(b.entry?.[0]?.resource as object) as string);
+  const file = join(scratch, "five.ndjson");
+  const lines = bundles.map((b) => JSON.stringify(b));
+  lines.splice(4, 0, "{ not json"); // line 5: after four good bundles, before the fifth
+  writeFileSync(file, lines.join("\n"));
+  const stored = () =>
+    nhs.map((n) => {
+      const p = pseudonymOf(kit.ctx, kit.registry.lookup, n);
+      return p !== undefined && kit.vault.read("Patient", p) !== undefined;
+    });
+  try {
+    // One small group per bundle: groups stored, registering and gathered when the broken line comes.
+    const groupResources = Math.min(...bundles.map((b) => b.entry?.length ?? 0));
+    await assert.rejects(importFiles(kit.ctx, [file], { ...options(), groupResources }), (error) => {
+      assert.ok(error instanceof Error && /five\.ndjson:5: not valid JSON/.test(error.message), String(error));
+      return true;
+    });
+    assert.deepEqual(stored(), [true, true, true, true, false]);
+  } finally {
+    rmSync(scratch, { recursive: true, force: true });
+  }
+});
+
 test("the same patient twice in one run: one registration, the second bundle a new version of the Patient", async () => {
   const file = syntheaFiles[5] as string;
   const before = kit.vault.search({ resourceType: "Patient", clauses: [] }).length;

@@ -550,7 +550,15 @@ export async function importBundles(
     }
   };
 
-  const runGroup = async (group: { source: ImportSource; local: LocalPlan }[]): Promise<void> => {
+  /**
+   * A group whose patients are being registered, waiting for the next group to be gathered before it is stored and
+   * anchored: so each group's `patient.register` txs are submitted before the previous group's `record.anchor` txs
+   * and are not ordered behind them.
+   */
+  let registering: { plans: PlannedBundle[]; sources: ImportSource[]; registered: Promise<void> } | undefined;
+
+  /** Resolves a group's plans (in order) and submits its registrations; returns without waiting for them. */
+  const startGroup = (group: { source: ImportSource; local: LocalPlan }[]) => {
     const plans: PlannedBundle[] = [];
     const sources = group.map((g) => g.source);
     for (const { source, local } of group) {
@@ -563,11 +571,25 @@ export async function importBundles(
         throw failure(source, error);
       }
     }
-    try {
-      await registerPlanned(ctx, plans, options);
-    } catch (error) {
+    const registered = registerPlanned(ctx, plans, options).catch((error: unknown) => {
       throw failure(sources[0] as ImportSource, error);
-    }
+    });
+    // Observed when the group is stored; until then a failure must not count as unhandled.
+    registered.catch(() => {});
+    return { plans, sources, registered };
+  };
+
+  /** Stores and anchors a group once its patients are registered; waits for the group before it to be done. */
+  const storeGroup = async ({
+    plans,
+    sources,
+    registered,
+  }: {
+    plans: PlannedBundle[];
+    sources: ImportSource[];
+    registered: Promise<void>;
+  }): Promise<void> => {
+    await registered;
     // The group's bundles are ONE stage and one anchoring: one vault transaction amortises the index pages it
     // dirties over ~2,000 resources. All or nothing, so every bundle in it is whole either way.
     const items = plans.flatMap((p) => p.items);
@@ -616,11 +638,34 @@ export async function importBundles(
     await before;
   };
 
+  /** Starts a gathered group's registrations, then stores the group before it (whose registrations are older). */
+  const runGroup = async (group: { source: ImportSource; local: LocalPlan }[]): Promise<void> => {
+    const waiting = registering;
+    registering = undefined;
+    let started: ReturnType<typeof startGroup> | undefined;
+    let planError: unknown;
+    try {
+      started = startGroup(group);
+    } catch (error) {
+      planError = error;
+    }
+    // Bundles before a failing one are stored: the waiting group first, whatever this one does.
+    if (waiting !== undefined) await storeGroup(waiting);
+    if (started === undefined) throw planError;
+    registering = started;
+  };
+
+  const flushGroups = async (): Promise<void> => {
+    const waiting = registering;
+    registering = undefined;
+    if (waiting !== undefined) await storeGroup(waiting);
+  };
+
   const loose: { file: string; resource: unknown }[] = [];
   let group: { source: ImportSource; local: LocalPlan }[] = [];
   let groupSize = 0;
-  const take = async (planned: Planned): Promise<void> => {
-    if ("error" in planned) throw planned.error;
+  /** Adds a planned bundle to the group being gathered; a full group is run. */
+  const take = async (planned: Exclude<Planned, { error: Error }>): Promise<void> => {
     if ("bare" in planned) {
       loose.push({ file: planned.source.name, resource: planned.bare });
       return;
@@ -635,19 +680,37 @@ export async function importBundles(
     }
   };
   try {
-    for await (const source of sources) await take(planHere(source, options.maxEntries, session));
+    // A source that cannot be read or planned stops the run; the bundles before it are still stored.
+    let stop: Error | undefined;
+    try {
+      for await (const source of sources) {
+        const planned = planHere(source, options.maxEntries, session);
+        if ("error" in planned) {
+          stop = planned.error;
+          break;
+        }
+        await take(planned);
+      }
+    } catch (error) {
+      if (!(error instanceof SourceError)) throw error;
+      stop = error;
+    }
     const max = options.maxEntries ?? MAX_TRANSACTION_ENTRIES;
-    for (let i = 0; i < loose.length; i += max) {
+    for (let i = 0; stop === undefined && i < loose.length; i += max) {
       const part = loose.slice(i, i + max);
       const gathered: ImportSource = {
         name: part.length === 1 ? (part[0]?.file as string) : `${part.length} resources (${part[0]?.file} …)`,
         bundle: { resourceType: "Bundle", type: "collection", entry: part.map((p) => ({ resource: p.resource })) },
         entrySources: part.map((p) => p.file),
       };
-      await take(planHere(gathered, options.maxEntries, session));
+      const planned = planHere(gathered, options.maxEntries, session);
+      if ("error" in planned) stop = planned.error;
+      else await take(planned);
     }
     if (group.length > 0) await runGroup(group);
+    await flushGroups();
     await previous;
+    if (stop !== undefined) throw stop;
   } catch (error) {
     failed =
       error instanceof ImportError || error instanceof SourceError
