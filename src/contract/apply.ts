@@ -713,7 +713,8 @@ const recordAnchor: Handler<"record.anchor"> = (c, p) => {
       if (res.patient !== a.patient) reject("invalid-reference");
     }
     const ak = K.anchor(a.custodian, a.resourceType, a.resourceId, a.version);
-    if (c.s.get(ak) !== undefined) reject("already-exists");
+    // Every anchor writes its resource's record, so with no record there is no anchor to look up (a new resource).
+    if (res !== undefined && c.s.get(ak) !== undefined) reject("already-exists");
     const anchor: { commitment: string; labels: string[]; date?: string; height: number; at: number } = {
       commitment: a.commitment,
       labels: [...a.labels],

@@ -2,7 +2,7 @@
 // writers into shared txs, and reads anchors back for the vault's integrity checks.
 
 import { checkPayload, STATE_KEYS, type StateReader } from "../contract/index.ts";
-import type { AnchorRec } from "../contract/state.ts";
+import type { AnchorRec, ResourceRec } from "../contract/state.ts";
 import { canonicalJson } from "../ledger/canonical.ts";
 import type { KeyPair } from "../ledger/keys.ts";
 import { MAX_TX_BYTES, parseSignedTx } from "../ledger/tx.ts";
@@ -307,5 +307,10 @@ export function ledgerAnchors(state: StateReader, custodian: string) {
     anchorOf,
     isAnchored: (type: string, id: string, version: string, commitment: string): boolean =>
       anchorOf(type, id, version) === commitment,
+    // The contract keeps the last anchored version per resource; this vault's versions count up from 1.
+    latestAnchored: (type: string, id: string): number => {
+      const latest = Number((state.get(STATE_KEYS.resource(custodian, type, id)) as ResourceRec | undefined)?.latest);
+      return Number.isSafeInteger(latest) && latest > 0 ? latest : 0;
+    },
   };
 }

@@ -136,10 +136,12 @@ export class CustodianAnchorer extends AnchorBatcher {
   vaultAnchors(state: StateReader): {
     anchorOf: (type: string, id: string, version: string) => string | undefined;
     isAnchored: (type: string, id: string, version: string, commitment: string) => boolean;
+    latestAnchored: (type: string, id: string) => number;
   } {
-    const { anchorOf } = ledgerAnchors(state, this.custodianId);
+    const { anchorOf, latestAnchored } = ledgerAnchors(state, this.custodianId);
     return {
       anchorOf,
+      latestAnchored,
       isAnchored: (type, id, version, commitment) => {
         const journalled = this.stmts.group.get(commitment) as { complete: number } | undefined;
         if (journalled !== undefined && journalled.complete !== 1) return false;
