@@ -111,7 +111,7 @@ export async function run(options: { quick?: boolean; log?: (line: string) => vo
       const target = await head(urls[0] as string);
       log(`restarting ${down.name} at the others' head ${target.height} (${target.size} txs)…`);
       const started = performance.now();
-      const child = spawn(process.execPath, [join(REPO, "src/cli/main.ts"), "start", "--dir", down.dir], {
+      const child = spawn(process.execPath, [join(REPO, "bin/careledger.js"), "start", "--dir", down.dir], {
         stdio: ["ignore", "ignore", "inherit"],
         env: { ...process.env, CARELEDGER_LOG_LEVEL: "warn" },
       });

@@ -14,7 +14,7 @@ import { initNetwork } from "../src/node/network.ts";
 import { machineLimits } from "./limits.ts";
 
 const REPO = new URL("..", import.meta.url).pathname;
-export const CLI = join(REPO, "src/cli/main.ts");
+export const CLI = join(REPO, "bin/careledger.js");
 /** Third-party test data beside the repo; users of the benchmark will not have it, so it is optional. */
 const SYNTHEA_DIR = new URL("../../shared/data/synthea/", import.meta.url).pathname;
 export const BENCH_SEED = "careledger-bench";

@@ -11,7 +11,7 @@ import { initNetwork, newKey, signNew } from "../src/node/network.ts";
 import { machineLimits } from "./limits.ts";
 
 const REPO = new URL("..", import.meta.url).pathname;
-const CLI = join(REPO, "src/cli/main.ts");
+const CLI = join(REPO, "bin/careledger.js");
 
 async function startNode(dir: string) {
   const child = spawn(process.execPath, [CLI, "start", "--dir", dir, "--port", "0"], {

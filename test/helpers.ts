@@ -6,7 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 
 export const REPO = new URL("..", import.meta.url).pathname;
-export const CLI = join(REPO, "src/cli/main.ts");
+export const CLI = join(REPO, "bin/careledger.js");
 
 export function tempDir(prefix: string): { path: string; remove(): void } {
   const path = mkdtempSync(join(tmpdir(), `careledger-${prefix}-`));

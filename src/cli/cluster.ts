@@ -15,7 +15,7 @@ import { networkCreateCommand } from "./network.ts";
 import { issueCertificate } from "./pki.ts";
 
 const STATE_FILE = "cluster.json";
-const MAIN = new URL("./main.ts", import.meta.url).pathname;
+const MAIN = new URL("../../bin/careledger.js", import.meta.url).pathname;
 
 export interface ClusterProcess {
   name: string;

@@ -6,7 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { Command } from "commander";
-import { fhirPaths } from "../fhir/server.ts";
+import { fhirPaths } from "../fhir/paths.ts";
 import { LOOKUP_KEY_FILE, LookupKey } from "../fhir/service/patients.ts";
 import { openCustodianStore, WRITE_JOURNAL_FILE } from "../fhir/service/write.ts";
 import { ConfigError } from "../node/datadir.ts";
@@ -104,7 +104,7 @@ test("refusals: no lookup key, no files, a running node", async () => {
   initNetwork(bare, { orgName: "Bare Practice" });
   await assert.rejects(importCommand([...files], { dir: bare }), /lookup\.key does not exist/);
   await assert.rejects(importCommand([], { dir }), ConfigError);
-  const main = new URL("./main.ts", import.meta.url).pathname;
+  const main = new URL("../../bin/careledger.js", import.meta.url).pathname;
   const child = spawn(process.execPath, [main, "start", "--dir", dir, "--port", "0"], {
     stdio: ["ignore", "pipe", "pipe"],
     env: { ...process.env, CARELEDGER_LOG_LEVEL: "silent", CARELEDGER_AUDIT_ON_START: "false" },

@@ -1,7 +1,7 @@
 import { createReadStream } from "node:fs";
 import { join, resolve } from "node:path";
 import { type Command, InvalidArgumentError } from "commander";
-import { fhirPaths } from "../fhir/server.ts";
+import { fhirPaths } from "../fhir/paths.ts";
 import type { FhirContext } from "../fhir/service/context.ts";
 import {
   expand,

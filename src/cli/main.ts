@@ -2,18 +2,8 @@ import { Command, CommanderError, InvalidArgumentError, Option } from "commander
 import { ConfigError } from "../node/datadir.ts";
 import { NodeError } from "../node/ledger-node.ts";
 import { StoreError } from "../store/ledger-store.ts";
-import { benchCommand } from "./bench.ts";
-import { clusterDown, clusterStatus, clusterUp } from "./cluster.ts";
-import { demoCommand } from "./demo.ts";
-import { exportCommand } from "./export.ts";
-import { DEFAULT_OUT, DEFAULT_SEED, generateCommand, parsePatientCount } from "./generate.ts";
+import { DEFAULT_OUT, DEFAULT_SEED, parsePatientCount } from "./generate.ts";
 import { defineImportCommand } from "./import.ts";
-import { initCommand } from "./init.ts";
-import { networkCertCommand, networkCreateCommand } from "./network.ts";
-import { orgApproveCommand, orgProposeCommand } from "./org.ts";
-import { startCommand } from "./start.ts";
-import { tokenCommand } from "./token.ts";
-import { verifyCommand } from "./verify.ts";
 
 /**
  * grpc-js (under the etcd client) sets TLS SNI to the host even when it is an IP address, and Node warns about that
@@ -40,6 +30,17 @@ export function parseCount(raw: string): number {
 export function parsePort(raw: string): number {
   if (!/^\d{1,5}$/.test(raw) || Number(raw) > 65535) throw new InvalidArgumentError("must be a port number 0-65535");
   return Number(raw);
+}
+
+/**
+ * A command's action, loaded when that command runs: each command loads only its own modules (the etcd client, the
+ * HTTP stack, X.509 and the benchmarks are hundreds of modules that most commands never touch).
+ */
+// biome-ignore lint/suspicious/noExplicitAny: commander passes each action its own argument list
+function lazy(load: () => Promise<(...args: any[]) => unknown>): (...args: any[]) => Promise<void> {
+  return async (...args) => {
+    await (await load())(...args);
+  };
 }
 
 function program(): Command {
@@ -70,7 +71,7 @@ function program(): Command {
     .option("--node-key <file>", "with --genesis: this node's key file (from `network create`) instead of a new key")
     .option("--orderer <url>", "with --genesis: embedded, or etcd://host:port[,host:port…] (etcds:// for TLS)")
     .option("--tls <dir>", "with --genesis: the node's TLS files (ca.pem, node.pem, node.key) from `network create`")
-    .action(initCommand);
+    .action(lazy(async () => (await import("./init.ts")).initCommand));
 
   const cluster = cli
     .command("cluster")
@@ -83,18 +84,18 @@ function program(): Command {
     .option("--base-port <port>", "first HTTP port for the nodes", parsePort, 7700)
     .action(async (options: { dir: string; orgs: number; basePort: number }) => {
       if (options.orgs < 1 || options.orgs > 9) throw new ConfigError("--orgs must be from 1 to 9");
-      await clusterUp(options);
+      await (await import("./cluster.ts")).clusterUp(options);
     });
   cluster
     .command("down")
     .description("stop a cluster started with cluster up (nodes first, then etcd); data is kept")
     .requiredOption("--dir <dir>", "the cluster's dir")
-    .action(clusterDown);
+    .action(lazy(async () => (await import("./cluster.ts")).clusterDown));
   cluster
     .command("status")
     .description("list the cluster's processes and whether they run")
     .requiredOption("--dir <dir>", "the cluster's dir")
-    .action(clusterStatus);
+    .action(lazy(async () => (await import("./cluster.ts")).clusterStatus));
 
   const org = cli.command("org").description("a new organisation joins a running network");
   org
@@ -105,7 +106,7 @@ function program(): Command {
     .option("--kind <kind>", "gp, hospital, research, commercial or other", "other")
     .requiredOption("--url <url>", "a running node of the network to submit to")
     .option("--ca <file>", "the network's CA certificate, for an https URL")
-    .action(orgProposeCommand);
+    .action(lazy(async () => (await import("./org.ts")).orgProposeCommand));
   org
     .command("approve")
     .description("approve a proposed organisation, as an admin of an existing one")
@@ -113,7 +114,7 @@ function program(): Command {
     .requiredOption("--org <id>", "the proposed organisation's id")
     .requiredOption("--url <url>", "a running node of the network to submit to")
     .option("--ca <file>", "the network's CA certificate, for an https URL")
-    .action(orgApproveCommand);
+    .action(lazy(async () => (await import("./org.ts")).orgApproveCommand));
 
   const network = cli.command("network").description("found a multi-organisation network and issue certificates");
   network
@@ -124,7 +125,7 @@ function program(): Command {
     .option("--name <name>", "the network's name", "CareLedger Network")
     .option("--names <list>", "the organisations' names, comma-separated")
     .option("--hosts <list>", "host names and IP addresses the node certificates are valid for", "localhost,127.0.0.1")
-    .action(networkCreateCommand);
+    .action(lazy(async () => (await import("./network.ts")).networkCreateCommand));
   network
     .command("cert")
     .description("issue a certificate from the network's CA (for an etcd member or another node)")
@@ -132,7 +133,7 @@ function program(): Command {
     .requiredOption("--name <name>", "the party's name, e.g. etcd-1")
     .requiredOption("--out <dir>", "where to write NAME.pem, NAME.key and ca.pem")
     .option("--hosts <list>", "host names and IP addresses the certificate is valid for", "localhost,127.0.0.1")
-    .action(networkCertCommand);
+    .action(lazy(async () => (await import("./network.ts")).networkCertCommand));
 
   cli
     .command("start")
@@ -140,7 +141,7 @@ function program(): Command {
     .requiredOption("--dir <dir>", "the node's data dir")
     .option("--port <port>", "HTTP port (overrides config.json and CARELEDGER_PORT)", parsePort)
     .option("--host <host>", "address to listen on (default 127.0.0.1)")
-    .action(startCommand);
+    .action(lazy(async () => (await import("./start.ts")).startCommand));
 
   cli
     .command("demo")
@@ -150,7 +151,7 @@ function program(): Command {
     .option("--patients <n>", "how many patients to generate", (v) => positiveInt(v, 10_000), 12)
     .option("--fresh", "delete an existing demo in --dir first")
     .option("--orderer <url>", "embedded (default), or etcd://host:port[,…]: each demo node then orders through etcd")
-    .action(demoCommand);
+    .action(lazy(async () => (await import("./demo.ts")).demoCommand));
 
   cli
     .command("verify")
@@ -160,14 +161,14 @@ function program(): Command {
     .addOption(new Option("--dir <dir>", "a node's data dir").conflicts("export"))
     .addOption(new Option("--export <file>", "an export file (JSON lines) instead of a data dir"))
     .option("--json", "print the report as JSON")
-    .action(verifyCommand);
+    .action(lazy(async () => (await import("./verify.ts")).verifyCommand));
 
   cli
     .command("export")
     .description("write the ledger's blocks as JSON lines, one block per line")
     .requiredOption("--dir <dir>", "the node's data dir")
     .option("--out <file>", "file to write (default: standard output)")
-    .action(exportCommand);
+    .action(lazy(async () => (await import("./export.ts")).exportCommand));
 
   cli
     .command("generate")
@@ -176,9 +177,7 @@ function program(): Command {
     .option("--seed <seed>", "the same seed gives the same patients", DEFAULT_SEED)
     .option("--out <dir>", "a directory (one file per patient), - for NDJSON on stdout, or FILE.ndjson", DEFAULT_OUT)
     .option("--now <date>", "the generated world's today (default 2025-06-30T12:00:00Z)")
-    .action(async (options) => {
-      await generateCommand(options);
-    });
+    .action(lazy(async () => (await import("./generate.ts")).generateCommand));
 
   defineImportCommand(cli);
 
@@ -192,7 +191,7 @@ function program(): Command {
     .option("--patient <id>", "for a proxy: the patient to act for")
     .option("--node <name>", "which node issues the token (a data dir name under --dir)")
     .option("--url <url>", "the node's base URL when its config does not say (port 0)")
-    .action((options) => tokenCommand(options));
+    .action(lazy(async () => (await import("./token.ts")).tokenCommand));
 
   cli
     .command("bench")
@@ -200,7 +199,7 @@ function program(): Command {
     .argument("<name>", "which benchmark")
     .option("--json", "print the result as one JSON object on the last line")
     .option("--quick", "a short run with smaller parameters (for smoke tests)")
-    .action(benchCommand);
+    .action(lazy(async () => (await import("./bench.ts")).benchCommand));
 
   return cli;
 }

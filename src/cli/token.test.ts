@@ -20,7 +20,7 @@ const URL_BASE = "http://127.0.0.1:7999";
 const { tokenUrl, fhirBaseUrl } = authUrls(URL_BASE);
 
 before(async () => {
-  const cli = new URL("./main.ts", import.meta.url).pathname;
+  const cli = new URL("../../bin/careledger.js", import.meta.url).pathname;
   const child = spawn(process.execPath, [cli, "demo", "--dir", demo, "--port", "0", "--patients", "3"], {
     env: { ...process.env, CARELEDGER_LOG_LEVEL: "warn" },
     stdio: ["ignore", "pipe", "pipe"],

@@ -4,7 +4,6 @@
  * `./service` (as Medplum's fhir-router).
  */
 import { existsSync } from "node:fs";
-import { join } from "node:path";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { Dispatcher } from "undici";
 import type { Extension, ExtensionContext } from "../node/runtime.ts";
@@ -30,35 +29,20 @@ import {
   requestErrorOutcome,
   unsupportedMediaType,
 } from "./outcome.ts";
+import { fhirPaths } from "./paths.ts";
 import type { FhirContext, FhirHandler, FhirRequest, FhirResponse } from "./service/context.ts";
 import { type FhirHandlers, openServices } from "./service/index.ts";
 import { LOOKUP_KEY_FILE, LookupKey } from "./service/patients.ts";
-import { openCustodianStore, WRITE_JOURNAL_FILE } from "./service/write.ts";
+import { openCustodianStore } from "./service/write.ts";
 import { STORED_TYPES } from "./validate.ts";
+
+export { fhirPaths } from "./paths.ts";
 
 const FHIR_JSON = "application/fhir+json";
 /** Transaction bundles (a Synthea patient is up to ~2 MB); a bigger body is refused with 413. */
 export const MAX_FHIR_BODY_BYTES = 32 * 1024 * 1024;
 const TYPE_RE = /^[A-Z][A-Za-z]{1,63}$/;
 const ID_RE = /^[A-Za-z0-9\-.]{1,64}$/;
-
-interface Paths {
-  vault: string;
-  vaultKey: string;
-  audit: string;
-  writeJournal: string;
-  lookupKey: string;
-}
-
-export function fhirPaths(dir: string): Paths {
-  return {
-    vault: join(dir, "vault.db"),
-    vaultKey: join(dir, "vault.key"),
-    audit: join(dir, "audit.db"),
-    writeJournal: join(dir, WRITE_JOURNAL_FILE),
-    lookupKey: join(dir, LOOKUP_KEY_FILE),
-  };
-}
 
 const contexts = new WeakMap<object, FhirContext>();
 

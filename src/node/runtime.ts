@@ -2,18 +2,17 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Worker } from "node:worker_threads";
 import type { FastifyInstance } from "fastify";
-import { Agent, type Dispatcher } from "undici";
+import type { Dispatcher } from "undici";
 import { readState } from "../contract/index.ts";
 import { blockHash, checkBlockContents } from "../ledger/block.ts";
 import { toHex } from "../ledger/encoding.ts";
 import { frontierRoot } from "../ledger/merkle.ts";
 import { verifyTreeHead } from "../ledger/sth.ts";
 import { EmbeddedOrderer } from "../ordering/embedded.ts";
-import { EtcdOrderer } from "../ordering/etcd.ts";
+import type { EtcdOrderer } from "../ordering/etcd.ts";
 import { type Orderer, OrdererError } from "../ordering/orderer.ts";
 import { LedgerStore } from "../store/ledger-store.ts";
 import type { AuditResult } from "./audit-worker.ts";
-import { catchUp } from "./catch-up.ts";
 import {
   ConfigError,
   loadConfig,
@@ -27,12 +26,11 @@ import {
 } from "./datadir.ts";
 import { ForkWatch } from "./fork-watch.ts";
 import type { HeadBoard } from "./head-board.ts";
-import { EtcdHeadBoard } from "./head-board-etcd.ts";
 import { buildHttpServer } from "./http.ts";
 import { LedgerNode } from "./ledger-node.ts";
 import { createLogger, type Logger } from "./logger.ts";
 import { networkIdOf } from "./network.ts";
-import { EtcdPeerRegistry, type PeerRegistry, StaticPeerRegistry } from "./peer-registry.ts";
+import { type PeerRegistry, StaticPeerRegistry } from "./peer-registry.ts";
 import { VerifyPool } from "./verify-pool.ts";
 
 export interface RunningNode {
@@ -130,11 +128,17 @@ export async function openNode(dir: string, options: OpenOptions = {}): Promise<
     unlock();
     throw error;
   }
+  // The etcd client and the HTTPS agent are loaded only by nodes that use them (start-up time of every CLI command).
   const registry: PeerRegistry =
     ordererConfig.kind === "etcd" && !options.registry
-      ? new EtcdPeerRegistry({ endpoints: ordererConfig.endpoints, prefix: prefix as string, tls: etcdTls, log })
+      ? new (await import("./peer-registry-etcd.ts")).EtcdPeerRegistry({
+          endpoints: ordererConfig.endpoints,
+          prefix: prefix as string,
+          tls: etcdTls,
+          log,
+        })
       : (options.registry ?? new StaticPeerRegistry());
-  const peerDispatcher = tls ? new Agent({ connect: { ca: tls.ca } }) : undefined;
+  const peerDispatcher = tls ? new (await import("undici")).Agent({ connect: { ca: tls.ca } }) : undefined;
   const ownPool = options.pool === undefined;
   const pool = options.pool ?? new VerifyPool(config.workers);
   const cleanup = async () => {
@@ -166,6 +170,7 @@ export async function openNode(dir: string, options: OpenOptions = {}): Promise<
       recover: async (error, signal) => {
         // Only "the orderer no longer holds what we need" is mended by peers; anything else halts the node.
         if (!(error instanceof OrdererError) || error.code !== "compacted" || !("resumeAfter" in orderer)) return false;
+        const { catchUp } = await import("./catch-up.ts");
         const caughtUp = await catchUp(node, { peers: peerUrls, dispatcher: peerDispatcher, log }, signal);
         (orderer as EtcdOrderer).resumeAfter(caughtUp.height, caughtUp.position.revision, caughtUp.position.time);
         log.info(
@@ -221,7 +226,12 @@ export async function openNode(dir: string, options: OpenOptions = {}): Promise<
   const board: HeadBoard | undefined =
     options.board ??
     (ordererConfig.kind === "etcd"
-      ? new EtcdHeadBoard({ endpoints: ordererConfig.endpoints, prefix: prefix as string, tls: etcdTls, log })
+      ? new (await import("./head-board-etcd.ts")).EtcdHeadBoard({
+          endpoints: ordererConfig.endpoints,
+          prefix: prefix as string,
+          tls: etcdTls,
+          log,
+        })
       : undefined);
   const forkWatch = board ? new ForkWatch({ node, board, log }) : undefined;
   forkWatch?.start();
@@ -336,6 +346,7 @@ function readTls(dir: string, files: TlsFiles): { ca: Buffer; cert: Buffer; key:
 }
 
 async function openEtcdOrderer(options: Parameters<typeof EtcdOrderer.open>[0]): Promise<EtcdOrderer> {
+  const { EtcdOrderer } = await import("../ordering/etcd.ts");
   try {
     return await EtcdOrderer.open(options);
   } catch (error) {
