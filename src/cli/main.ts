@@ -191,7 +191,12 @@ function program(): Command {
     .option("--patient <id>", "for a proxy: the patient to act for")
     .option("--node <name>", "which node issues the token (a data dir name under --dir)")
     .option("--url <url>", "the node's base URL when its config does not say (port 0)")
-    .action(lazy(async () => (await import("./token.ts")).tokenCommand));
+    .action(
+      lazy(async () => {
+        const { tokenCommand } = await import("./token.ts");
+        return (options: Parameters<typeof tokenCommand>[0]) => tokenCommand(options); // not commander's 2nd argument
+      }),
+    );
 
   cli
     .command("bench")
