@@ -136,6 +136,31 @@ test("a small bundle: references to fullUrls become Type/newId, client ids are r
   assert.equal(prepared[0]?.resource.id, "new-3");
 });
 
+test("an id from newId is marked assigned; a PUT's id and one from idFor are not", () => {
+  const bundle = small();
+  const prepared = prepareTransaction(bundle, {
+    newId: counter(),
+    idFor: (type) => (type === "Patient" ? "chosen-1" : undefined),
+  });
+  assert.deepEqual(
+    prepared.map((p) => [p.resourceType, p.id, p.assigned]),
+    [
+      ["Patient", "chosen-1", undefined],
+      ["Organization", "new-2", true],
+      ["Observation", "new-1", true],
+    ],
+  );
+  const [put] = prepareTransaction(
+    {
+      resourceType: "Bundle",
+      type: "transaction",
+      entry: [{ resource: { resourceType: "Patient" }, request: { method: "PUT", url: "Patient/p1" } }],
+    },
+    { newId: counter() },
+  );
+  assert.equal(put?.assigned, undefined);
+});
+
 test("references inside contained resources and to absolute fullUrls are rewritten too", () => {
   const bundle = small();
   const entries = bundle.entry as { fullUrl: string; resource: Record<string, unknown> }[];

@@ -24,7 +24,10 @@ import { patientOf } from "./resource-facts.ts";
 import { ID_RE, parseReference, STORED_TYPES, type ValidateOptions, validateResource } from "./validate.ts";
 
 export interface PrepareOptions {
-  /** A fresh resource id (the vault's: random, carrying nothing). */
+  /**
+   * A fresh resource id (the vault's: random, carrying nothing). It must never have been used: an entry given one is
+   * marked `assigned`, and the vault then skips looking for earlier versions of it.
+   */
   newId: () => string;
   /**
    * For POST entries: the id to store the resource under instead of a fresh `newId()` (import gives a Patient its
@@ -52,6 +55,8 @@ export interface PreparedEntry {
   patient?: string;
   /** PUT with `request.ifMatch`: the version the client expects to replace. */
   ifMatch?: string;
+  /** The id came from `newId` (POST without `idFor`): a new id, never stored before. */
+  assigned?: true;
 }
 
 const ENTRY_KEYS: ReadonlySet<string> = new Set([
@@ -172,10 +177,13 @@ export function prepareTransaction(bundle: unknown, options: PrepareOptions): Pr
     const resourceType = validated.resourceType;
 
     let id: string;
+    let assigned = false;
     if (method === "POST") {
       if (url !== resourceType) throw badRequest(`POST url must be ${resourceType}`, `${at}.request.url`, "value");
       const fullUrl = typeof entry.fullUrl === "string" ? entry.fullUrl : undefined;
-      id = options.idFor?.(resourceType, validated, fullUrl) ?? options.newId();
+      const chosen = options.idFor?.(resourceType, validated, fullUrl);
+      assigned = chosen === undefined;
+      id = chosen ?? options.newId();
       if (!ID_RE.test(id)) throw new OperationOutcomeError(500, "exception", "invalid id generated");
     } else {
       const parts = url.split("/");
@@ -216,6 +224,7 @@ export function prepareTransaction(bundle: unknown, options: PrepareOptions): Pr
       id,
       resource: validated,
       ...(ifMatch === undefined ? {} : { ifMatch }),
+      ...(assigned ? { assigned: true as const } : {}),
     });
   }
 

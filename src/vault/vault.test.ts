@@ -212,6 +212,24 @@ describe("bad input and conflicts", () => {
     assert.equal(again.items[0]?.version, 1);
   });
 
+  it("an item whose id is claimed new (newId) is staged at version 1; a false claim fails the write whole", () => {
+    const p = pseudonym();
+    const first = t.put([{ ...observationItem(p, "minted-1"), newId: true }]);
+    assert.equal(first.items[0]?.version, 1);
+    assert.equal(t.vault.read("Observation", "minted-1")?.version, 1);
+    assert.throws(
+      () =>
+        t.vault.stage([
+          { ...observationItem(p, "minted-2"), newId: true },
+          { ...observationItem(p, "minted-1"), newId: true },
+        ]),
+      (e: unknown) => e instanceof VaultError && /minted-1/.test(e.message),
+    );
+    assert.equal(t.vault.read("Observation", "minted-2"), undefined, "nothing of the write was staged");
+    assert.equal(t.vault.stage([observationItem(p, "minted-2")]).items[0]?.version, 1);
+    assert.equal(t.vault.read("Observation", "minted-1")?.version, 1, "the stored one is untouched");
+  });
+
   it("refuses a second write of a resource while one is being anchored", () => {
     const p = pseudonym();
     t.put([observationItem(p, "obs-1")]);

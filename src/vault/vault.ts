@@ -47,6 +47,12 @@ export interface PutItem {
   mustNotExist?: boolean;
   /** Store a deletion (a tombstone version: kept in history, no longer read as current or found by search). */
   delete?: boolean;
+  /**
+   * The id was just generated for this write (a random UUID): no version of it exists, here or on the ledger, so
+   * `stage` looks for none (two lookups per record saved on import). A wrong claim fails the write whole: the
+   * vault's (type, id) is unique.
+   */
+  newId?: boolean;
 }
 
 /** What goes on the ledger for one stored version (a `record.anchor` entry without the custodian). */
@@ -346,12 +352,14 @@ export class Vault {
       for (const [i, item] of items.entries()) {
         const type = item.resource.resourceType;
         const id = item.resource.id as string;
-        const existing = s.resourceByRef.get(type, id) as ResourceRow | undefined;
+        const existing = item.newId ? undefined : (s.resourceByRef.get(type, id) as ResourceRow | undefined);
         checkPreconditions(item, type, id, existing);
         let version = (existing ? Math.max(existing.current, existing.pending ?? 0) : 0) + 1;
         // A version a crash or an abort burned may already be on the ledger; the ledger refuses a second anchor.
-        if (this.latestAnchored) version = Math.max(version, this.latestAnchored(type, id) + 1);
-        else while (this.anchorOf(type, id, String(version)) !== undefined) version++;
+        if (!item.newId) {
+          if (this.latestAnchored) version = Math.max(version, this.latestAnchored(type, id) + 1);
+          else while (this.anchorOf(type, id, String(version)) !== undefined) version++;
+        }
         if (version > MAX_VERSION) throw new VaultError("limit", `${type}/${id}: more than ${MAX_VERSION} versions`);
         let rid: number;
         if (existing) {
@@ -411,6 +419,16 @@ export class Vault {
       this.db.exec("ROLLBACK");
       for (const k of createdKeys) this.dataKeys.delete(k);
       this.loadParams();
+      // The unique (type, id) caught an item whose id was given as new but is stored: name it.
+      const [i, taken] = [...items.entries()].find(
+        ([, item]) => item.newId && s.resourceByRef.get(item.resource.resourceType, item.resource.id as string),
+      ) ?? [undefined, undefined];
+      if (taken !== undefined) {
+        throw new VaultError(
+          "invalid",
+          `item ${i}: ${taken.resource.resourceType}/${taken.resource.id} is stored already, yet given as a new id`,
+        );
+      }
       throw error;
     }
     return { stage, items: staged, anchors: staged.map((x) => x.anchor) };

@@ -72,6 +72,7 @@ export function itemsOf(
       known === undefined
         ? putItemOf(resource, patient ?? null)
         : { resource, patient: patient ?? null, ...known, labels: [...known.labels] };
+    if (p.assigned) item.newId = true;
     if (p.ifMatch !== undefined) {
       // Versions here are whole numbers; any other ETag can never match the current version.
       const version = /^[1-9][0-9]{0,8}$/.test(p.ifMatch) ? Number(p.ifMatch) : 0;
