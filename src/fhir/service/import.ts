@@ -448,9 +448,18 @@ export class SourceError extends Error {
 
 export interface ImportFilesOptions extends ImportOptions {
   onProgress?: (progress: ImportProgress) => void;
-  /** Resources per pipeline group (default 2,000): one registration submit, one vault stage, one anchoring each. */
+  /** Resources per pipeline group (default 10,000): one registration submit, one vault stage, one anchoring each. */
   groupResources?: number;
 }
+
+/**
+ * Resources per pipeline group. Each group is one vault transaction and (mostly) one block, and every commit rewrites
+ * each B-tree page it touches; index keys are random (blind-index hashes, state keys with UUIDs), so a commit touches
+ * most pages of those trees whatever its size. Fewer, bigger commits write less: 47k generated resources wrote 924 MB
+ * in groups of 2,000 and 580 MB in groups of 5,000 (strace), and ran ~10 % faster in groups of 10,000 than of 2,000
+ * (peak RSS 649 → 729 MB).
+ */
+const DEFAULT_GROUP_RESOURCES = 10_000;
 
 /** Where a failure points: the source, or for a gathered bundle the file of the entry named in the expression. */
 function sourceOf(source: ImportSource, error: OperationOutcomeError): string {
@@ -513,7 +522,7 @@ export async function importBundles(
 ): Promise<ImportSummary> {
   const started = performance.now();
   const session = newSession();
-  const groupResources = options.groupResources ?? 2000;
+  const groupResources = options.groupResources ?? DEFAULT_GROUP_RESOURCES;
   const progress: ImportProgress = { bundles: 0, resources: 0, patients: 0 };
   let previous: Promise<void> = Promise.resolve();
   let failed: Error | undefined;
@@ -591,7 +600,7 @@ export async function importBundles(
   }): Promise<void> => {
     await registered;
     // The group's bundles are ONE stage and one anchoring: one vault transaction amortises the index pages it
-    // dirties over ~2,000 resources. All or nothing, so every bundle in it is whole either way.
+    // dirties over a whole group (DEFAULT_GROUP_RESOURCES). All or nothing, so every bundle in it is whole either way.
     const items = plans.flatMap((p) => p.items);
     let write: StagedWrite | undefined;
     if (items.length > 0) {
