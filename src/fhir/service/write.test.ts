@@ -1,4 +1,9 @@
 import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { DatabaseSync } from "node:sqlite";
 import { after, before, test } from "node:test";
 import { STATE_KEYS } from "../../contract/index.ts";
 import type { CommitResult } from "../../node/ledger-node.ts";
@@ -207,6 +212,54 @@ test("records of no patient are anchored on the ledger: read back after a restar
   } finally {
     strict.close();
   }
+});
+
+test("a journal in the layout before 2026-11-27 is carried over: an incomplete write's versions stay unanchored", () => {
+  const dir = mkdtempSync(join(tmpdir(), "careledger-journal-"));
+  const path = join(dir, "write-journal.db");
+  const [incomplete, complete, unknown] = [0, 1, 2].map(() => randomBytes(32).toString("hex")) as [
+    string,
+    string,
+    string,
+  ];
+  const old = new DatabaseSync(path);
+  old.exec(`
+    CREATE TABLE journal_groups (grp INTEGER PRIMARY KEY, at INTEGER NOT NULL, complete INTEGER NOT NULL);
+    CREATE TABLE journal (commitment TEXT PRIMARY KEY, grp INTEGER NOT NULL) WITHOUT ROWID;
+    CREATE INDEX journal_by_group ON journal (grp);
+    INSERT INTO journal_groups VALUES (1, ${Date.now()}, 0), (2, ${Date.now()}, 1);
+    INSERT INTO journal VALUES ('${incomplete}', 1), ('${complete}', 2);
+  `);
+  old.close();
+  const anchorer = new CustodianAnchorer({
+    node: { submit: async () => [] },
+    key: kit.nodeKey,
+    custodian: kit.orgId,
+    path,
+  });
+  try {
+    // A ledger on which every version is anchored with whatever commitment is asked about: only the journal decides.
+    const asked = { commitment: "" };
+    const { isAnchored } = anchorer.vaultAnchors({ get: () => ({ commitment: asked.commitment }) });
+    const anchored = (commitment: string) => {
+      asked.commitment = commitment;
+      return isAnchored("Observation", "o1", "1", commitment);
+    };
+    assert.equal(anchored(incomplete), false, "a write that never completed");
+    assert.equal(anchored(complete), true);
+    assert.equal(anchored(unknown), true, "not journalled: the ledger decides");
+  } finally {
+    anchorer.close();
+  }
+  const db = new DatabaseSync(path);
+  const tables = db.prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name").all();
+  assert.deepEqual(
+    tables.map((t) => t.name),
+    ["journal_entries", "journal_groups"],
+  );
+  assert.equal((db.prepare("SELECT count(*) AS n FROM journal_entries").get() as { n: number }).n, 2);
+  db.close();
+  rmSync(dir, { recursive: true, force: true });
 });
 
 test("crash between two anchor txs of one write: the journal makes recovery drop the whole write", async () => {

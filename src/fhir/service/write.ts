@@ -68,7 +68,7 @@ export class CustodianAnchorer extends AnchorBatcher {
   private readonly clock: () => number;
   private readonly live = new Set<number>();
   private readonly stmts: {
-    group: ReturnType<DatabaseSync["prepare"]>;
+    entries: ReturnType<DatabaseSync["prepare"]>;
     newGroup: ReturnType<DatabaseSync["prepare"]>;
     completeGroup: ReturnType<DatabaseSync["prepare"]>;
     dropGroup: ReturnType<DatabaseSync["prepare"]>;
@@ -88,24 +88,35 @@ export class CustodianAnchorer extends AnchorBatcher {
       this.db.exec("PRAGMA journal_mode = WAL");
       // Survives a process crash (the case the journal is for); a power cut may lose the last few ms of it.
       this.db.exec("PRAGMA synchronous = NORMAL");
+      // Entries are clustered by group: a write's commitments go in at the end of the tree and are pruned as a range.
+      // (Keyed by the random commitment, as before 2026-11-27, every write rewrote pages all over the tree.) Only the
+      // vault's recovery at open looks a commitment up, once for all of them (`journalledWrites`).
       this.db.exec(`
         CREATE TABLE IF NOT EXISTS journal_groups (grp INTEGER PRIMARY KEY, at INTEGER NOT NULL, complete INTEGER NOT NULL);
-        CREATE TABLE IF NOT EXISTS journal (commitment TEXT PRIMARY KEY, grp INTEGER NOT NULL) WITHOUT ROWID;
-        CREATE INDEX IF NOT EXISTS journal_by_group ON journal (grp);
+        CREATE TABLE IF NOT EXISTS journal_entries (
+          grp INTEGER NOT NULL, commitment BLOB NOT NULL, PRIMARY KEY (grp, commitment)
+        ) WITHOUT ROWID;
       `);
+      // A journal written before: its entries move over (they may be needed by the vault's recovery at open).
+      if (this.db.prepare("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'journal'").get()) {
+        this.db.exec(`BEGIN IMMEDIATE;
+          INSERT OR IGNORE INTO journal_entries (grp, commitment) SELECT grp, unhex(commitment) FROM journal;
+          DROP TABLE journal;
+          COMMIT;`);
+      }
     } catch (error) {
       this.db.close();
       throw error;
     }
     const p = (sql: string) => this.db.prepare(sql);
     this.stmts = {
-      group: p(
-        "SELECT g.complete AS complete FROM journal j JOIN journal_groups g ON g.grp = j.grp WHERE j.commitment = ?",
+      entries: p(
+        "SELECT e.commitment AS commitment, g.complete AS complete FROM journal_entries e JOIN journal_groups g ON g.grp = e.grp",
       ),
       newGroup: p("INSERT INTO journal_groups (at, complete) VALUES (?, 0)"),
       completeGroup: p("UPDATE journal_groups SET complete = 1 WHERE grp = ?"),
       dropGroup: p("DELETE FROM journal_groups WHERE grp = ?"),
-      dropJournal: p("DELETE FROM journal WHERE grp = ?"),
+      dropJournal: p("DELETE FROM journal_entries WHERE grp = ?"),
       oldGroups: p("SELECT grp FROM journal_groups WHERE at < ?"),
     };
   }
@@ -143,11 +154,30 @@ export class CustodianAnchorer extends AnchorBatcher {
       anchorOf,
       latestAnchored,
       isAnchored: (type, id, version, commitment) => {
-        const journalled = this.stmts.group.get(commitment) as { complete: number } | undefined;
-        if (journalled !== undefined && journalled.complete !== 1) return false;
+        if (this.journalledWrites().get(commitment) === false) return false;
         return anchorOf(type, id, version) === commitment;
       },
     };
+  }
+
+  private journalView: Map<string, boolean> | undefined;
+
+  /**
+   * Every journalled commitment → whether its write completed, read once for a run of `isAnchored` calls (the vault
+   * asks for each pending version at open, synchronously) and forgotten before anything else can change the journal.
+   */
+  private journalledWrites(): Map<string, boolean> {
+    if (this.journalView) return this.journalView;
+    const view = new Map<string, boolean>();
+    for (const row of this.stmts.entries.iterate()) {
+      const r = row as { commitment: Uint8Array; complete: number };
+      view.set(Buffer.from(r.commitment).toString("hex"), r.complete === 1);
+    }
+    this.journalView = view;
+    queueMicrotask(() => {
+      this.journalView = undefined;
+    });
+    return view;
   }
 
   close(): void {
@@ -167,7 +197,7 @@ export class CustodianAnchorer extends AnchorBatcher {
     this.transaction(() => {
       group = Number(this.stmts.newGroup.run(this.clock()).lastInsertRowid);
       const rows: SQLInputValue[] = [];
-      for (const e of entries) rows.push(e.commitment, group);
+      for (const e of entries) rows.push(group, Buffer.from(e.commitment, "hex"));
       this.insertJournal(rows);
     });
     this.live.add(group);
@@ -210,7 +240,7 @@ export class CustodianAnchorer extends AnchorBatcher {
       let s = this.multi.get(n);
       if (!s) {
         s = this.db.prepare(
-          `INSERT OR IGNORE INTO journal (commitment, grp) VALUES ${Array(n).fill("(?, ?)").join(",")}`,
+          `INSERT OR IGNORE INTO journal_entries (grp, commitment) VALUES ${Array(n).fill("(?, ?)").join(",")}`,
         );
         this.multi.set(n, s);
       }
