@@ -516,6 +516,20 @@ describe("keys and files", () => {
     }
   });
 
+  it("folds its WAL into the database file in the background while open (no checkpoint inside a commit)", async () => {
+    const before = statSync(t.path).size;
+    const p = pseudonym();
+    const items = Array.from({ length: 400 }, (_, i) => observationItem(p, `wal-${i}`, { value: i }));
+    t.put(items);
+    let grown = false;
+    for (let waited = 0; waited < 5000 && !grown; waited += 50) {
+      await new Promise((r) => setTimeout(r, 50));
+      grown = statSync(t.path).size > before;
+    }
+    assert.ok(grown, "vault.db grew while the vault stayed open: its WAL was checkpointed");
+    assert.equal(t.vault.read("Observation", "wal-399")?.version, 1);
+  });
+
   it("refuses to open with another vault key", () => {
     t.vault.close();
     assert.throws(

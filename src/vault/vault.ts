@@ -14,6 +14,7 @@ import { closeSync, openSync } from "node:fs";
 import { DatabaseSync, type SQLInputValue, type StatementSync } from "node:sqlite";
 import { UUID_PATTERN } from "../contract/schemas.ts";
 import { canonicalJson } from "../ledger/canonical.ts";
+import { Checkpointer } from "../store/checkpointer.ts";
 import { BLIND_HASH_BYTES, BlindHasher } from "./blind-index.ts";
 import { recordCommitmentOfJson } from "./commitment.ts";
 import { type KeyProvider, VaultKeyError } from "./keys.ts";
@@ -256,6 +257,7 @@ export class Vault {
   private readonly queryCache = new Map<string, StatementSync>();
   private nextStage: number;
   private closed = false;
+  private readonly checkpointer: Checkpointer;
   /** What open did with versions a crash had left pending. */
   readonly recovered: { confirmed: number; removed: number };
 
@@ -276,6 +278,7 @@ export class Vault {
     const isAnchored =
       options.isAnchored ?? ((type, id, version, commitment) => this.anchorOf(type, id, version) === commitment);
     this.recovered = this.recoverPending(isAnchored);
+    this.checkpointer = new Checkpointer(db.location() as string);
   }
 
   /**
@@ -294,8 +297,9 @@ export class Vault {
       db.exec("PRAGMA secure_delete = ON");
       db.exec("PRAGMA foreign_keys = OFF");
       db.exec("PRAGMA cache_size = -32768");
-      // Fewer, larger checkpoints (~32 MB of WAL instead of 4 MB): a hot index page is copied back once, not often.
-      db.exec("PRAGMA wal_autocheckpoint = 8192");
+      // Checkpoints run on a worker thread (store/checkpointer.ts), not inside whichever stage's COMMIT crosses the
+      // threshold: copying ~32 MB of WAL back with its fsyncs stalled an import's main thread each time.
+      db.exec("PRAGMA wal_autocheckpoint = 0");
       createSchema(db, options.keys);
       return new Vault(db, options);
     } catch (error) {
@@ -308,6 +312,7 @@ export class Vault {
     if (this.closed) return;
     this.closed = true;
     this.dataKeys.clear();
+    this.checkpointer.stop();
     try {
       this.db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
     } catch {
