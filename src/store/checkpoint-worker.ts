@@ -1,23 +1,42 @@
-// Worker thread: checkpoints an SQLite WAL database from its own connection, so that copying the WAL into the
-// database file, and the fsyncs that go with it, never run inside a commit on the node's main thread.
+// Worker thread: checkpoints SQLite WAL databases from its own connections, so that copying a WAL into its database
+// file, and the fsyncs that go with it, never run inside a commit on the node's main thread. One worker serves every
+// database of the process (see checkpointer.ts).
 import { DatabaseSync } from "node:sqlite";
 import { parentPort, workerData } from "node:worker_threads";
+import type { CheckpointMessage } from "./checkpointer.ts";
 
-const { path, intervalMs } = workerData as { path: string; intervalMs: number };
-const db = new DatabaseSync(path);
-db.exec("PRAGMA busy_timeout = 50");
+const { intervalMs } = workerData as { intervalMs: number };
+const open = new Map<number, DatabaseSync>();
+
 const timer = setInterval(() => {
-  try {
-    // PASSIVE: copies what no reader still needs, never waits for or blocks the writer.
-    db.exec("PRAGMA wal_checkpoint(PASSIVE)");
-  } catch (error) {
-    parentPort?.postMessage({ error: (error as Error).message });
+  for (const db of open.values()) {
+    try {
+      // PASSIVE: copies what no reader still needs, never waits for or blocks the writer.
+      db.exec("PRAGMA wal_checkpoint(PASSIVE)");
+    } catch {
+      // Retried at the next interval.
+    }
   }
 }, intervalMs);
-parentPort?.on("message", (message: string) => {
+
+parentPort?.on("message", (message: CheckpointMessage) => {
   if (message === "stop") {
     clearInterval(timer);
-    db.close();
+    for (const db of open.values()) db.close();
+    open.clear();
     parentPort?.close();
+    return;
   }
+  if ("add" in message) {
+    try {
+      const db = new DatabaseSync(message.path);
+      db.exec("PRAGMA busy_timeout = 50");
+      open.set(message.add, db);
+    } catch {
+      // A database this thread cannot open is checkpointed by its writer at close.
+    }
+    return;
+  }
+  open.get(message.remove)?.close();
+  open.delete(message.remove);
 });

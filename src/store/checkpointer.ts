@@ -1,22 +1,45 @@
 import { Worker } from "node:worker_threads";
 
+/** Messages to the checkpoint worker: start or stop checkpointing one database. */
+export type CheckpointMessage = { add: number; path: string } | { remove: number } | "stop";
+
+const INTERVAL_MS = 250;
+
+/** One worker per process checkpoints every open database (a worker each cost an isolate per file). */
+let shared: { worker: Worker; users: number } | undefined;
+let nextId = 1;
+
 /**
  * Runs WAL checkpoints for one database on a worker thread. The writing connection turns its own automatic
  * checkpoints off (`PRAGMA wal_autocheckpoint = 0`), which otherwise run — with two fsyncs — inside whichever
  * COMMIT crosses the threshold, stalling the main thread for tens of milliseconds.
  */
 export class Checkpointer {
-  private readonly worker: Worker;
+  private readonly id = nextId++;
+  private stopped = false;
 
-  constructor(path: string, intervalMs = 250) {
-    this.worker = new Worker(new URL("./checkpoint-worker.ts", import.meta.url), { workerData: { path, intervalMs } });
-    // A failed checkpoint is retried at the next interval; the WAL only grows meanwhile.
-    this.worker.on("error", () => {});
-    // After the listeners: attaching one refs the worker again. A checkpointer must never keep a process alive.
-    this.worker.unref();
+  constructor(path: string) {
+    if (shared === undefined) {
+      const worker = new Worker(new URL("./checkpoint-worker.ts", import.meta.url), {
+        workerData: { intervalMs: INTERVAL_MS },
+      });
+      // A failed checkpoint is retried at the next interval; the WAL only grows meanwhile.
+      worker.on("error", () => {});
+      // After the listeners: attaching one refs the worker again. A checkpointer must never keep a process alive.
+      worker.unref();
+      shared = { worker, users: 0 };
+    }
+    shared.users++;
+    shared.worker.postMessage({ add: this.id, path } satisfies CheckpointMessage);
   }
 
   stop(): void {
-    this.worker.postMessage("stop");
+    if (this.stopped || shared === undefined) return;
+    this.stopped = true;
+    shared.worker.postMessage({ remove: this.id } satisfies CheckpointMessage);
+    if (--shared.users === 0) {
+      shared.worker.postMessage("stop" satisfies CheckpointMessage);
+      shared = undefined;
+    }
   }
 }

@@ -1,0 +1,72 @@
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { DatabaseSync } from "node:sqlite";
+import { test } from "node:test";
+import { Checkpointer } from "./checkpointer.ts";
+
+/** A WAL database that never checkpoints by itself, with `pages` pages of rows written into its WAL. */
+function walOnly(path: string, pages: number): DatabaseSync {
+  const db = new DatabaseSync(path);
+  db.exec("PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0; CREATE TABLE t (x BLOB)");
+  const insert = db.prepare("INSERT INTO t VALUES (?)");
+  db.exec("BEGIN");
+  for (let i = 0; i < pages; i++) insert.run(Buffer.alloc(3000, i));
+  db.exec("COMMIT");
+  return db;
+}
+
+async function until(check: () => boolean, ms = 5000): Promise<boolean> {
+  for (let waited = 0; waited < ms; waited += 25) {
+    if (check()) return true;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  return check();
+}
+
+test("one worker folds the WALs of several databases into their files while they stay open", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "careledger-ckpt-"));
+  const paths = ["a.db", "b.db"].map((f) => join(dir, f));
+  const dbs = paths.map((p) => walOnly(p, 200));
+  const sizes = paths.map((p) => statSync(p).size);
+  const checkpointers = paths.map((p) => new Checkpointer(p));
+  try {
+    for (const [i, path] of paths.entries()) {
+      assert.ok(await until(() => statSync(path).size > (sizes[i] as number)), `${path} was checkpointed`);
+    }
+  } finally {
+    for (const c of checkpointers) c.stop();
+    for (const db of dbs) db.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("a stopped checkpointer leaves its database alone; stopping twice is harmless", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "careledger-ckpt-"));
+  const kept = join(dir, "kept.db");
+  const left = join(dir, "left.db");
+  const keptDb = walOnly(kept, 10);
+  const leftDb = walOnly(left, 10);
+  const keep = new Checkpointer(kept);
+  const leave = new Checkpointer(left);
+  leave.stop();
+  leave.stop();
+  const before = statSync(left).size;
+  const insert = leftDb.prepare("INSERT INTO t VALUES (?)");
+  for (let i = 0; i < 200; i++) insert.run(Buffer.alloc(3000, i));
+  try {
+    // The other database is still served: once it was folded, so would this one have been.
+    const keptBefore = statSync(kept).size;
+    const k = keptDb.prepare("INSERT INTO t VALUES (?)");
+    for (let i = 0; i < 200; i++) k.run(Buffer.alloc(3000, i));
+    assert.ok(await until(() => statSync(kept).size > keptBefore), "the registered database is checkpointed");
+    await new Promise((r) => setTimeout(r, 600));
+    assert.equal(statSync(left).size, before, "the stopped one is not");
+  } finally {
+    keep.stop();
+    keptDb.close();
+    leftDb.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
