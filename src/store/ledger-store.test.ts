@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { DatabaseSync } from "node:sqlite";
 import { after, test } from "node:test";
 import { blockHash, leafBytes } from "../ledger/block.ts";
 import { toHex } from "../ledger/encoding.ts";
@@ -17,7 +18,7 @@ import {
 import { signTreeHead } from "../ledger/sth.ts";
 import { signTx, txId } from "../ledger/tx.ts";
 import type { Block, BlockEntry } from "../ledger/types.ts";
-import { LedgerStore, StoreError } from "./ledger-store.ts";
+import { LedgerStore, SqliteState, StoreError } from "./ledger-store.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "careledger-store-"));
 after(() => rmSync(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 50 }));
@@ -192,4 +193,40 @@ test("the tx index answers for every tx across index flushes, and after a reopen
   const afterCleanClose = LedgerStore.open(path);
   check(afterCleanClose);
   afterCleanClose.close();
+});
+
+test("state: resource records are found whether or not the filter of their keys existed when they were written", () => {
+  const db = new DatabaseSync(":memory:");
+  db.exec("CREATE TABLE state (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID");
+  const put = db.prepare(
+    "INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+  );
+  const del = db.prepare("DELETE FROM state WHERE key = ?");
+  // A cache of two entries, so that later reads go past it to the filter and SQLite.
+  const state = new SqliteState(
+    db.prepare("SELECT value FROM state WHERE key = ?"),
+    db.prepare("SELECT key FROM state WHERE key >= 'res/' AND key < 'res0'"),
+    2,
+  );
+  const commit = (entries: [string, unknown][]) => {
+    for (const [k, v] of entries) state.put(k, v);
+    state.flush(put, del);
+    state.committed();
+  };
+  commit([["res/org/Observation/before", { latest: "1", versions: 1 }]]);
+  // The first resource lookup builds the filter from what is stored.
+  assert.equal(state.get("res/org/Observation/never"), undefined);
+  assert.deepEqual(state.get("res/org/Observation/before"), { latest: "1", versions: 1 });
+  // Written after the filter was built, then pushed out of the cache by other reads.
+  commit([["res/org/Observation/after", { latest: "2", versions: 2 }]]);
+  for (const k of ["org/a", "org/b", "org/c", "res/org/Observation/x", "res/org/Observation/y"]) state.get(k);
+  assert.deepEqual(state.get("res/org/Observation/after"), { latest: "2", versions: 2 });
+  assert.deepEqual(state.get("res/org/Observation/before"), { latest: "1", versions: 1 });
+  // A pending write that is discarded leaves no trace; keys outside the prefix are read as before.
+  state.put("res/org/Observation/discarded", { latest: "1", versions: 1 });
+  state.discard();
+  assert.equal(state.get("res/org/Observation/discarded"), undefined);
+  commit([["org/z", { name: "Z" }]]);
+  assert.deepEqual(state.get("org/z"), { name: "Z" });
+  db.close();
 });
