@@ -13,7 +13,7 @@ import { ConfigError } from "../node/datadir.ts";
 import { silentLogger } from "../node/logger.ts";
 import { initNetwork } from "../node/network.ts";
 import { openNode } from "../node/runtime.ts";
-import { defineImportCommand, importCommand } from "./import.ts";
+import { countBundles, defineImportCommand, importCommand } from "./import.ts";
 
 const SYNTHEA = new URL("../../../shared/data/synthea/", import.meta.url).pathname;
 const files = readdirSync(SYNTHEA)
@@ -139,4 +139,22 @@ test("the command's definition: --dir required, files, --help", () => {
   assert.match(help, /--dir <dir>/);
   assert.match(help, /--key <file>/);
   assert.match(help, /<files\.\.\.>/);
+});
+
+test("the progress bar's total: one bundle per non-empty NDJSON line (across read chunks), one per .json file", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "careledger-count-"));
+  try {
+    const line = JSON.stringify({ resourceType: "Bundle", type: "transaction", entry: [], pad: "x".repeat(900) });
+    const big = join(dir, "big.ndjson");
+    writeFileSync(big, `${Array(500).fill(line).join("\n")}\n`); // ~450 KB: several stream chunks
+    const open = join(dir, "open.ndjson");
+    writeFileSync(open, `${line}\n${line}`); // no newline after the last line
+    const single = join(dir, "one.json");
+    writeFileSync(single, line);
+    assert.equal(await countBundles([big]), 500);
+    assert.equal(await countBundles([open]), 2);
+    assert.equal(await countBundles([big, open, single]), 503);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

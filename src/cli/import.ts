@@ -55,7 +55,8 @@ export async function importCommand(files: readonly string[], options: ImportCom
     if (error instanceof SourceError) throw new ConfigError(error.message);
     throw error;
   }
-  const total = await countBundles(sources);
+  // Only a terminal shows the bar, so only then are the files read ahead to count their bundles.
+  const total = process.stderr.isTTY ? await countBundles(sources) : 0;
 
   let running: Awaited<ReturnType<typeof openNode>>;
   try {
@@ -126,7 +127,7 @@ export async function importCommand(files: readonly string[], options: ImportCom
 }
 
 /** How many bundles the files hold (one per .json, one per non-empty .ndjson line; bare resources count once). */
-async function countBundles(files: readonly string[]): Promise<number> {
+export async function countBundles(files: readonly string[]): Promise<number> {
   let n = 0;
   for (const file of files) {
     if (!file.endsWith(".ndjson")) {
@@ -146,7 +147,7 @@ function countLines(file: string): Promise<number> {
     const stream = createReadStream(file);
     stream.on("data", (chunk: string | Buffer) => {
       const b = typeof chunk === "string" ? Buffer.from(chunk) : chunk;
-      for (let i = 0; i < b.length; i++) if (b[i] === 10) lines++;
+      for (let i = b.indexOf(10); i !== -1; i = b.indexOf(10, i + 1)) lines++;
       if (b.length > 0) last = b[b.length - 1] as number;
     });
     stream.on("end", () => done(lines + (last === 10 ? 0 : 1)));
