@@ -3,12 +3,14 @@ import { readdirSync, readFileSync } from "node:fs";
 import { test } from "node:test";
 import type { IndexEntry } from "../vault/types.ts";
 import { prepareTransaction } from "./bundle.ts";
+import { generatePatients } from "./generate.ts";
 import {
   dateRange,
   extractIndex,
   MAX_DATE_MS,
   MIN_DATE_MS,
   normaliseString,
+  plainPathExtractor,
   SEARCH_PARAMS,
   SEARCH_TYPES,
   searchParam,
@@ -251,6 +253,47 @@ test("every HL7 and UK Core example indexes; the NHS number of the UK Core patie
       }
     }
   }
+});
+
+test("the plain-path walk indexes exactly what FHIRPath does, on every resource of the test data", () => {
+  // Most expressions are plain paths; the walk must be in use for them, or this test proves nothing.
+  const expressions = new Set(
+    Object.values(SEARCH_PARAMS).flatMap((defs) => defs.map((d) => d.evaluated ?? d.expression)),
+  );
+  const plain = [...expressions].filter((e) => plainPathExtractor(e) !== undefined);
+  assert.ok(plain.length >= 45, `${plain.length} of ${expressions.size} expressions walked`);
+  for (const e of ["Observation.effective", "Patient.name.given", "MedicationRequest.dosageInstruction.timing.event"])
+    assert.ok(plain.includes(e), e);
+  for (const e of [
+    "Condition.onset.as(dateTime) | Condition.onset.as(Period)",
+    "(MedicationRequest.medication as CodeableConcept)",
+  ])
+    assert.equal(plainPathExtractor(e), undefined, e);
+
+  const resources: { resourceType: string }[] = [];
+  let ids = 0;
+  const newId = (): string => `id-${++ids}`;
+  for (const file of readdirSync(new URL("synthea/", DATA))) {
+    const bundle = JSON.parse(readFileSync(new URL(`synthea/${file}`, DATA), "utf8"));
+    for (const entry of prepareTransaction(bundle, { newId })) resources.push(entry.resource);
+  }
+  for (const dir of ["hl7-examples", "ukcore-examples"]) {
+    for (const file of readdirSync(new URL(`${dir}/`, DATA)).filter((f) => f.endsWith(".json")))
+      resources.push(JSON.parse(readFileSync(new URL(`${dir}/${file}`, DATA), "utf8")));
+  }
+  for (const bundle of generatePatients({ patients: 60, seed: "plain-paths", now: "2025-06-30" }))
+    for (const entry of prepareTransaction(bundle, { newId })) resources.push(entry.resource);
+  let entries = 0;
+  for (const resource of resources) {
+    const walked = extractIndex(resource);
+    assert.deepEqual(
+      walked,
+      extractIndex(resource, true),
+      `${resource.resourceType}/${(resource as { id?: string }).id}`,
+    );
+    entries += walked.length;
+  }
+  assert.ok(resources.length > 8000 && entries > 40_000, `${resources.length} resources, ${entries} entries`);
 });
 
 test("extraction does not modify the resource", () => {

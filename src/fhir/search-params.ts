@@ -272,19 +272,109 @@ interface CompiledParam {
   expression: string;
 }
 
-// One compiled evaluator per distinct expression (`patient` and `subject` share theirs).
-const evaluators = new Map<string, Evaluator>();
+/** An expression evaluated to typed values: by walking the JSON for plain paths, otherwise by FHIRPath. */
+type Extractor = (resource: unknown) => TypedValue[];
+
+const model = r4 as unknown as {
+  path2Type: Record<string, string>;
+  choiceTypePaths: Record<string, string[]>;
+};
+
+/** The FHIR type name of a choice suffix: `DateTime` → `dateTime`, `Period` stays. */
+function choiceTypeName(suffix: string): string {
+  return PRIMITIVE_SUFFIX.has(suffix) ? suffix.charAt(0).toLowerCase() + suffix.slice(1) : suffix;
+}
+const PRIMITIVE_SUFFIX: ReadonlySet<string> = new Set([
+  "Base64Binary",
+  "Boolean",
+  "Canonical",
+  "Code",
+  "Date",
+  "DateTime",
+  "Decimal",
+  "Id",
+  "Instant",
+  "Integer",
+  "Markdown",
+  "Oid",
+  "PositiveInt",
+  "String",
+  "Time",
+  "UnsignedInt",
+  "Uri",
+  "Url",
+  "Uuid",
+]);
+
+/**
+ * A plain dotted path (`Observation.code`, `Patient.name.given`, `Observation.effective`) walked over the JSON, each
+ * value typed from the R4 model as FHIRPath types it — FHIRPath's general evaluator cost ~20 µs per resource of
+ * import. Undefined for anything else (unions, functions, casts), which FHIRPath evaluates. The two are checked
+ * equal on every resource of the test data (search-params.test.ts).
+ */
+export function plainPathExtractor(expression: string): Extractor | undefined {
+  if (!/^[A-Z][A-Za-z]*(\.[a-z][A-Za-z]*)+$/.test(expression)) return undefined;
+  const [root, ...steps] = expression.split(".") as [string, ...string[]];
+  // Per step: the element's name(s) in the JSON and the type of what is found there.
+  const plan: { keys: [key: string, type: string][] }[] = [];
+  let path = root;
+  let type = root;
+  for (const step of steps) {
+    const full = `${path}.${step}`;
+    const byType = `${type}.${step}`;
+    const choices = model.choiceTypePaths[full] ?? model.choiceTypePaths[byType];
+    if (choices) {
+      plan.push({ keys: choices.map((c) => [`${step}${c}`, choiceTypeName(c)]) });
+      if (step !== steps[steps.length - 1]) return undefined; // a choice in the middle: leave it to FHIRPath
+      break;
+    }
+    const next = model.path2Type[full] ?? model.path2Type[byType];
+    if (next === undefined) return undefined;
+    plan.push({ keys: [[step, next]] });
+    path = full;
+    type = next;
+  }
+  return (resource) => {
+    let nodes: TypedValue[] = [{ type: root, value: resource }];
+    for (const { keys } of plan) {
+      const found: TypedValue[] = [];
+      for (const node of nodes) {
+        const value = node.value;
+        if (typeof value !== "object" || value === null) continue;
+        for (const [key, keyType] of keys) {
+          const v = (value as Record<string, unknown>)[key];
+          if (v === undefined || v === null) continue;
+          if (Array.isArray(v)) {
+            for (const item of v) if (item !== null && item !== undefined) found.push({ type: keyType, value: item });
+          } else found.push({ type: keyType, value: v });
+        }
+      }
+      nodes = found;
+      if (nodes.length === 0) break;
+    }
+    return nodes;
+  };
+}
+
+/** The extractor of an expression: the plain-path walk where it applies, FHIRPath otherwise (or when asked). */
+function extractorOf(expression: string, fhirpathOnly = false): Extractor {
+  const plain = fhirpathOnly ? undefined : plainPathExtractor(expression);
+  if (plain) return plain;
+  // Internal types are kept so that each result node says whether it is a dateTime or a Period, a CodeableConcept
+  // or a code (`fhirNodeDataType`), without copying its data.
+  const evaluate = fhirpath.compile(expression, r4, { resolveInternalTypes: false }) as Evaluator;
+  return (resource) => typedValues(evaluate(resource));
+}
+
+// One extractor per distinct expression (`patient` and `subject` share theirs).
+const evaluators = new Map<string, Extractor>();
 const compiled = new Map<string, CompiledParam[]>();
 for (const [type, defs] of Object.entries(SEARCH_PARAMS)) {
   compiled.set(
     type,
     defs.map((def) => {
       const expression = def.evaluated ?? def.expression;
-      if (!evaluators.has(expression)) {
-        // Internal types are kept so that each result node says whether it is a dateTime or a Period, a
-        // CodeableConcept or a code (`fhirNodeDataType`), without copying its data.
-        evaluators.set(expression, fhirpath.compile(expression, r4, { resolveInternalTypes: false }) as Evaluator);
-      }
+      if (!evaluators.has(expression)) evaluators.set(expression, extractorOf(expression));
       return { def, expression };
     }),
   );
@@ -319,7 +409,7 @@ function typedValues(nodes: unknown[]): TypedValue[] {
  * The index entries of a (validated) resource: one per value per parameter, deduplicated. Types that are not
  * searchable give none.
  */
-export function extractIndex(resource: { resourceType: string }): IndexEntry[] {
+export function extractIndex(resource: { resourceType: string }, viaFhirpath = false): IndexEntry[] {
   const params = compiled.get(resource.resourceType);
   if (params === undefined) return [];
   const out: IndexEntry[] = [];
@@ -333,12 +423,25 @@ export function extractIndex(resource: { resourceType: string }): IndexEntry[] {
   for (const { def, expression } of params) {
     let values = results.get(expression);
     if (values === undefined) {
-      values = typedValues((evaluators.get(expression) as Evaluator)(resource));
+      values = viaFhirpath
+        ? fhirpathExtractor(expression)(resource)
+        : (evaluators.get(expression) as Extractor)(resource);
       results.set(expression, values);
     }
     for (const v of values) extractValue(def, v.type, v.value, add);
   }
   return out;
+}
+
+/** FHIRPath's own evaluation of every expression, for checking the plain-path walk against it (tests). */
+const viaFhirpathOnly = new Map<string, Extractor>();
+function fhirpathExtractor(expression: string): Extractor {
+  let e = viaFhirpathOnly.get(expression);
+  if (e === undefined) {
+    e = extractorOf(expression, true);
+    viaFhirpathOnly.set(expression, e);
+  }
+  return e;
 }
 
 type Add = (entry: IndexEntry, key: string) => void;
