@@ -407,7 +407,8 @@ function typedValues(nodes: unknown[]): TypedValue[] {
 
 /**
  * The index entries of a (validated) resource: one per value per parameter, deduplicated. Types that are not
- * searchable give none.
+ * searchable give none. `viaFhirpath`: evaluate every expression with FHIRPath, plain paths too (for tests that
+ * compare the two).
  */
 export function extractIndex(resource: { resourceType: string }, viaFhirpath = false): IndexEntry[] {
   const params = compiled.get(resource.resourceType);
