@@ -148,7 +148,7 @@ test("the progress bar's total: one bundle per non-empty NDJSON line (across rea
     const big = join(dir, "big.ndjson");
     writeFileSync(big, `${Array(500).fill(line).join("\n")}\n`); // ~450 KB: several stream chunks
     const open = join(dir, "open.ndjson");
-    writeFileSync(open, `${line}\n${line}`); // no newline after the last line
+    writeFileSync(open, `\n${line}\n\n${line}`); // empty lines hold nothing; no newline after the last line
     const single = join(dir, "one.json");
     writeFileSync(single, line);
     assert.equal(await countBundles([big]), 500);

@@ -140,17 +140,23 @@ export async function countBundles(files: readonly string[]): Promise<number> {
   return Math.max(1, n);
 }
 
+/** Non-empty lines of a file (an empty line holds no bundle: `readSources` skips it). */
 function countLines(file: string): Promise<number> {
   return new Promise((done) => {
     let lines = 0;
-    let last = 10;
+    let current = 0; // bytes of the line being read, across chunks
     const stream = createReadStream(file);
     stream.on("data", (chunk: string | Buffer) => {
       const b = typeof chunk === "string" ? Buffer.from(chunk) : chunk;
-      for (let i = b.indexOf(10); i !== -1; i = b.indexOf(10, i + 1)) lines++;
-      if (b.length > 0) last = b[b.length - 1] as number;
+      let start = 0;
+      for (let i = b.indexOf(10); i !== -1; i = b.indexOf(10, i + 1)) {
+        if (current + i - start > 0) lines++;
+        current = 0;
+        start = i + 1;
+      }
+      current += b.length - start;
     });
-    stream.on("end", () => done(lines + (last === 10 ? 0 : 1)));
+    stream.on("end", () => done(lines + (current > 0 ? 1 : 0)));
     stream.on("error", () => done(0));
   });
 }
