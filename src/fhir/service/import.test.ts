@@ -327,6 +327,40 @@ test("a source that does not parse stops the run: every bundle before it is stor
   }
 });
 
+test("a bundle that fails when resolved against the ledger stops the run: the bundles before it in its group are stored", async () => {
+  const scratch = mkdtempSync(join(tmpdir(), "careledger-resolve-"));
+  const bundles = [...generatePatients({ patients: 5, seed: "stop-at-unresolved", now: "2025-06-30" })];
+  const nhs = bundles.map((b) => nhsNumberOf(b.entry?.[0]?.resource as object) as string);
+  const file = join(scratch, "five.ndjson");
+  writeFileSync(file, bundles.map((b) => JSON.stringify(b)).join("\n"));
+  // The fourth patient's NHS number cannot be looked up (as if the lookup key refused it): resolving bundle 4 fails.
+  const lookup = kit.registry.lookup;
+  const refusing = Object.assign(Object.create(lookup), {
+    lookupOf(n: string) {
+      if (n === nhs[3]) throw new RangeError("lookup refused");
+      return lookup.lookupOf(n);
+    },
+  });
+  try {
+    // All five bundles in one group (the default group size).
+    await assert.rejects(
+      importFiles(kit.ctx, [file], { ...options(), registry: { ...kit.registry, lookup: refusing } }),
+      (error) => {
+        assert.ok(error instanceof ImportError, String(error));
+        assert.equal(error.source, `${file}:4`);
+        return true;
+      },
+    );
+    const stored = nhs.map((n) => {
+      const p = pseudonymOf(kit.ctx, lookup, n);
+      return p !== undefined && kit.vault.read("Patient", p) !== undefined;
+    });
+    assert.deepEqual(stored, [true, true, true, false, false]);
+  } finally {
+    rmSync(scratch, { recursive: true, force: true });
+  }
+});
+
 test("the same patient twice in one run: one registration, the second bundle a new version of the Patient", async () => {
   const file = syntheaFiles[5] as string;
   const before = kit.vault.search({ resourceType: "Patient", clauses: [] }).length;

@@ -566,26 +566,32 @@ export async function importBundles(
    */
   let registering: { plans: PlannedBundle[]; sources: ImportSource[]; registered: Promise<void> } | undefined;
 
-  /** Resolves a group's plans (in order) and submits its registrations; returns without waiting for them. */
+  /**
+   * Resolves a group's plans (in order) and submits its registrations; returns without waiting for them. A bundle
+   * that does not resolve ends the group there: the bundles before it go on (to be stored), `error` names it.
+   */
   const startGroup = (group: { source: ImportSource; local: LocalPlan }[]) => {
     const plans: PlannedBundle[] = [];
-    const sources = group.map((g) => g.source);
+    const sources: ImportSource[] = [];
+    let error: Error | undefined;
     for (const { source, local } of group) {
       try {
         const plan = resolvePlan(ctx, local, options.registry, session);
         // Later bundles may refer to this one's resources by their source ids: remembered now, in order.
         remember(session, plan);
         plans.push(plan);
-      } catch (error) {
-        throw failure(source, error);
+        sources.push(source);
+      } catch (cause) {
+        error = failure(source, cause);
+        break;
       }
     }
-    const registered = registerPlanned(ctx, plans, options).catch((error: unknown) => {
-      throw failure(sources[0] as ImportSource, error);
+    const registered = registerPlanned(ctx, plans, options).catch((cause: unknown) => {
+      throw failure(sources[0] as ImportSource, cause);
     });
     // Observed when the group is stored; until then a failure must not count as unhandled.
     registered.catch(() => {});
-    return { plans, sources, registered };
+    return { plans, sources, registered, error };
   };
 
   /** Stores and anchors a group once its patients are registered; waits for the group before it to be done. */
@@ -651,16 +657,15 @@ export async function importBundles(
   const runGroup = async (group: { source: ImportSource; local: LocalPlan }[]): Promise<void> => {
     const waiting = registering;
     registering = undefined;
-    let started: ReturnType<typeof startGroup> | undefined;
-    let planError: unknown;
-    try {
-      started = startGroup(group);
-    } catch (error) {
-      planError = error;
-    }
+    const started = startGroup(group);
     // Bundles before a failing one are stored: the waiting group first, whatever this one does.
     if (waiting !== undefined) await storeGroup(waiting);
-    if (started === undefined) throw planError;
+    if (started.error !== undefined) {
+      // This group's bundles before the one that failed are stored too, then the run stops at it.
+      await storeGroup(started);
+      await previous;
+      throw started.error;
+    }
     registering = started;
   };
 
