@@ -1,7 +1,7 @@
 // `careledger cluster up|status|down` as a user runs it: 3 etcd members and 3 nodes in the background with TLS from a
 // generated CA; a tx over HTTPS reaches every node; `down` stops every process; `up` again continues the same ledger.
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, test } from "node:test";
 import { Agent, request } from "undici";
@@ -90,6 +90,21 @@ test("cluster up starts 3 etcd members and 3 TLS nodes in the background; down s
       after2.every((h) => h.size === 2 && h.hash === all[0]?.hash),
       JSON.stringify(after2),
     );
+    assert.equal((await runCli(["cluster", "down", "--dir", dir])).code, 0);
+
+    // A member that cannot start fails `up`, named, even though a quorum of the others answers. (Its data dir
+    // replaced by a file: etcd exits at once.)
+    const etcd3 = state2.processes.find((p) => p.name === "etcd-3")?.dir as string;
+    renameSync(etcd3, `${etcd3}.moved`);
+    writeFileSync(etcd3, "not a directory");
+    try {
+      const blocked = await runCli(["cluster", "up", "--dir", dir]);
+      assert.equal(blocked.code, 2, blocked.stdout);
+      assert.match(blocked.stderr, /etcd-3 exited during start-up; see .*etcd-3\.log/);
+    } finally {
+      rmSync(etcd3);
+      renameSync(`${etcd3}.moved`, etcd3);
+    }
     assert.equal((await runCli(["cluster", "down", "--dir", dir])).code, 0);
   } finally {
     await agent.close();

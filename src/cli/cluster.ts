@@ -166,6 +166,15 @@ export async function clusterUp(options: ClusterUpOptions): Promise<ClusterState
   } finally {
     probe.close();
   }
+  // A quorum answers even with a member down (one whose port was taken meanwhile, say): every member must run.
+  for (const [i, child] of etcdChildren.entries()) {
+    if (child.exitCode !== null || child.signalCode !== null) {
+      const name = specs[i]?.name ?? `etcd-${i + 1}`;
+      throw new ConfigError(
+        `${name} exited during start-up; see ${join(logs, `${name}.log`)} (stop the rest with: careledger cluster down --dir ${dir})`,
+      );
+    }
+  }
   print(`etcd: ${specs.length} members, clients at ${state.etcd.join(", ")}`);
   // Nodes: one per organisation.
   const orgDirs = readdirSync(networkDir, { withFileTypes: true })
