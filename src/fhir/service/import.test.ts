@@ -268,12 +268,28 @@ test("generated UK patients import from NDJSON, pipelined (rate printed)", async
   assert.equal(sources[0], `${file}:1`);
 });
 
-test("a group that fails is retried bundle by bundle: the bundles before the bad one stay, it and the rest do not", async () => {
-  const scratch = mkdtempSync(join(tmpdir(), "careledger-group-"));
-  const bundles = [...generatePatients({ patients: 3, seed: "group-failure", now: "2025-06-30" })];
+/** Generated patients as an NDJSON file in a scratch dir (lines in order; `extra` lines spliced in at their index). */
+function patientsFile(count: number, seed: string, extra: [at: number, line: string][] = []) {
+  const scratch = mkdtempSync(join(tmpdir(), "careledger-import-"));
+  const bundles = [...generatePatients({ patients: count, seed, now: "2025-06-30" })];
   const nhs = bundles.map((b) => nhsNumberOf(b.entry?.[0]?.resource as object) as string);
-  const file = join(scratch, "three.ndjson");
-  writeFileSync(file, bundles.map((b) => JSON.stringify(b)).join("\n"));
+  const lines = bundles.map((b) => JSON.stringify(b));
+  for (const [at, line] of extra) lines.splice(at, 0, line);
+  const file = join(scratch, `${count}.ndjson`);
+  writeFileSync(file, lines.join("\n"));
+  return { bundles, nhs, file, remove: () => rmSync(scratch, { recursive: true, force: true }) };
+}
+
+/** For each NHS number: is its patient registered and their Patient resource stored? */
+function storedPatients(nhs: readonly string[]): boolean[] {
+  return nhs.map((n) => {
+    const p = pseudonymOf(kit.ctx, kit.registry.lookup, n);
+    return p !== undefined && kit.vault.read("Patient", p) !== undefined;
+  });
+}
+
+test("a group that fails is retried bundle by bundle: the bundles before the bad one stay, it and the rest do not", async () => {
+  const { nhs, file, remove } = patientsFile(3, "group-failure");
   const real = kit.ctx.anchorer;
   // The ledger refuses whatever holds the second patient's records (as it would an erased patient's).
   kit.ctx.anchorer = Object.assign(Object.create(real), {
@@ -292,47 +308,29 @@ test("a group that fails is retried bundle by bundle: the bundles before the bad
     });
   } finally {
     kit.ctx.anchorer = real;
-    rmSync(scratch, { recursive: true, force: true });
+    remove();
   }
-  const stored = nhs.map((n) => {
-    const p = pseudonymOf(kit.ctx, kit.registry.lookup, n);
-    return p !== undefined && kit.vault.read("Patient", p) !== undefined;
-  });
-  assert.deepEqual(stored, [true, false, false]);
+  assert.deepEqual(storedPatients(nhs), [true, false, false]);
 });
 
 test("a source that does not parse stops the run: every bundle before it is stored, in whatever group", async () => {
-  const scratch = mkdtempSync(join(tmpdir(), "careledger-stop-"));
-  const bundles = [...generatePatients({ patients: 5, seed: "stop-at-broken", now: "2025-06-30" })];
-  const nhs = bundles.map((b) => nhsNumberOf(b.entry?.[0]?.resource as object) as string);
-  const file = join(scratch, "five.ndjson");
-  const lines = bundles.map((b) => JSON.stringify(b));
-  lines.splice(4, 0, "{ not json"); // line 5: after four good bundles, before the fifth
-  writeFileSync(file, lines.join("\n"));
-  const stored = () =>
-    nhs.map((n) => {
-      const p = pseudonymOf(kit.ctx, kit.registry.lookup, n);
-      return p !== undefined && kit.vault.read("Patient", p) !== undefined;
-    });
+  // Line 5: after four good bundles, before the fifth.
+  const { bundles, nhs, file, remove } = patientsFile(5, "stop-at-broken", [[4, "{ not json"]]);
   try {
     // One small group per bundle: groups stored, registering and gathered when the broken line comes.
     const groupResources = Math.min(...bundles.map((b) => b.entry?.length ?? 0));
     await assert.rejects(importFiles(kit.ctx, [file], { ...options(), groupResources }), (error) => {
-      assert.ok(error instanceof Error && /five\.ndjson:5: not valid JSON/.test(error.message), String(error));
+      assert.ok(error instanceof Error && error.message.startsWith(`${file}:5: not valid JSON`), String(error));
       return true;
     });
-    assert.deepEqual(stored(), [true, true, true, true, false]);
+    assert.deepEqual(storedPatients(nhs), [true, true, true, true, false]);
   } finally {
-    rmSync(scratch, { recursive: true, force: true });
+    remove();
   }
 });
 
 test("a bundle that fails when resolved against the ledger stops the run: the bundles before it in its group are stored", async () => {
-  const scratch = mkdtempSync(join(tmpdir(), "careledger-resolve-"));
-  const bundles = [...generatePatients({ patients: 5, seed: "stop-at-unresolved", now: "2025-06-30" })];
-  const nhs = bundles.map((b) => nhsNumberOf(b.entry?.[0]?.resource as object) as string);
-  const file = join(scratch, "five.ndjson");
-  writeFileSync(file, bundles.map((b) => JSON.stringify(b)).join("\n"));
+  const { nhs, file, remove } = patientsFile(5, "stop-at-unresolved");
   // The fourth patient's NHS number cannot be looked up (as if the lookup key refused it): resolving bundle 4 fails.
   const lookup = kit.registry.lookup;
   const refusing = Object.assign(Object.create(lookup), {
@@ -351,13 +349,9 @@ test("a bundle that fails when resolved against the ledger stops the run: the bu
         return true;
       },
     );
-    const stored = nhs.map((n) => {
-      const p = pseudonymOf(kit.ctx, lookup, n);
-      return p !== undefined && kit.vault.read("Patient", p) !== undefined;
-    });
-    assert.deepEqual(stored, [true, true, true, false, false]);
+    assert.deepEqual(storedPatients(nhs), [true, true, true, false, false]);
   } finally {
-    rmSync(scratch, { recursive: true, force: true });
+    remove();
   }
 });
 
