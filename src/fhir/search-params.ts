@@ -14,7 +14,7 @@
 import fhirpath, { type ResourceNode } from "fhirpath";
 import r4 from "fhirpath/fhir-context/r4";
 import type { IndexEntry } from "../vault/types.ts";
-import { daysInMonth, parseReference } from "./validate.ts";
+import { daysInMonth, PRIMITIVES, parseReference } from "./validate.ts";
 
 export type ParamKind = "token" | "string" | "reference" | "date";
 
@@ -280,31 +280,11 @@ const model = r4 as unknown as {
   choiceTypePaths: Record<string, string[]>;
 };
 
-/** The FHIR type name of a choice suffix: `DateTime` → `dateTime`, `Period` stays. */
+/** The FHIR type name of a choice suffix: `DateTime` → `dateTime` (a primitive), `Period` stays. */
 function choiceTypeName(suffix: string): string {
-  return PRIMITIVE_SUFFIX.has(suffix) ? suffix.charAt(0).toLowerCase() + suffix.slice(1) : suffix;
+  const lower = suffix.charAt(0).toLowerCase() + suffix.slice(1);
+  return PRIMITIVES.has(lower) ? lower : suffix;
 }
-const PRIMITIVE_SUFFIX: ReadonlySet<string> = new Set([
-  "Base64Binary",
-  "Boolean",
-  "Canonical",
-  "Code",
-  "Date",
-  "DateTime",
-  "Decimal",
-  "Id",
-  "Instant",
-  "Integer",
-  "Markdown",
-  "Oid",
-  "PositiveInt",
-  "String",
-  "Time",
-  "UnsignedInt",
-  "Uri",
-  "Url",
-  "Uuid",
-]);
 
 /**
  * A plain dotted path (`Observation.code`, `Patient.name.given`, `Observation.effective`) walked over the JSON, each

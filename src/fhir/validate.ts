@@ -342,7 +342,8 @@ interface ElementInfo {
   targets?: readonly string[];
 }
 
-const PRIMITIVES: ReadonlySet<string> = new Set([
+/** FHIR primitive type names (and the FHIRPath system types they map to). */
+export const PRIMITIVES: ReadonlySet<string> = new Set([
   "boolean",
   "integer",
   "decimal",

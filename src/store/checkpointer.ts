@@ -23,8 +23,12 @@ export class Checkpointer {
       const worker = new Worker(new URL("./checkpoint-worker.ts", import.meta.url), {
         workerData: { intervalMs: INTERVAL_MS },
       });
-      // A failed checkpoint is retried at the next interval; the WAL only grows meanwhile.
+      // A failed checkpoint is retried at the next interval; the WAL only grows meanwhile. A worker that died is
+      // replaced for the databases opened after it (those before it are checkpointed by their writers at close).
       worker.on("error", () => {});
+      worker.on("exit", () => {
+        if (shared?.worker === worker) shared = undefined;
+      });
       // After the listeners: attaching one refs the worker again. A checkpointer must never keep a process alive.
       worker.unref();
       shared = { worker, users: 0 };
