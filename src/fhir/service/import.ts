@@ -653,13 +653,18 @@ export async function importBundles(
     await before;
   };
 
-  /** Starts a gathered group's registrations, then stores the group before it (whose registrations are older). */
-  const runGroup = async (group: { source: ImportSource; local: LocalPlan }[]): Promise<void> => {
+  /** Stores the group whose registrations are under way, if any. */
+  const flushGroups = async (): Promise<void> => {
     const waiting = registering;
     registering = undefined;
+    if (waiting !== undefined) await storeGroup(waiting);
+  };
+
+  /** Starts a gathered group's registrations, then stores the group before it (whose registrations are older). */
+  const runGroup = async (group: { source: ImportSource; local: LocalPlan }[]): Promise<void> => {
     const started = startGroup(group);
     // Bundles before a failing one are stored: the waiting group first, whatever this one does.
-    if (waiting !== undefined) await storeGroup(waiting);
+    await flushGroups();
     if (started.error !== undefined) {
       // This group's bundles before the one that failed are stored too, then the run stops at it.
       await storeGroup(started);
@@ -667,12 +672,6 @@ export async function importBundles(
       throw started.error;
     }
     registering = started;
-  };
-
-  const flushGroups = async (): Promise<void> => {
-    const waiting = registering;
-    registering = undefined;
-    if (waiting !== undefined) await storeGroup(waiting);
   };
 
   const loose: { file: string; resource: unknown }[] = [];
