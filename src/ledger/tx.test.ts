@@ -11,6 +11,7 @@ import {
   parseSignedTx,
   parseSignedTxWithText,
   signTx,
+  signTxWithId,
   TX_SIGNING_PREFIX,
   txId,
   verifyTxSignature,
@@ -90,6 +91,16 @@ describe("signTx / verifyTxSignature", () => {
     assert.equal(verifyTxSignature(tx, id), true);
     assert.equal(verifyBytes(kp.keyId, concatBytes(TX_SIGNING_PREFIX, fromHex(id)), fromBase64Url(tx.sig)), true);
     assert.deepEqual(TX_SIGNING_PREFIX, new TextEncoder().encode("careledger/tx/v1\n"));
+  });
+
+  test("signTxWithId gives the tx signTx gives, and the id parseSignedTx computes", () => {
+    const signed = signTxWithId(body({ payload: { text: "é \u2028 \"q\"", n: [3, 1.5] } }), kp);
+    assert.deepEqual(signed.tx, signTx(body({ payload: { text: "é \u2028 \"q\"", n: [3, 1.5] } }), kp));
+    const parsed = parseSignedTx(JSON.parse(JSON.stringify(signed.tx)));
+    assert.ok(parsed.ok);
+    assert.equal(signed.id, parsed.id);
+    assert.equal(signed.id, txId(signed.tx));
+    assert.equal(verifyTxSignature(signed.tx, signed.id), true);
   });
 
   test("is deterministic (Ed25519) and returns exactly the six fields", () => {

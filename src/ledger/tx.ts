@@ -66,14 +66,23 @@ function signingMessage(id: Hex32): Uint8Array {
  * at every node) and `signer-mismatch` if the key pair is not the body's signer.
  */
 export function signTx(body: TxBody, kp: KeyPair): SignedTx {
+  return signTxWithId(body, kp).tx;
+}
+
+/**
+ * `signTx`, also giving the tx's id (the hash it signed), so that a node submitting its own tx need not canonicalise
+ * it a second time through `parseSignedTx`. The tx shares `payload` with the body: do not mutate it afterwards.
+ */
+export function signTxWithId(body: TxBody, kp: KeyPair): { tx: SignedTx; id: Hex32 } {
   const error = checkBodyFields(body);
   if (error !== undefined) throw new LedgerError("bad-tx", error);
   if (body.signer !== kp.keyId) throw new LedgerError("signer-mismatch", "signer: is not the signing key's id");
   const json = bodyJson(body, canonicalJson(body.payload));
   if (Buffer.byteLength(json) > MAX_TX_BYTES) throw new LedgerError("bad-tx", `tx: body exceeds ${MAX_TX_BYTES} bytes`);
-  const sig = toBase64Url(signBytes(kp, signingMessage(sha256Hex(json))));
+  const id = sha256Hex(json);
+  const sig = toBase64Url(signBytes(kp, signingMessage(id)));
   const { type, payload, signer, nonce, createdAt } = body;
-  return { type, payload, signer, nonce, createdAt, sig };
+  return { tx: { type, payload, signer, nonce, createdAt, sig }, id };
 }
 
 /**

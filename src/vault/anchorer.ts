@@ -5,10 +5,10 @@ import { checkPayload, STATE_KEYS, type StateReader } from "../contract/index.ts
 import type { AnchorRec, ResourceRec } from "../contract/state.ts";
 import { canonicalJson } from "../ledger/canonical.ts";
 import type { KeyPair } from "../ledger/keys.ts";
-import { MAX_TX_BYTES, parseSignedTx } from "../ledger/tx.ts";
+import { MAX_TX_BYTES } from "../ledger/tx.ts";
 import type { Hex32, SignedTx } from "../ledger/types.ts";
 import type { CommitResult } from "../node/ledger-node.ts";
-import { signNew } from "../node/network.ts";
+import { signNewWithId } from "../node/network.ts";
 import type { AnchorEntry } from "./vault.ts";
 
 /** What the batcher needs of a node (`LedgerNode` has it). */
@@ -231,9 +231,11 @@ export class AnchorBatcher {
   private async send(txs: Part[][], retryShared: boolean): Promise<void> {
     const signed = txs.map((parts) => {
       const anchors = parts.flatMap((p) => p.entries);
-      const parsed = parseSignedTx(signNew(this.key, "record.anchor", { anchors }, this.now()));
-      if (!parsed.ok) throw new Error(`record.anchor tx is malformed: ${parsed.error}`);
-      return { tx: parsed.tx, id: parsed.id };
+      try {
+        return signNewWithId(this.key, "record.anchor", { anchors }, this.now());
+      } catch (error) {
+        throw new Error(`record.anchor tx is malformed: ${(error as Error).message}`);
+      }
     });
     let answers: Promise<CommitResult>[];
     try {

@@ -14,12 +14,11 @@
 // and its batch committing.
 
 import { checkPayload } from "../../contract/schemas.ts";
-import { canonicalJson } from "../../ledger/canonical.ts";
 import type { KeyPair } from "../../ledger/keys.ts";
-import { MAX_TX_BYTES, parseSignedTx } from "../../ledger/tx.ts";
+import { MAX_TX_BYTES } from "../../ledger/tx.ts";
 import type { Hex32, SignedTx } from "../../ledger/types.ts";
 import type { CommitResult } from "../../node/ledger-node.ts";
-import { signNew } from "../../node/network.ts";
+import { signNewWithId } from "../../node/network.ts";
 import type { AccessEntry, AccessLogger } from "./context.ts";
 
 /** What the batcher needs of a node (`LedgerNode` has it). */
@@ -55,6 +54,8 @@ export interface AccessLogBatcherOptions {
 const ENVELOPE_ROOM = 1024;
 const PAYLOAD_SHELL = '{"entries":[]}'.length;
 const MAX_RETRY_MS = 1000;
+/** Entries per tx the contract allows. */
+const MAX_ENTRIES = 1000;
 
 /** A tx's worth of entries; `signed` is kept so that a resubmission is the same tx (idempotent). */
 interface Batch {
@@ -67,6 +68,15 @@ interface Batch {
 
 const silent: FailureLog = { warn() {}, error() {} };
 
+/**
+ * Bytes of an entry's canonical JSON. The schema keeps every field plain ASCII, whose JSON is as long in bytes as in
+ * characters and, whatever the key order, as long as its canonical form: JSON.stringify (native) sizes an entry for a
+ * fraction of the cost of canonicalising it.
+ */
+export function entryBytes(entry: AccessEntry): number {
+  return JSON.stringify(entry).length;
+}
+
 export class AccessLogBatcher implements AccessLogger {
   private readonly node: AccessLogNode;
   private readonly key: KeyPair;
@@ -78,7 +88,6 @@ export class AccessLogBatcher implements AccessLogger {
   private readonly retryMs: number;
   private readonly maxPayloadBytes = MAX_TX_BYTES - ENVELOPE_ROOM;
   private queue: AccessEntry[] = [];
-  private queueSizes: number[] = [];
   private timer: NodeJS.Timeout | undefined;
   /** Batches cut and not yet committed (or given up). */
   private readonly inFlight = new Set<Batch>();
@@ -93,7 +102,7 @@ export class AccessLogBatcher implements AccessLogger {
     this.key = options.key;
     this.now = options.now ?? Date.now;
     this.failures = options.log ?? silent;
-    this.maxEntries = Math.min(1000, Math.max(1, options.maxEntriesPerTx ?? 1000));
+    this.maxEntries = Math.min(MAX_ENTRIES, Math.max(1, options.maxEntriesPerTx ?? MAX_ENTRIES));
     this.lingerMs = options.lingerMs ?? 20;
     this.maxQueued = Math.max(1, options.maxQueued ?? 50_000);
     this.retryMs = Math.max(1, options.retryMs ?? 20);
@@ -115,16 +124,7 @@ export class AccessLogBatcher implements AccessLogger {
   }
 
   log(entries: readonly AccessEntry[]): void {
-    for (const e of entries) {
-      // A malformed entry would spoil the tx it shares: it is a bug in the caller, reported and not queued.
-      if (!checkPayload("access.log", { entries: [e] })) {
-        this.stats.entriesInvalid++;
-        this.failures.error({ code: "invalid-entry" }, "access-log entry refused by the contract's schema");
-        continue;
-      }
-      this.queue.push(e);
-      this.queueSizes.push(canonicalJson(e).length + 1);
-    }
+    for (const e of entries) this.queue.push(e);
     if (this.queue.length >= this.maxEntries) this.cut();
     else if (this.queue.length > 0) this.timer ??= setTimeout(() => this.cut(), this.lingerMs);
   }
@@ -158,10 +158,9 @@ export class AccessLogBatcher implements AccessLogger {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
     if (this.queue.length === 0) return;
-    const entries = this.queue;
-    const sizes = this.queueSizes;
+    const entries = this.wellFormed(this.queue);
     this.queue = [];
-    this.queueSizes = [];
+    const sizes = entries.map((e) => entryBytes(e) + 1);
     let start = 0;
     while (start < entries.length) {
       let end = start;
@@ -177,6 +176,29 @@ export class AccessLogBatcher implements AccessLogger {
       this.start(entries.slice(start, end));
       start = end;
     }
+  }
+
+  /**
+   * The entries that pass the contract's schema. A malformed entry would spoil the tx it shares: it is a bug in the
+   * caller, reported and dropped. One check of the whole batch in the common case; entry by entry only if it fails.
+   */
+  private wellFormed(entries: AccessEntry[]): AccessEntry[] {
+    const kept: AccessEntry[] = [];
+    for (let at = 0; at < entries.length; at += MAX_ENTRIES) {
+      const chunk = entries.slice(at, at + MAX_ENTRIES);
+      if (checkPayload("access.log", { entries: chunk })) {
+        for (const e of chunk) kept.push(e);
+        continue;
+      }
+      for (const e of chunk) {
+        if (checkPayload("access.log", { entries: [e] })) kept.push(e);
+        else {
+          this.stats.entriesInvalid++;
+          this.failures.error({ code: "invalid-entry" }, "access-log entry refused by the contract's schema");
+        }
+      }
+    }
+    return kept;
   }
 
   private start(entries: AccessEntry[]): Batch {
@@ -211,12 +233,12 @@ export class AccessLogBatcher implements AccessLogger {
   private async send(batch: Batch, delay: number): Promise<void> {
     if (this.closed) return;
     if (batch.signed === undefined) {
-      const parsed = parseSignedTx(signNew(this.key, "access.log", { entries: batch.entries }, this.now()));
-      if (!parsed.ok) {
-        this.giveUp(batch, `the access.log tx is malformed: ${parsed.error}`);
+      try {
+        batch.signed = signNewWithId(this.key, "access.log", { entries: batch.entries }, this.now());
+      } catch (error) {
+        this.giveUp(batch, `the access.log tx is malformed: ${(error as Error).message}`);
         return;
       }
-      batch.signed = { tx: parsed.tx, id: parsed.id };
     }
     let result: CommitResult;
     try {
