@@ -94,8 +94,8 @@ describe("signTx / verifyTxSignature", () => {
   });
 
   test("signTxWithId gives the tx signTx gives, and the id parseSignedTx computes", () => {
-    const signed = signTxWithId(body({ payload: { text: "é \u2028 \"q\"", n: [3, 1.5] } }), kp);
-    assert.deepEqual(signed.tx, signTx(body({ payload: { text: "é \u2028 \"q\"", n: [3, 1.5] } }), kp));
+    const signed = signTxWithId(body({ payload: { text: 'é \u2028 "q"', n: [3, 1.5] } }), kp);
+    assert.deepEqual(signed.tx, signTx(body({ payload: { text: 'é \u2028 "q"', n: [3, 1.5] } }), kp));
     const parsed = parseSignedTx(JSON.parse(JSON.stringify(signed.tx)));
     assert.ok(parsed.ok);
     assert.equal(signed.id, parsed.id);

@@ -3,13 +3,13 @@
 
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import fc from "fast-check";
 import { after, before, describe, it } from "node:test";
+import fc from "fast-check";
+import { checkPayload } from "../../contract/schemas.ts";
+import { canonicalJson } from "../../ledger/canonical.ts";
 import type { Hex32, SignedTx } from "../../ledger/types.ts";
 import type { CommitResult } from "../../node/ledger-node.ts";
 import { NodeError } from "../../node/ledger-node.ts";
-import { checkPayload } from "../../contract/schemas.ts";
-import { canonicalJson } from "../../ledger/canonical.ts";
 import { AccessLogBatcher, type AccessLogNode, entryBytes } from "./access-log.ts";
 import type { AccessEntry } from "./context.ts";
 import { read } from "./read.ts";
