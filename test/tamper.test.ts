@@ -172,6 +172,31 @@ const cases: Case[] = [
     start: "starts",
   },
   {
+    name: "(d2) a tx index row added for a tx in no block",
+    tamper: (dir) =>
+      withDb(dir, (db) =>
+        db.prepare("INSERT INTO txs (id, height, idx, pos, valid) VALUES (?, 3, 0, 0, 1)").run(Buffer.alloc(32, 7)),
+      ),
+    verify: new RegExp(
+      `^FAILED at height ${BLOCKS}: the store's tx index holds 0707070707070707…, a tx in no block$`,
+      "m",
+    ),
+    start: {
+      refuses: new RegExp(
+        `the tx index holds ${BLOCKS * TXS_PER_BLOCK + 2} rows but the log holds ${BLOCKS * TXS_PER_BLOCK + 1} txs`,
+      ),
+    },
+  },
+  {
+    name: "(d3) a replay-protection (nonce) row added for no tx",
+    tamper: (dir) => withDb(dir, (db) => db.prepare("INSERT INTO nonces (key) VALUES (?)").run(Buffer.alloc(16, 7))),
+    verify: new RegExp(
+      `^FAILED at height ${BLOCKS}: the store's replay index holds a key of no tx in the blocks$`,
+      "m",
+    ),
+    start: "starts",
+  },
+  {
     name: "(e) ledger.db truncated to half its size",
     tamper: (dir) => {
       const path = join(dir, "ledger.db");

@@ -87,6 +87,6 @@ async function verifyExport(file: string, pool: VerifyPool): Promise<VerifyRepor
       }
     },
   };
-  const { state: _state, ...report } = await replayLedger(source, pool);
+  const { state: _state, ids: _ids, nonceKeys: _nonceKeys, ...report } = await replayLedger(source, pool);
   return report;
 }

@@ -18,7 +18,7 @@ import {
 import { signTreeHead } from "../ledger/sth.ts";
 import { signTx, txId } from "../ledger/tx.ts";
 import type { Block, BlockEntry } from "../ledger/types.ts";
-import { LedgerStore, SqliteState, StoreError } from "./ledger-store.ts";
+import { LedgerStore, nonceKey, SqliteState, StoreError } from "./ledger-store.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "careledger-store-"));
 after(() => rmSync(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 50 }));
@@ -193,6 +193,42 @@ test("the tx index answers for every tx across index flushes, and after a reopen
   const afterCleanClose = LedgerStore.open(path);
   check(afterCleanClose);
   afterCleanClose.close();
+});
+
+test("indexedIds and indexedNonceKeys list each key once, across index flushes and a reused nonce", () => {
+  const path = join(dir, "index-keys.db");
+  const store = LedgerStore.open(path, { indexFlushTxs: 1_000 });
+  let frontier: Frontier = EMPTY_FRONTIER;
+  let prev = "0".repeat(64);
+  const all: BlockEntry[] = [];
+  let n = 300_000;
+  for (let height = 0; height < 5; height++) {
+    const entries = Array.from({ length: 400 }, () => entry(n++));
+    if (height === 4) {
+      // A tx reusing the (signer, nonce) of one already written out to SQLite: logged as rejected, a second id, one key.
+      const first = all[0] as BlockEntry;
+      const tx = signTx({ ...first.tx, payload: { n: -1 } }, key);
+      entries.push({ id: txId(tx), tx, result: { valid: false, code: "replay" } });
+    }
+    const b = makeBlock(height, prev, frontier, entries);
+    store.commitBlock(b.block, b.hash, b.nodes, b.sth);
+    frontier = b.frontier;
+    prev = b.hash;
+    all.push(...entries);
+  }
+  const check = (s: LedgerStore) => {
+    const ids = [...s.indexedIds()];
+    assert.equal(ids.length, all.length);
+    assert.deepEqual(new Set(ids), new Set(all.map((e) => e.id)));
+    const keys = [...s.indexedNonceKeys()];
+    assert.equal(keys.length, all.length - 1);
+    assert.deepEqual(new Set(keys), new Set(all.map((e) => nonceKey(e.tx.signer, e.tx.nonce))));
+  };
+  check(store);
+  store.close();
+  const reopened = LedgerStore.open(path, { indexFlushTxs: 1_000 });
+  check(reopened);
+  reopened.close();
 });
 
 test("state: resource records are found whether or not the filter of their keys existed when they were written", () => {

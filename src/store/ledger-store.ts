@@ -329,6 +329,23 @@ export class LedgerStore implements MerkleNodeReader {
     return { entry, height: row.height, index: row.idx };
   }
 
+  /**
+   * Every tx id in the index, each once: SQLite's rows, then those held only in memory. For `verify`, which compares
+   * the whole index with the replay in one pass instead of a lookup per tx.
+   */
+  *indexedIds(): Generator<Hex32> {
+    for (const row of this.stmts.txIds.iterate()) yield Buffer.from((row as { id: Uint8Array }).id).toString("hex");
+    for (const id of this.recent.keys()) if (this.stmts.txGet.get(fromHex(id)) === undefined) yield id;
+  }
+
+  /** Every replay-protection key in the index (see `nonceKey`), each once, as `indexedIds` does for ids. */
+  *indexedNonceKeys(): Generator<string> {
+    for (const row of this.stmts.nonceKeys.iterate()) {
+      yield Buffer.from((row as { key: Uint8Array }).key).toString("hex");
+    }
+    for (const key of this.recentNonces) if (this.stmts.nonceGet.get(fromHex(key)) === undefined) yield key;
+  }
+
   hasTx(id: Hex32): boolean {
     if (!this.ids.mayContain(id)) return false;
     return this.recent.has(id) || this.stmts.txGet.get(fromHex(id)) !== undefined;
@@ -594,6 +611,8 @@ function prepareStatements(db: DatabaseSync) {
     blockRange: db.prepare("SELECT height, hash, header, txs FROM blocks WHERE height >= ? ORDER BY height LIMIT ?"),
     blockPut: db.prepare("INSERT INTO blocks (height, hash, header, txs) VALUES (?, ?, ?, ?)"),
     txGet: db.prepare("SELECT height, idx, pos FROM txs WHERE id = ?"),
+    txIds: db.prepare("SELECT id FROM txs"),
+    nonceKeys: db.prepare("SELECT key FROM nonces"),
     txPut: db.prepare("INSERT INTO txs (id, height, idx, pos, valid) VALUES (?, ?, ?, ?, ?)"),
     nonceGet: db.prepare("SELECT 1 FROM nonces WHERE key = ?"),
     noncePut: db.prepare("INSERT OR IGNORE INTO nonces (key) VALUES (?)"),
