@@ -9,7 +9,7 @@ import { createServer } from "node:net";
 import { join, resolve } from "node:path";
 import { ConfigError, writeFileAtomic } from "../node/datadir.ts";
 import { etcdClient } from "../ordering/etcd-client.ts";
-import { type EtcdMemberSpec, etcdArgs, etcdBinary, freePort } from "../ordering/etcd-launcher.ts";
+import { type EtcdMemberSpec, etcdArgs, etcdBinary, freePort, freeServerPort } from "../ordering/etcd-launcher.ts";
 import { initCommand } from "./init.ts";
 import { networkCreateCommand } from "./network.ts";
 import { issueCertificate } from "./pki.ts";
@@ -124,8 +124,8 @@ export async function clusterUp(options: ClusterUpOptions): Promise<ClusterState
       specs.push({
         name,
         dataDir: join(dir, "etcd", name),
-        clientPort: await freePort(),
-        peerPort: await freePort(),
+        clientPort: await freeServerPort(),
+        peerPort: await freeServerPort(),
         tls,
       });
     }

@@ -1,5 +1,6 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync, mkdirSync } from "node:fs";
+import { randomInt } from "node:crypto";
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { OrdererError } from "./orderer.ts";
@@ -48,6 +49,48 @@ export function freePort(host = "127.0.0.1"): Promise<number> {
       );
     });
   });
+}
+
+/** Whether a TCP port can be bound on `host` right now. */
+function canBind(port: number, host: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.unref();
+    server.once("error", () => resolve(false));
+    server.listen(port, host, () => server.close(() => resolve(true)));
+  });
+}
+
+/** The lowest port of the kernel's ephemeral range, from which outgoing connections take their local ports. */
+function ephemeralLow(): number {
+  try {
+    const low = Number(readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").trim().split(/\s+/)[0]);
+    return Number.isInteger(low) && low > 0 ? low : 32_768;
+  } catch {
+    return 32_768;
+  }
+}
+
+const LOWEST_PICKED_PORT = 10_000;
+const picked = new Set<number>();
+
+/**
+ * A free port for a server that binds it only later (an etcd member started with the URLs of all the others).
+ * A port from `freePort` lies in the ephemeral range, where any outgoing connection on the machine may take it as its
+ * local port before etcd binds it; so this picks below that range, at random (parallel pickers rarely meet), checks
+ * that it binds, and never hands out the same port twice in one process. Falls back to `freePort`.
+ */
+export async function freeServerPort(host = "127.0.0.1"): Promise<number> {
+  const span = ephemeralLow() - LOWEST_PICKED_PORT;
+  if (span >= 1_000) {
+    for (let attempt = 0; attempt < 50; attempt++) {
+      const port = LOWEST_PICKED_PORT + randomInt(span);
+      if (picked.has(port) || !(await canBind(port, host))) continue;
+      picked.add(port);
+      return port;
+    }
+  }
+  return freePort(host);
 }
 
 /** etcd's backend quota; the orderer's compactor keeps the database far below it. */
@@ -211,8 +254,8 @@ export async function startLocalEtcdCluster(
     specs.push({
       name: `etcd-${i + 1}`,
       dataDir: join(baseDir, `etcd-${i + 1}`),
-      clientPort: await freePort(host),
-      peerPort: await freePort(host),
+      clientPort: await freeServerPort(host),
+      peerPort: await freeServerPort(host),
       host,
     });
   }
