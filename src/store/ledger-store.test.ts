@@ -57,6 +57,30 @@ function makeBlock(height: number, prevHash: string, frontier: Frontier, entries
   return { block, hash: blockHash(block), nodes, frontier: f, sth };
 }
 
+/** Commits `blocks` blocks of `perBlock` fresh entries numbered from `from`, plus what `extra` adds; returns them all. */
+function commitBlocks(
+  store: LedgerStore,
+  blocks: number,
+  perBlock: number,
+  from: number,
+  extra: (height: number, before: BlockEntry[]) => BlockEntry[] = () => [],
+): BlockEntry[] {
+  let frontier: Frontier = EMPTY_FRONTIER;
+  let prev = "0".repeat(64);
+  const all: BlockEntry[] = [];
+  let n = from;
+  for (let height = 0; height < blocks; height++) {
+    const entries = Array.from({ length: perBlock }, () => entry(n++));
+    entries.push(...extra(height, all));
+    const b = makeBlock(height, prev, frontier, entries);
+    store.commitBlock(b.block, b.hash, b.nodes, b.sth);
+    frontier = b.frontier;
+    prev = b.hash;
+    all.push(...entries);
+  }
+  return all;
+}
+
 test("blocks, tx index, Merkle nodes and state survive a reopen, and the frontier is rebuilt from stored nodes", () => {
   const path = join(dir, "a.db");
   const store = LedgerStore.open(path);
@@ -155,18 +179,7 @@ test("every stored Merkle node matches an in-memory log, whatever the block size
 test("the tx index answers for every tx across index flushes, and after a reopen without a clean close", () => {
   const path = join(dir, "index.db");
   const store = LedgerStore.open(path, { indexFlushTxs: 5_000 });
-  let frontier: Frontier = EMPTY_FRONTIER;
-  let prev = "0".repeat(64);
-  const all: BlockEntry[] = [];
-  let n = 100_000;
-  for (let height = 0; height < 14; height++) {
-    const entries = Array.from({ length: 500 }, () => entry(n++));
-    const b = makeBlock(height, prev, frontier, entries);
-    store.commitBlock(b.block, b.hash, b.nodes, b.sth);
-    frontier = b.frontier;
-    prev = b.hash;
-    all.push(...entries);
-  }
+  const all = commitBlocks(store, 14, 500, 100_000);
   const check = (s: LedgerStore) => {
     assert.equal(s.countTxs(), all.length);
     for (const i of [0, 1, 4_999, 5_000, 5_001, 6_500, all.length - 1]) {
@@ -198,24 +211,12 @@ test("the tx index answers for every tx across index flushes, and after a reopen
 test("indexedIds and indexedNonceKeys list each key once, across index flushes and a reused nonce", () => {
   const path = join(dir, "index-keys.db");
   const store = LedgerStore.open(path, { indexFlushTxs: 1_000 });
-  let frontier: Frontier = EMPTY_FRONTIER;
-  let prev = "0".repeat(64);
-  const all: BlockEntry[] = [];
-  let n = 300_000;
-  for (let height = 0; height < 5; height++) {
-    const entries = Array.from({ length: 400 }, () => entry(n++));
-    if (height === 4) {
-      // A tx reusing the (signer, nonce) of one already written out to SQLite: logged as rejected, a second id, one key.
-      const first = all[0] as BlockEntry;
-      const tx = signTx({ ...first.tx, payload: { n: -1 } }, key);
-      entries.push({ id: txId(tx), tx, result: { valid: false, code: "replay" } });
-    }
-    const b = makeBlock(height, prev, frontier, entries);
-    store.commitBlock(b.block, b.hash, b.nodes, b.sth);
-    frontier = b.frontier;
-    prev = b.hash;
-    all.push(...entries);
-  }
+  const all = commitBlocks(store, 5, 400, 300_000, (height, before) => {
+    if (height !== 4) return [];
+    // A tx reusing the (signer, nonce) of one already written out to SQLite: logged as rejected, a second id, one key.
+    const tx = signTx({ ...(before[0] as BlockEntry).tx, payload: { n: -1 } }, key);
+    return [{ id: txId(tx), tx, result: { valid: false, code: "replay" } }];
+  });
   const check = (s: LedgerStore) => {
     const ids = [...s.indexedIds()];
     assert.equal(ids.length, all.length);
