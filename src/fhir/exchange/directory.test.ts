@@ -38,6 +38,34 @@ test("a registry directory answers from the last read of the node's peer registr
   }
 });
 
+test("a registry directory asked again soon after a read reads once more when the interval allows, not never", async () => {
+  let entries = [{ keyId: "c".repeat(64), org: "gp", url: "https://gp.example:7600" }];
+  let reads = 0;
+  const directory = new RegistryPeerDirectory(
+    {
+      list: async () => {
+        reads++;
+        return entries;
+      },
+    },
+    60_000,
+    200,
+  );
+  try {
+    await directory.refresh();
+    assert.equal(directory.urlOf("trust"), undefined);
+    // The trust's node announces itself just after the last read; a lookup that misses asks for a refresh.
+    entries = [...entries, { keyId: "a".repeat(64), org: "trust", url: "https://trust.example:7600" }];
+    const started = performance.now();
+    await Promise.all([directory.refresh(), directory.refresh()]);
+    assert.equal(directory.urlOf("trust"), "https://trust.example:7600");
+    assert.equal(reads, 2, "callers at the same time share one read");
+    assert.ok(performance.now() - started >= 150, "no sooner than the minimum interval after the last read");
+  } finally {
+    directory.close();
+  }
+});
+
 test("a static directory takes http(s) URLs only", () => {
   const directory = new StaticPeerDirectory({ gp: "http://127.0.0.1:7600/" });
   assert.equal(directory.urlOf("gp"), "http://127.0.0.1:7600");

@@ -59,16 +59,20 @@ export class RegistryPeerDirectory implements PeerDirectory {
   }
 
   /**
-   * Reads the registry now (callers at the same time share one read; at most one read a second); a failed read keeps
-   * the last known entries.
+   * Reads the registry (callers at the same time share one read; at most one read per `minReadIntervalMs`, so a call
+   * soon after the last read waits for the next one rather than returning with nothing new: a node that announced
+   * itself a moment ago must still be found); a failed read keeps the last known entries.
    */
   refresh(): Promise<void> {
     if (this.reading) return this.reading;
-    if (Date.now() - this.lastRead < this.minReadIntervalMs) return Promise.resolve();
-    this.reading = this.read().finally(() => {
-      this.reading = undefined;
-      this.lastRead = Date.now();
-    });
+    const wait = this.lastRead + this.minReadIntervalMs - Date.now();
+    const due = wait > 0 ? new Promise<void>((resolve) => setTimeout(resolve, wait).unref()) : Promise.resolve();
+    this.reading = due
+      .then(() => this.read())
+      .finally(() => {
+        this.reading = undefined;
+        this.lastRead = Date.now();
+      });
     return this.reading;
   }
 
