@@ -197,6 +197,19 @@ const cases: Case[] = [
     start: "starts",
   },
   {
+    name: "(d4) a nonce row deleted in block 2 and a Merkle node changed in block 3: the first bad height is named",
+    tamper: (dir) =>
+      withDb(dir, (db) => {
+        const row = db.prepare("SELECT txs FROM blocks WHERE height = 2").get() as { txs: string };
+        const tx = (JSON.parse(row.txs) as { tx: { signer: string; nonce: string } }[])[1]?.tx;
+        assert.ok(tx);
+        db.prepare("DELETE FROM nonces WHERE key = ?").run(Buffer.from(nonceKey(tx.signer, tx.nonce), "hex"));
+        scrambleMerkle(db, 3);
+      }),
+    verify: /^FAILED at height 2: tx 1 \([0-9a-f]{16}…\) is missing from the store's replay index$/m,
+    start: "starts",
+  },
+  {
     name: "(e) ledger.db truncated to half its size",
     tamper: (dir) => {
       const path = join(dir, "ledger.db");

@@ -213,8 +213,8 @@ export async function verifyStore(
   const { state, ids, nonceKeys, ...rest } = report;
   if (!report.ok) {
     // An index gap in a block before the one the replay stopped at is the first problem.
-    const gap = firstIndexGap(store, report.problem?.height ?? Number.POSITIVE_INFINITY);
-    return gap ? { ...rest, problem: gap } : rest;
+    const gap = checkIndexes(store, ids, nonceKeys, report.problem?.height ?? Number.POSITIVE_INFINITY);
+    return typeof gap === "object" ? { ...rest, problem: gap } : rest;
   }
   const head = store.head();
   const fail = (reason: string): VerifyReport => ({
@@ -230,74 +230,77 @@ export async function verifyStore(
   if (!sth) return fail("the store has no signed tree head");
   const sthProblem = checkTreeHead(sth, report);
   if (sthProblem) return fail(sthProblem);
-  const indexProblem = compareIndexes(store, ids, nonceKeys);
-  if (indexProblem !== undefined) {
-    const gap = firstIndexGap(store, Number.POSITIVE_INFINITY);
-    return gap ? { ...rest, ok: false, problem: gap } : fail(indexProblem);
-  }
+  const indexProblem = checkIndexes(store, ids, nonceKeys, Number.POSITIVE_INFINITY);
+  if (typeof indexProblem === "object") return { ...rest, ok: false, problem: indexProblem };
+  if (indexProblem !== undefined) return fail(indexProblem);
   const stateProblem = compareState(state, store);
   if (stateProblem) return fail(stateProblem);
   return rest;
 }
 
+/** How one of the store's indexes compares with the replay: replayed keys it holds, and one it holds that was not. */
+interface Coverage {
+  covered: number;
+  stray?: string;
+}
+
+function coverage(indexed: Iterable<string>, replayed: ReadonlySet<string>): Coverage {
+  let covered = 0;
+  let stray: string | undefined;
+  // On to the end past a stray: a replay that stopped early leaves the index's later keys unreplayed.
+  for (const key of indexed) {
+    if (replayed.has(key)) covered++;
+    else stray ??= key;
+  }
+  return stray === undefined ? { covered } : { covered, stray };
+}
+
 /**
- * The store's tx index and replay index against the replay, in one pass over each: every key the store holds was
- * replayed, and it holds as many as were replayed, so it holds every one. A lookup per tx cost ~35 µs of the main
- * thread's ~60 µs per tx.
+ * The store's tx index and replay index against the replay, in one pass over each (a lookup per tx cost ~35 µs of the
+ * main thread's ~60 µs per tx). A replayed key missing from an index is reported as the first tx that misses it, found
+ * by `firstIndexGap` below `belowHeight` (where the replay stopped, if it did); otherwise a key of no replayed tx.
  */
-function compareIndexes(
+function checkIndexes(
   store: LedgerStore,
   ids: ReadonlySet<Hex32>,
   nonceKeys: ReadonlySet<string>,
-): string | undefined {
-  let count = 0;
-  for (const id of store.indexedIds()) {
-    if (!ids.has(id)) return `the store's tx index holds ${id.slice(0, 16)}…, a tx in no block`;
-    count++;
+  belowHeight: number,
+): VerifyProblem | string | undefined {
+  const txIndex = coverage(store.indexedIds(), ids);
+  const replayIndex = coverage(store.indexedNonceKeys(), nonceKeys);
+  // Every key an index holds was replayed and it holds as many as were replayed: it holds every one.
+  if (txIndex.covered < ids.size || replayIndex.covered < nonceKeys.size) {
+    const gap = firstIndexGap(store, belowHeight);
+    if (gap) return gap;
   }
-  if (count !== ids.size) return `the tx index holds ${count} txs but the blocks hold ${ids.size}`;
-  count = 0;
-  for (const key of store.indexedNonceKeys()) {
-    if (!nonceKeys.has(key)) return "the store's replay index holds a key of no tx in the blocks";
-    count++;
-  }
-  if (count !== nonceKeys.size) return `the replay index holds ${count} keys but the blocks need ${nonceKeys.size}`;
+  if (txIndex.stray !== undefined) return `the store's tx index holds ${txIndex.stray.slice(0, 16)}…, a tx in no block`;
+  if (replayIndex.stray !== undefined) return "the store's replay index holds a key of no tx in the blocks";
   return undefined;
 }
 
 /**
  * The first tx, in blocks below `belowHeight`, missing from the store's tx index or replay index (a missing nonce key
- * would let the same (signer, nonce) be logged again as valid). A lookup per tx: run only once something is wrong.
+ * would let the same (signer, nonce) be logged again as valid). A lookup per tx: run only once one is missing.
  */
 function firstIndexGap(store: LedgerStore, belowHeight: number): VerifyProblem | undefined {
   try {
-    return indexGapIn(store.blocks(0), store, belowHeight);
-  } catch {
-    return undefined; // a block that does not read: the replay has reported it
-  }
-}
-
-function indexGapIn(
-  blocks: Iterable<{ block: Block }>,
-  store: LedgerStore,
-  belowHeight: number,
-): VerifyProblem | undefined {
-  for (const { block } of blocks) {
-    if (!(block.height < belowHeight)) return undefined;
-    for (const [pos, entry] of (Array.isArray(block.txs) ? block.txs : []).entries()) {
-      const id = entry?.id;
-      const tx = entry?.tx;
-      if (typeof id !== "string" || typeof tx?.signer !== "string" || typeof tx.nonce !== "string") continue;
-      if (!store.hasTx(id)) {
-        return { height: block.height, reason: `tx ${pos} (${id.slice(0, 16)}…) is missing from the store's tx index` };
-      }
-      if (!store.nonceUsed(tx.signer, tx.nonce)) {
-        return {
-          height: block.height,
-          reason: `tx ${pos} (${id.slice(0, 16)}…) is missing from the store's replay index`,
-        };
+    for (const { block } of store.blocks(0)) {
+      if (!(block.height < belowHeight)) return undefined;
+      for (const [pos, entry] of (Array.isArray(block.txs) ? block.txs : []).entries()) {
+        const id = entry?.id;
+        const tx = entry?.tx;
+        if (typeof id !== "string" || typeof tx?.signer !== "string" || typeof tx.nonce !== "string") continue;
+        const missing = !store.hasTx(id) ? "tx index" : !store.nonceUsed(tx.signer, tx.nonce) ? "replay index" : "";
+        if (missing) {
+          return {
+            height: block.height,
+            reason: `tx ${pos} (${id.slice(0, 16)}…) is missing from the store's ${missing}`,
+          };
+        }
       }
     }
+  } catch {
+    // A block that does not read: the replay has reported it.
   }
   return undefined;
 }
