@@ -5,11 +5,17 @@
 
 import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync, mkdirSync, openSync, readdirSync, readFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { join, resolve } from "node:path";
 import { ConfigError, writeFileAtomic } from "../node/datadir.ts";
 import { etcdClient } from "../ordering/etcd-client.ts";
-import { type EtcdMemberSpec, etcdArgs, etcdBinary, freePort, freeServerPort } from "../ordering/etcd-launcher.ts";
+import {
+  canBind,
+  type EtcdMemberSpec,
+  etcdArgs,
+  etcdBinary,
+  freePort,
+  freeServerPort,
+} from "../ordering/etcd-launcher.ts";
 import { initCommand } from "./init.ts";
 import { networkCreateCommand } from "./network.ts";
 import { issueCertificate } from "./pki.ts";
@@ -233,12 +239,7 @@ async function silently(run: () => Promise<void>): Promise<void> {
 
 async function freePortFrom(start: number): Promise<number> {
   for (let port = start; port < start + 200; port++) {
-    const free = await new Promise<boolean>((resolveFree) => {
-      const server = createServer();
-      server.once("error", () => resolveFree(false));
-      server.listen(port, "127.0.0.1", () => server.close(() => resolveFree(true)));
-    });
-    if (free) return port;
+    if (await canBind(port)) return port;
   }
   return freePort();
 }

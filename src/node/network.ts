@@ -5,7 +5,7 @@ import { MemoryState } from "../contract/index.ts";
 import { blockHash, GENESIS_PREV_HASH, INITIAL_STATE_DIGEST } from "../ledger/block.ts";
 import { type KeyPair, keyPairFromSeed } from "../ledger/keys.ts";
 import { EMPTY_FRONTIER } from "../ledger/merkle.ts";
-import { parseSignedTx, signTx, signTxWithId, verifyTxSignature } from "../ledger/tx.ts";
+import { parseSignedTx, signTxWithId, verifyTxSignature } from "../ledger/tx.ts";
 import type { Block, Hex32, KeyId, SignedTx } from "../ledger/types.ts";
 import { buildBlock } from "./block-builder.ts";
 import {
@@ -30,7 +30,7 @@ export function newNonce(): string {
 
 /** Signs a tx with a fresh random nonce. */
 export function signNew(key: KeyPair, type: string, payload: Record<string, unknown>, createdAt: number): SignedTx {
-  return signTx({ type, payload, signer: key.keyId, nonce: newNonce(), createdAt }, key);
+  return signNewWithId(key, type, payload, createdAt).tx;
 }
 
 /** `signNew`, with the tx's id (see `signTxWithId`). */

@@ -52,7 +52,7 @@ export function freePort(host = "127.0.0.1"): Promise<number> {
 }
 
 /** Whether a TCP port can be bound on `host` right now. */
-function canBind(port: number, host: string): Promise<boolean> {
+export function canBind(port: number, host = "127.0.0.1"): Promise<boolean> {
   return new Promise((resolve) => {
     const server = createServer();
     server.unref();
