@@ -58,6 +58,15 @@ function withDb(dir: string, change: (db: DatabaseSync) => void): void {
 }
 
 /** Replaces the Merkle nodes stored for block `height` with random bytes (whatever the store's layout). */
+/** Deletes the replay-protection row of the tx at `pos` in block `height`. */
+function deleteNonceRow(db: DatabaseSync, height: number, pos: number): void {
+  const row = db.prepare("SELECT txs FROM blocks WHERE height = ?").get(height) as { txs: string };
+  const tx = (JSON.parse(row.txs) as { tx: { signer: string; nonce: string } }[])[pos]?.tx;
+  assert.ok(tx);
+  const deleted = db.prepare("DELETE FROM nonces WHERE key = ?").run(Buffer.from(nonceKey(tx.signer, tx.nonce), "hex"));
+  assert.equal(deleted.changes, 1);
+}
+
 function scrambleMerkle(db: DatabaseSync, height: number): void {
   const tables = (db.prepare("SELECT name FROM sqlite_master WHERE type = 'table'").all() as { name: string }[]).map(
     (t) => t.name,
@@ -158,16 +167,7 @@ const cases: Case[] = [
   },
   {
     name: "(d') a replay-protection (nonce) row deleted",
-    tamper: (dir) =>
-      withDb(dir, (db) => {
-        const row = db.prepare("SELECT txs FROM blocks WHERE height = 3").get() as { txs: string };
-        const tx = (JSON.parse(row.txs) as { tx: { signer: string; nonce: string } }[])[1]?.tx;
-        assert.ok(tx);
-        const deleted = db
-          .prepare("DELETE FROM nonces WHERE key = ?")
-          .run(Buffer.from(nonceKey(tx.signer, tx.nonce), "hex"));
-        assert.equal(deleted.changes, 1);
-      }),
+    tamper: (dir) => withDb(dir, (db) => deleteNonceRow(db, 3, 1)),
     verify: /^FAILED at height 3: tx 1 \([0-9a-f]{16}…\) is missing from the store's replay index$/m,
     start: "starts",
   },
@@ -200,10 +200,7 @@ const cases: Case[] = [
     name: "(d4) a nonce row deleted in block 2 and a Merkle node changed in block 3: the first bad height is named",
     tamper: (dir) =>
       withDb(dir, (db) => {
-        const row = db.prepare("SELECT txs FROM blocks WHERE height = 2").get() as { txs: string };
-        const tx = (JSON.parse(row.txs) as { tx: { signer: string; nonce: string } }[])[1]?.tx;
-        assert.ok(tx);
-        db.prepare("DELETE FROM nonces WHERE key = ?").run(Buffer.from(nonceKey(tx.signer, tx.nonce), "hex"));
+        deleteNonceRow(db, 2, 1);
         scrambleMerkle(db, 3);
       }),
     verify: /^FAILED at height 2: tx 1 \([0-9a-f]{16}…\) is missing from the store's replay index$/m,
