@@ -33,8 +33,10 @@ export {
 } from "./policy.ts";
 export {
   checkPayload,
+  firstRefusedItem,
   IMPLEMENTED_TX_TYPES,
   type ImplementedType,
+  MAX_LIST_ITEMS,
   PAYLOAD_SCHEMAS,
   type Payload,
   payloadSchemaOf,

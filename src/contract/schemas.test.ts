@@ -13,7 +13,9 @@ import {
 import { DEFAULT_POLICY, OPTOUT_PURPOSES, PURPOSES, ROLE_PERMISSIONS, ROLES, roleMayUse } from "./policy.ts";
 import {
   checkPayload,
+  firstRefusedItem,
   IMPLEMENTED_TX_TYPES,
+  MAX_LIST_ITEMS,
   PAYLOAD_SCHEMAS,
   payloadSchemaOf,
   RESERVED_TX_TYPES,
@@ -143,5 +145,32 @@ describe("policy tables", () => {
     assert.equal(DEFAULT_POLICY.replayAheadMs, 300_000);
     assert.equal(DEFAULT_POLICY.breakGlassWindowMs, 14_400_000);
     assert.equal(DEFAULT_POLICY.proxyEndAge, 16);
+  });
+});
+
+describe("firstRefusedItem", () => {
+  const anchor = (n: number) => ({
+    custodian: "gp-riverside",
+    resourceType: "Observation",
+    resourceId: `obs-${n}`,
+    version: "1",
+    commitment: "a".repeat(64),
+    labels: [],
+  });
+
+  test("-1 when every item passes, across chunks of the contract's list limit", () => {
+    const items = Array.from({ length: 2 * MAX_LIST_ITEMS + 500 }, (_, n) => anchor(n));
+    assert.equal(firstRefusedItem("record.anchor", "anchors", items), -1);
+    assert.equal(firstRefusedItem("record.anchor", "anchors", []), -1);
+  });
+
+  test("the index of the first refused item, in whichever chunk it is", () => {
+    const items = Array.from({ length: 2 * MAX_LIST_ITEMS + 500 }, (_, n) => anchor(n));
+    for (const at of [0, 999, 1000, 2_100]) {
+      const bad = [...items];
+      bad[at] = { ...anchor(at), commitment: "not hex" };
+      bad[at + 7] = { ...anchor(at + 7), version: "" };
+      assert.equal(firstRefusedItem("record.anchor", "anchors", bad), at, `bad item at ${at}`);
+    }
   });
 });

@@ -7,6 +7,8 @@ import { LABEL_CODES } from "./labels.ts";
 import { ACTIONS, BREAKGLASS_BASES, ORG_KINDS, PROXY_BASES, PURPOSES, ROLES } from "./policy.ts";
 
 const closed = { additionalProperties: false } as const;
+/** The most entries an `access.log` or anchors a `record.anchor` tx may hold. */
+export const MAX_LIST_ITEMS = 1000;
 
 function oneOf<const T extends readonly string[]>(values: T) {
   return Type.Union(values.map((v) => Type.Literal(v)));
@@ -175,7 +177,7 @@ export const PAYLOAD_SCHEMAS = {
           },
           closed,
         ),
-        { minItems: 1, maxItems: 1000 },
+        { minItems: 1, maxItems: MAX_LIST_ITEMS },
       ),
     },
     closed,
@@ -210,7 +212,7 @@ export const PAYLOAD_SCHEMAS = {
           },
           closed,
         ),
-        { minItems: 1, maxItems: 1000 },
+        { minItems: 1, maxItems: MAX_LIST_ITEMS },
       ),
     },
     closed,
@@ -261,6 +263,21 @@ export function isImplementedType(type: string): type is ImplementedType {
 export function checkPayload(type: string, payload: unknown): boolean {
   const v = VALIDATORS.get(type);
   return v?.Check(payload) === true;
+}
+
+/**
+ * The index of the first item of `items` that `type`'s schema refuses as the lone item of its `field` list, or -1
+ * when it takes them all. Checks chunks as whole payloads (the contract's lists hold up to 1,000), one item at a time
+ * only in a chunk that fails: batchers of the node's own txs check every entry before signing.
+ */
+export function firstRefusedItem(type: string, field: string, items: readonly unknown[]): number {
+  for (let at = 0; at < items.length; at += MAX_LIST_ITEMS) {
+    const chunk = items.slice(at, at + MAX_LIST_ITEMS);
+    if (checkPayload(type, { [field]: chunk })) continue;
+    const bad = chunk.findIndex((item) => !checkPayload(type, { [field]: [item] }));
+    return at + (bad === -1 ? 0 : bad); // -1: each alone passes, together they do not (a list-wide rule)
+  }
+  return -1;
 }
 
 export const Envelope = Type.Object(

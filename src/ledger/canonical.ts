@@ -138,3 +138,12 @@ export function canonicalJsonWithin(
     throw error;
   }
 }
+
+/**
+ * The length of `canonicalJson(value)` — its UTF-8 bytes too — for plain JSON whose strings are all printable ASCII
+ * without `"` or `\\` (the caller knows, e.g. from a schema of such patterns): JSON.stringify writes the same
+ * characters in another key order, natively, for a fraction of the cost. Batchers size their txs with it.
+ */
+export function canonicalLengthOfPlain(value: unknown): number {
+  return JSON.stringify(value).length;
+}

@@ -1,9 +1,9 @@
 // Puts the vault's anchor entries on the ledger as `record.anchor` txs signed by the node key, coalescing concurrent
 // writers into shared txs, and reads anchors back for the vault's integrity checks.
 
-import { checkPayload, STATE_KEYS, type StateReader } from "../contract/index.ts";
+import { firstRefusedItem, MAX_LIST_ITEMS, STATE_KEYS, type StateReader } from "../contract/index.ts";
 import type { AnchorRec, ResourceRec } from "../contract/state.ts";
-import { canonicalJson } from "../ledger/canonical.ts";
+import { canonicalLengthOfPlain } from "../ledger/canonical.ts";
 import type { KeyPair } from "../ledger/keys.ts";
 import { MAX_TX_BYTES } from "../ledger/tx.ts";
 import type { Hex32, SignedTx } from "../ledger/types.ts";
@@ -102,31 +102,28 @@ export class AnchorBatcher {
     this.key = options.key;
     this.custodian = options.custodian;
     this.now = options.now ?? Date.now;
-    this.maxEntries = Math.min(1000, Math.max(1, options.maxEntriesPerTx ?? 1000));
+    this.maxEntries = Math.min(MAX_LIST_ITEMS, Math.max(1, options.maxEntriesPerTx ?? MAX_LIST_ITEMS));
     this.lingerMs = options.lingerMs ?? 1;
   }
 
   /** Anchors the entries; resolves once all are committed valid, rejects with `AnchorError` otherwise. */
   anchor(entries: readonly AnchorEntry[]): Promise<void> {
     if (entries.length === 0) return Promise.resolve();
-    const ledger: LedgerAnchor[] = [];
-    const sizes: number[] = [];
-    for (const [i, e] of entries.entries()) {
-      const entry = this.toLedger(e);
-      if (!checkPayload("record.anchor", { anchors: [entry] })) {
-        return Promise.reject(
-          new AnchorError(
-            "invalid-entry",
-            `anchor entry ${i} (${e.resourceType}): the contract's record.anchor schema refuses it`,
-          ),
-        );
-      }
-      const size = canonicalJson(entry).length + 1;
-      if (size + PAYLOAD_SHELL > this.maxPayloadBytes) {
-        return Promise.reject(new AnchorError("invalid-entry", `anchor entry ${i} is too large for a tx`));
-      }
-      ledger.push(entry);
-      sizes.push(size);
+    const ledger = entries.map((e) => this.toLedger(e));
+    const refused = firstRefusedItem("record.anchor", "anchors", ledger);
+    if (refused >= 0) {
+      return Promise.reject(
+        new AnchorError(
+          "invalid-entry",
+          `anchor entry ${refused} (${entries[refused]?.resourceType}): the contract's record.anchor schema refuses it`,
+        ),
+      );
+    }
+    // Entries are plain ASCII by schema (checked just above).
+    const sizes = ledger.map((entry) => canonicalLengthOfPlain(entry) + 1);
+    const tooLarge = sizes.findIndex((size) => size + PAYLOAD_SHELL > this.maxPayloadBytes);
+    if (tooLarge >= 0) {
+      return Promise.reject(new AnchorError("invalid-entry", `anchor entry ${tooLarge} is too large for a tx`));
     }
     return new Promise<void>((resolve, reject) => {
       const caller: Caller = { resolve, reject, outstanding: 1, settled: false };

@@ -13,7 +13,8 @@
 // the process, and that is logged loudly (a count, never their content). The window is the few tens of ms between a read
 // and its batch committing.
 
-import { checkPayload } from "../../contract/schemas.ts";
+import { firstRefusedItem, MAX_LIST_ITEMS } from "../../contract/schemas.ts";
+import { canonicalLengthOfPlain } from "../../ledger/canonical.ts";
 import type { KeyPair } from "../../ledger/keys.ts";
 import { MAX_TX_BYTES } from "../../ledger/tx.ts";
 import type { Hex32, SignedTx } from "../../ledger/types.ts";
@@ -54,8 +55,6 @@ export interface AccessLogBatcherOptions {
 const ENVELOPE_ROOM = 1024;
 const PAYLOAD_SHELL = '{"entries":[]}'.length;
 const MAX_RETRY_MS = 1000;
-/** Entries per tx the contract allows. */
-const MAX_ENTRIES = 1000;
 
 /** A tx's worth of entries; `signed` is kept so that a resubmission is the same tx (idempotent). */
 interface Batch {
@@ -67,15 +66,6 @@ interface Batch {
 }
 
 const silent: FailureLog = { warn() {}, error() {} };
-
-/**
- * Bytes of an entry's canonical JSON. The schema keeps every field plain ASCII, whose JSON is as long in bytes as in
- * characters and, whatever the key order, as long as its canonical form: JSON.stringify (native) sizes an entry for a
- * fraction of the cost of canonicalising it.
- */
-export function entryBytes(entry: AccessEntry): number {
-  return JSON.stringify(entry).length;
-}
 
 export class AccessLogBatcher implements AccessLogger {
   private readonly node: AccessLogNode;
@@ -102,7 +92,7 @@ export class AccessLogBatcher implements AccessLogger {
     this.key = options.key;
     this.now = options.now ?? Date.now;
     this.failures = options.log ?? silent;
-    this.maxEntries = Math.min(MAX_ENTRIES, Math.max(1, options.maxEntriesPerTx ?? MAX_ENTRIES));
+    this.maxEntries = Math.min(MAX_LIST_ITEMS, Math.max(1, options.maxEntriesPerTx ?? MAX_LIST_ITEMS));
     this.lingerMs = options.lingerMs ?? 20;
     this.maxQueued = Math.max(1, options.maxQueued ?? 50_000);
     this.retryMs = Math.max(1, options.retryMs ?? 20);
@@ -160,7 +150,8 @@ export class AccessLogBatcher implements AccessLogger {
     if (this.queue.length === 0) return;
     const entries = this.wellFormed(this.queue);
     this.queue = [];
-    const sizes = entries.map((e) => entryBytes(e) + 1);
+    // Entries are plain ASCII by schema (checked just above).
+    const sizes = entries.map((e) => canonicalLengthOfPlain(e) + 1);
     let start = 0;
     while (start < entries.length) {
       let end = start;
@@ -183,22 +174,14 @@ export class AccessLogBatcher implements AccessLogger {
    * caller, reported and dropped. One check of the whole batch in the common case; entry by entry only if it fails.
    */
   private wellFormed(entries: AccessEntry[]): AccessEntry[] {
-    const kept: AccessEntry[] = [];
-    for (let at = 0; at < entries.length; at += MAX_ENTRIES) {
-      const chunk = entries.slice(at, at + MAX_ENTRIES);
-      if (checkPayload("access.log", { entries: chunk })) {
-        for (const e of chunk) kept.push(e);
-        continue;
-      }
-      for (const e of chunk) {
-        if (checkPayload("access.log", { entries: [e] })) kept.push(e);
-        else {
-          this.stats.entriesInvalid++;
-          this.failures.error({ code: "invalid-entry" }, "access-log entry refused by the contract's schema");
-        }
-      }
-    }
-    return kept;
+    const refused = (list: AccessEntry[]) => firstRefusedItem("access.log", "entries", list) >= 0;
+    if (!refused(entries)) return entries;
+    return entries.filter((e) => {
+      if (!refused([e])) return true;
+      this.stats.entriesInvalid++;
+      this.failures.error({ code: "invalid-entry" }, "access-log entry refused by the contract's schema");
+      return false;
+    });
   }
 
   private start(entries: AccessEntry[]): Batch {
