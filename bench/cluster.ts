@@ -78,6 +78,8 @@ export async function run(options: { quick?: boolean; log?: (line: string) => vo
         custodian: orgId,
         patientsFile,
         seconds: options.quick ? 3 : 15,
+        // Offered the same way first, not measured (see ledger-load.ts).
+        warmupSeconds: options.quick ? 0.5 : 2,
       };
       log("full load over the 3 nodes…");
       const full = await runLoad({ ...common, mode: "full", concurrency: 12, batch: 250, rate: 0 });
@@ -105,6 +107,7 @@ export async function run(options: { quick?: boolean; log?: (line: string) => vo
         batch: 500,
         rate: 0,
         seconds: loadSeconds * 3,
+        warmupSeconds: 0,
         maxTxs: catchUpTxs,
       });
       log(`  ${JSON.stringify(filled)}`);

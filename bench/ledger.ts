@@ -74,6 +74,8 @@ export async function run(options: { quick?: boolean; log?: (line: string) => vo
         custodian: created.orgId,
         patientsFile,
         seconds: options.quick ? 3 : 15,
+        // Offered the same way first, not measured (see ledger-load.ts).
+        warmupSeconds: options.quick ? 0.5 : 2,
       };
       log("full load…");
       const full = await runLoad({ ...common, mode: "full", concurrency: 8, batch: 250, rate: 0 });
