@@ -80,6 +80,8 @@ export async function run(options: { quick?: boolean; log?: (line: string) => vo
         seconds: options.quick ? 3 : 15,
         // Offered the same way first, not measured (see ledger-load.ts).
         warmupSeconds: options.quick ? 0.5 : 2,
+        // Where the machine's two cores go: each etcd member and node, and the load process.
+        cpuPids: Object.fromEntries(state.processes.map((p) => [p.name, p.pid])),
       };
       log("full load over the 3 nodes…");
       const full = await runLoad({ ...common, mode: "full", concurrency: 12, batch: 250, rate: 0 });

@@ -4,7 +4,7 @@
 
 import { readFileSync } from "node:fs";
 import { Agent, request } from "undici";
-import { percentile } from "./limits.ts";
+import { cpuSecondsOf, percentile } from "./limits.ts";
 
 interface LoadArgs {
   url: string;
@@ -92,18 +92,6 @@ async function sequential(
 }
 
 const ms = (values: number[], p: number) => Number(percentile(values, p).toFixed(2));
-
-/** CPU seconds (user + system) of a process so far, from /proc/PID/stat (USER_HZ = 100); undefined off Linux. */
-function cpuSecondsOf(pid: number | undefined): number | undefined {
-  if (pid === undefined) return undefined;
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return (Number(fields[11]) + Number(fields[12])) / 100;
-  } catch {
-    return undefined;
-  }
-}
 
 await readPhase(args.warmupSeconds, false);
 const nodeCpuBefore = cpuSecondsOf(args.nodePid);

@@ -9,6 +9,7 @@ import { accessLogPayload } from "../src/contract/fixtures.ts";
 import type { SignedTx } from "../src/ledger/types.ts";
 import { readKeyFile } from "../src/node/datadir.ts";
 import { signNew } from "../src/node/network.ts";
+import { cpuSecondsOf } from "./limits.ts";
 
 interface LoadArgs {
   url: string;
@@ -34,6 +35,8 @@ interface LoadArgs {
    * (connections opening, code not yet optimised on either side) otherwise makes up the whole 1 % tail.
    */
   warmupSeconds?: number;
+  /** Processes (name → pid) whose CPU over the measured window is reported, in cores, with this process's own. */
+  cpuPids?: Record<string, number>;
 }
 
 const args = JSON.parse(process.argv[2] ?? "{}") as LoadArgs;
@@ -117,7 +120,14 @@ const loopDelay = monitorEventLoopDelay({ resolution: 5 });
 loopDelay.enable();
 const started = performance.now();
 measureFrom = started + warmupSeconds * 1000;
-if (warmupSeconds > 0) setTimeout(() => loopDelay.reset(), warmupSeconds * 1000).unref();
+const cpuPids = Object.entries(args.cpuPids ?? {});
+let cpuAtMeasure: { own: NodeJS.CpuUsage; others: (number | undefined)[] } | undefined;
+const startMeasuring = () => {
+  loopDelay.reset();
+  cpuAtMeasure = { own: process.cpuUsage(), others: cpuPids.map(([, pid]) => cpuSecondsOf(pid)) };
+};
+if (warmupSeconds > 0) setTimeout(startMeasuring, warmupSeconds * 1000).unref();
+else startMeasuring();
 const deadline = measureFrom + args.seconds * 1000;
 if (args.mode === "full") {
   await Promise.all(
@@ -141,6 +151,17 @@ if (args.mode === "full") {
   await Promise.all(inflight);
 }
 const elapsedS = (performance.now() - measureFrom) / 1000;
+const cpuCores: Record<string, number> = {};
+if (cpuAtMeasure) {
+  const cores = (seconds: number) => Number((seconds / elapsedS).toFixed(2));
+  cpuPids.forEach(([name, pid], i) => {
+    const before = cpuAtMeasure?.others[i];
+    const after = cpuSecondsOf(pid);
+    if (before !== undefined && after !== undefined) cpuCores[name] = cores(after - before);
+  });
+  const own = process.cpuUsage(cpuAtMeasure.own);
+  cpuCores.load = cores((own.user + own.system) / 1e6);
+}
 loopDelay.disable();
 await agent.close();
 latencies.sort((a, b) => a - b);
@@ -161,5 +182,6 @@ process.stdout.write(
     offered_tx_per_s: args.mode === "rate" ? args.rate : undefined,
     load_loop_delay_p99_ms: Number((loopDelay.percentile(99) / 1e6).toFixed(2)),
     load_loop_delay_max_ms: Number((loopDelay.max / 1e6).toFixed(2)),
+    cpu_cores: cpuCores,
   })}\n`,
 );

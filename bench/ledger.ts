@@ -76,6 +76,7 @@ export async function run(options: { quick?: boolean; log?: (line: string) => vo
         seconds: options.quick ? 3 : 15,
         // Offered the same way first, not measured (see ledger-load.ts).
         warmupSeconds: options.quick ? 0.5 : 2,
+        cpuPids: node.child.pid === undefined ? {} : { node: node.child.pid },
       };
       log("full load…");
       const full = await runLoad({ ...common, mode: "full", concurrency: 8, batch: 250, rate: 0 });
