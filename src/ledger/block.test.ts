@@ -10,6 +10,7 @@ import {
   GENESIS_PREV_HASH,
   INITIAL_STATE_DIGEST,
   leafBytes,
+  leafHash,
   nextStateDigest,
 } from "./block.ts";
 import { canonicalBytes } from "./canonical.ts";
@@ -45,6 +46,23 @@ describe("leafBytes", () => {
     const plain = entry(2, { n: 2 });
     const { code, valid } = plain.result;
     assert.deepEqual(leafBytes(plain), canonicalBytes({ code, id: plain.id, sig: plain.tx.sig, valid }));
+  });
+});
+
+describe("leafHash", () => {
+  test("is hashLeaf(leafBytes(entry)), whatever the field contents", () => {
+    fc.assert(
+      fc.property(fc.string(), fc.string(), fc.string(), fc.boolean(), (code, id, sig, valid) => {
+        const e = { id, tx: { ...entry(1, {}).tx, sig }, result: { valid, code } };
+        assert.deepEqual(leafHash(e), hashLeaf(leafBytes(e)));
+      }),
+      { numRuns: 500 },
+    );
+    const plain = entry(3, { n: 3 });
+    assert.equal(
+      toHex(leafHash(plain)),
+      sha256Hex(concatBytes(Uint8Array.of(0), new TextEncoder().encode(new TextDecoder().decode(leafBytes(plain))))),
+    );
   });
 });
 

@@ -2,7 +2,7 @@ import { hash } from "node:crypto";
 import { canonicalBytes, canonicalJson } from "./canonical.ts";
 import { isHex32, toHex, utf8 } from "./encoding.ts";
 import { LedgerError } from "./errors.ts";
-import { sha256Hex } from "./hash.ts";
+import { sha256, sha256Hex } from "./hash.ts";
 import { hashLeaf, merkleRootOf } from "./merkle.ts";
 import { txId } from "./tx.ts";
 import type { Block, BlockEntry, BlockHeader, Hex32, TxResult } from "./types.ts";
@@ -20,11 +20,30 @@ const BLOCK_HASH_PREFIX = "careledger/block/v1\n";
  * so that neither can be altered after the fact without changing the root.
  */
 export function leafBytes(entry: BlockEntry): Uint8Array {
+  const plain = plainLeafText(entry);
+  if (plain !== undefined) return utf8(plain);
+  const { code, valid } = entry.result;
+  return canonicalBytes({ code, id: entry.id, sig: entry.tx.sig, valid });
+}
+
+/**
+ * The leaf hash of an entry, `hashLeaf(leafBytes(entry))`. Every node hashes one leaf per tx: in the common case the
+ * 0x00 prefix and the ASCII leaf text are hashed as one string, without encoding the text into a buffer and copying
+ * it behind the prefix.
+ */
+export function leafHash(entry: BlockEntry): Uint8Array {
+  const plain = plainLeafText(entry);
+  return plain === undefined ? hashLeaf(leafBytes(entry)) : sha256(`\u0000${plain}`);
+}
+
+/**
+ * When no field needs escaping (always, for well-formed entries), the canonical leaf text written directly — the
+ * same characters canonicalJson gives, keys in the same sorted order, all ASCII; otherwise undefined.
+ */
+function plainLeafText(entry: BlockEntry): string | undefined {
   const { code, valid } = entry.result;
   const { id } = entry;
   const { sig } = entry.tx;
-  // Every node hashes one leaf per tx: when no field needs escaping (always, for well-formed entries), the canonical
-  // text is written directly — the same bytes canonicalBytes gives, keys in the same sorted order.
   if (
     typeof valid === "boolean" &&
     typeof code === "string" &&
@@ -34,9 +53,9 @@ export function leafBytes(entry: BlockEntry): Uint8Array {
     PLAIN_RE.test(id) &&
     PLAIN_RE.test(sig)
   ) {
-    return utf8(`{"code":"${code}","id":"${id}","sig":"${sig}","valid":${valid}}`);
+    return `{"code":"${code}","id":"${id}","sig":"${sig}","valid":${valid}}`;
   }
-  return canonicalBytes({ code, id, sig, valid });
+  return undefined;
 }
 
 const PLAIN_RE = /^[A-Za-z0-9_.:-]*$/;
@@ -76,7 +95,7 @@ export function blockHash(header: BlockHeader): Hex32 {
 
 /** RFC 9162 root over this block's entries (EMPTY_ROOT for an empty block). */
 export function computeTxRoot(entries: BlockEntry[]): Hex32 {
-  return toHex(merkleRootOf(entries.map((entry) => hashLeaf(leafBytes(entry)))));
+  return toHex(merkleRootOf(entries.map(leafHash)));
 }
 
 /**

@@ -1,7 +1,7 @@
 import { applyTx, type StateStore } from "../contract/index.ts";
-import { blockHash, leafBytes, nextStateDigest } from "../ledger/block.ts";
+import { blockHash, leafHash, nextStateDigest } from "../ledger/block.ts";
 import { toHex } from "../ledger/encoding.ts";
-import { appendLeaf, type Frontier, hashLeaf, type MerkleNode, merkleRootOf } from "../ledger/merkle.ts";
+import { appendLeaf, type Frontier, type MerkleNode, merkleRootOf } from "../ledger/merkle.ts";
 import type { Block, BlockEntry, Hex32, KeyId, SignedTx, TxResult } from "../ledger/types.ts";
 
 /** Where the ledger stands before a block: what the next block links to and extends. */
@@ -78,7 +78,7 @@ export function buildBlock(
     const entry: BlockEntry = { id, tx, result };
     entries.push(entry);
     stateDigest = nextStateDigest(stateDigest, id, result);
-    const leaf = hashLeaf(leafBytes(entry));
+    const leaf = leafHash(entry);
     leaves.push(leaf);
     const appended = appendLeaf(frontier, leaf);
     frontier = appended.frontier;

@@ -1,9 +1,9 @@
 import { EventEmitter } from "node:events";
 import { type Decision, type DecisionRequest, decide } from "../contract/index.ts";
-import { blockHash, checkBlockContents, GENESIS_PREV_HASH, INITIAL_STATE_DIGEST, leafBytes } from "../ledger/block.ts";
+import { blockHash, checkBlockContents, GENESIS_PREV_HASH, INITIAL_STATE_DIGEST, leafHash } from "../ledger/block.ts";
 import { bytesEqual, toHex } from "../ledger/encoding.ts";
 import type { KeyPair } from "../ledger/keys.ts";
-import { type Frontier, frontierRoot, hashLeaf } from "../ledger/merkle.ts";
+import { type Frontier, frontierRoot } from "../ledger/merkle.ts";
 import { signTreeHead } from "../ledger/sth.ts";
 import { parseSignedTx, txId, verifyTxSignature } from "../ledger/tx.ts";
 import type { Block, BlockEntry, BlockHeader, Hex32, SignedTreeHead, SignedTx } from "../ledger/types.ts";
@@ -537,7 +537,7 @@ export class LedgerNode extends EventEmitter {
     const { entry } = stored;
     let problem: string | undefined;
     if (txId(entry.tx) !== id) problem = "its content does not hash to its id";
-    else if (!bytesEqual(hashLeaf(leafBytes(entry)), this.store.node(0, stored.index))) {
+    else if (!bytesEqual(leafHash(entry), this.store.node(0, stored.index))) {
       problem = "it does not match its Merkle leaf";
     }
     if (problem) this.integrityFailure(`tx ${id} in the store was altered: ${problem}`);
