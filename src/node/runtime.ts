@@ -1,4 +1,4 @@
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Worker } from "node:worker_threads";
 import type { FastifyInstance } from "fastify";
@@ -122,7 +122,11 @@ export async function openNode(dir: string, options: OpenOptions = {}): Promise<
             ...(ordererConfig.compactIntervalMs ? { compaction: { intervalMs: ordererConfig.compactIntervalMs } } : {}),
             log,
           })
-        : new EmbeddedOrderer(paths.orderer));
+        : // The orderer's log shares the ledger's database and WAL (one flush per block covers both); a data dir
+          // made before that keeps its separate orderer.db.
+          existsSync(paths.orderer)
+          ? new EmbeddedOrderer(paths.orderer)
+          : new EmbeddedOrderer(paths.ledger, Date.now, { sync: store.groupSync }));
   } catch (error) {
     store.close();
     unlock();
@@ -158,6 +162,14 @@ export async function openNode(dir: string, options: OpenOptions = {}): Promise<
   let node: LedgerNode;
   try {
     checkStoreAtStart(store, genesisHash);
+    const height = store.head()?.height ?? 0;
+    if (orderer instanceof EmbeddedOrderer && orderer.lastSeq() < height) {
+      // New batches would get heights this node already holds, and it would ignore them: never commit again.
+      throw new ConfigError(
+        `the orderer log holds ${orderer.lastSeq()} batches but the ledger ${height} blocks; ` +
+          "the log was altered or replaced (restore it from a backup of this data dir)",
+      );
+    }
     node = new LedgerNode({
       store,
       orderer,

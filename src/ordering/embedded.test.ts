@@ -2,8 +2,10 @@ import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { DatabaseSync } from "node:sqlite";
 import { after, test } from "node:test";
 import type { SignedTx } from "../ledger/types.ts";
+import { GroupSync } from "../store/group-sync.ts";
 import { EmbeddedOrderer } from "./embedded.ts";
 import type { Batch } from "./orderer.ts";
 
@@ -107,4 +109,37 @@ test("batches every subscriber has been given are not held in memory; a slower s
   assert.deepEqual(slow, [1, 2, 3, 4, 5]);
   assert.equal(orderer.batchesInMemory, 0);
   await orderer.close();
+});
+
+test("in a node's own database the log hands a batch over at once and shares the flush of the block built from it", async () => {
+  const path = join(dir, "shared.db");
+  const db = new DatabaseSync(path);
+  db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; CREATE TABLE blocks (seq INTEGER PRIMARY KEY)");
+  const sync = new GroupSync(path);
+  const orderer = new EmbeddedOrderer(path, Date.now, { sync });
+  const blockFlushes: Promise<void>[] = [];
+  // A node applies the batch and commits its block in the handler, then waits for that commit's flush.
+  orderer.subscribe(1, (b) => {
+    db.prepare("INSERT INTO blocks VALUES (?)").run(b.seq);
+    blockFlushes.push(sync.durable());
+  });
+  const submitted = orderer.submit("p".repeat(64), [fakeTx(1)]);
+  assert.equal(blockFlushes.length, 1, "delivered as it was appended, before any flush");
+  assert.equal(await submitted, 1);
+  await blockFlushes[0];
+  assert.equal(sync.flushes, 1, "one flush made the batch and its block durable");
+  await orderer.close();
+  // The log is a table of that database, and the database is still its owner's to use and close.
+  assert.deepEqual(
+    db
+      .prepare("SELECT seq FROM batches")
+      .all()
+      .map((row) => row.seq),
+    [1],
+  );
+  db.close();
+  sync.afterDatabaseClosed();
+  const reopened = new EmbeddedOrderer(path);
+  assert.equal(reopened.lastSeq(), 1);
+  await reopened.close();
 });

@@ -23,6 +23,12 @@ interface Subscriber {
 /**
  * The embedded orderer: an append-only SQLite log in one process. Several nodes in the same process may share one
  * instance (the demo does), each with its own subscription. A batch is fsynced before `submit` resolves.
+ *
+ * With `sharedLog`, the log is a table in the database of the one node it serves, written through that database's
+ * WAL and flushed by its GroupSync. A batch is then delivered as soon as it is appended: its block is committed
+ * after it in the same WAL, and SQLite recovers a commit only together with every frame before it, so the node can
+ * never hold a block whose batch the log lost — and one flush makes both durable. Otherwise a batch is delivered
+ * only once it is on disk, which is what nodes sharing one log need.
  */
 export class EmbeddedOrderer implements Orderer {
   private readonly db: DatabaseSync;
@@ -34,13 +40,16 @@ export class EmbeddedOrderer implements Orderer {
   /** Batches up to here are on disk; only they are delivered. */
   private durableSeq: number;
   private readonly sync: GroupSync;
-  private readonly checkpointer: Checkpointer;
+  /** Absent when the log lives in a node's database, whose store checkpoints it. */
+  private readonly checkpointer: Checkpointer | undefined;
+  private readonly shared: boolean;
   private lastTime: number;
   private readonly clock: () => number;
   private closed = false;
 
-  constructor(path: string, clock: () => number = Date.now) {
+  constructor(path: string, clock: () => number = Date.now, sharedLog?: { sync: GroupSync }) {
     this.clock = clock;
+    this.shared = sharedLog !== undefined;
     this.db = new DatabaseSync(path);
     this.db.exec(`
       PRAGMA busy_timeout = 5000;
@@ -64,10 +73,16 @@ export class EmbeddedOrderer implements Orderer {
     this.seq = last?.seq ?? 0;
     this.durableSeq = this.seq;
     this.lastTime = last?.time ?? 0;
-    this.sync = new GroupSync(path);
-    // What a crashed process left in the WAL goes to disk before anything is delivered.
-    this.sync.flushNow();
-    this.checkpointer = new Checkpointer(path);
+    if (sharedLog) {
+      // The owner of the database flushed its WAL when it opened it, and checkpoints it.
+      this.sync = sharedLog.sync;
+      this.checkpointer = undefined;
+    } else {
+      this.sync = new GroupSync(path);
+      // What a crashed process left in the WAL goes to disk before anything is delivered.
+      this.sync.flushNow();
+      this.checkpointer = new Checkpointer(path);
+    }
   }
 
   async submit(proposer: KeyId, txs: SignedTx[]): Promise<number> {
@@ -76,16 +91,25 @@ export class EmbeddedOrderer implements Orderer {
     // Time never goes backwards along the log, even if the wall clock does.
     const time = Math.max(this.lastTime, this.clock());
     this.insert.run(seq, time, proposer, JSON.stringify(txs));
+    const appended = this.sync.mark();
     this.seq = seq;
     this.lastTime = time;
     // Recently appended batches are handed to in-process subscribers without a re-read and re-parse.
     this.recent.set(seq, { seq, time, proposer, txs });
     if (this.recent.size > RECENT_BATCHES) this.recent.delete(seq - RECENT_BATCHES);
+    // In a shared log the node applies the batch first (its block's flush then covers the batch too), and this waits
+    // for that flush instead of starting one of its own.
+    if (this.shared) for (const sub of this.subscribers) this.pump(sub);
     // The flush runs off the event loop and covers every batch appended before it started (group commit).
-    await this.sync.durable();
+    await this.sync.durableAfter(appended);
     if (seq > this.durableSeq) this.durableSeq = seq;
-    for (const sub of this.subscribers) this.pump(sub);
+    if (!this.shared) for (const sub of this.subscribers) this.pump(sub);
     return seq;
+  }
+
+  /** Batches up to here are handed to subscribers: appended ones in a shared log, durable ones otherwise. */
+  private deliverable(): number {
+    return this.shared ? this.seq : this.durableSeq;
   }
 
   subscribe(fromSeq: number, onBatch: BatchHandler, onError: (error: unknown) => void = defaultOnError): () => void {
@@ -129,7 +153,7 @@ export class EmbeddedOrderer implements Orderer {
     if (sub.running || !sub.active) return;
     sub.running = true;
     try {
-      while (sub.active && !this.closed && sub.next <= this.durableSeq) {
+      while (sub.active && !this.closed && sub.next <= this.deliverable()) {
         // The common case: the next batch was just appended here and is still in memory — no read, no parse.
         const fresh = this.recent.get(sub.next);
         if (fresh) {
@@ -140,7 +164,7 @@ export class EmbeddedOrderer implements Orderer {
         }
         const rows = (
           this.selectFrom.all(sub.next, 256) as { seq: number; time: number; proposer: string; txs: string }[]
-        ).filter((row) => row.seq <= this.durableSeq);
+        ).filter((row) => row.seq <= this.deliverable());
         if (rows.length === 0) break;
         for (const row of rows) {
           if (!sub.active || this.closed) break;
@@ -163,7 +187,7 @@ export class EmbeddedOrderer implements Orderer {
       sub.running = false;
     }
     // A batch may have been appended while the handler ran.
-    if (sub.active && !this.closed && sub.next <= this.durableSeq) queueMicrotask(() => this.pump(sub));
+    if (sub.active && !this.closed && sub.next <= this.deliverable()) queueMicrotask(() => this.pump(sub));
   }
 
   async close(): Promise<void> {
@@ -171,7 +195,12 @@ export class EmbeddedOrderer implements Orderer {
     this.closed = true;
     for (const sub of this.subscribers) sub.active = false;
     this.subscribers.clear();
-    this.checkpointer.stop();
+    if (this.shared) {
+      // The database's owner checkpoints and closes it, and settles whoever waits for its flushes.
+      this.db.close();
+      return;
+    }
+    this.checkpointer?.stop();
     try {
       this.db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
     } catch {

@@ -35,3 +35,26 @@ test("a flush that cannot happen fails its waiters instead of answering them", a
   await assert.rejects(sync.durable(), /could not flush/);
   sync.flushNow();
 });
+
+test("a waiter whose mark a flush in flight covers shares that flush; a later mark waits for the next", async () => {
+  const path = join(dir, "b.db");
+  const db = new DatabaseSync(path);
+  db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; CREATE TABLE t (n INTEGER)");
+  const sync = new GroupSync(path);
+  db.prepare("INSERT INTO t VALUES (1)").run();
+  const early = sync.mark();
+  // This commit's wait starts a flush; it covers `early` too, taken before it started.
+  db.prepare("INSERT INTO t VALUES (2)").run();
+  const first = sync.durable();
+  db.prepare("INSERT INTO t VALUES (3)").run();
+  const late = sync.mark();
+  const joined = sync.durableAfter(early);
+  const afterIt = sync.durableAfter(late);
+  await joined;
+  assert.equal(sync.flushes, 1, "the early mark was answered by the flush already in flight");
+  await first;
+  await afterIt;
+  assert.equal(sync.flushes, 2, "a mark taken after the flush started waits for the next one");
+  db.close();
+  sync.afterDatabaseClosed();
+});

@@ -6,7 +6,9 @@ import { close, closeSync, existsSync, fdatasync, fdatasyncSync, open, openSync 
  * while the disk catches up. fsync flushes the file, not the descriptor, so our own descriptor covers what SQLite
  * wrote. Commits made while a flush runs share the next one (group commit).
  *
- * Callers treat a commit as durable only once `durable()` — called after COMMIT — resolves.
+ * Callers treat a commit as durable only once `durable()` — called after COMMIT — resolves. A caller that waits
+ * later can take a `mark()` right after its COMMIT and wait with `durableAfter(mark)`: a flush that started since
+ * covers it, so it need not wait for the next one.
  */
 export class GroupSync {
   private readonly walPath: string;
@@ -19,6 +21,10 @@ export class GroupSync {
   private nextRejects: ((e: Error) => void)[] = [];
   private currentRejects: ((e: Error) => void)[] = [];
   private closed = false;
+  /** Marks handed out so far; a flush covers every mark up to the one current when it started. */
+  private marks = 0;
+  private inFlightCovers = 0;
+  private completed = 0;
 
   constructor(databasePath: string) {
     this.walPath = `${databasePath}-wal`;
@@ -26,17 +32,38 @@ export class GroupSync {
 
   /** Resolves once everything committed before this call is on disk. */
   durable(): Promise<void> {
+    return this.durableAfter(this.mark());
+  }
+
+  /** A position just after the caller's last COMMIT, for `durableAfter`. */
+  mark(): number {
+    return ++this.marks;
+  }
+
+  /** Resolves once everything committed before `mark` was taken is on disk. */
+  durableAfter(mark: number): Promise<void> {
     if (this.closed) return Promise.reject(new Error("the database is closed"));
     return new Promise((resolve, reject) => {
+      if (this.inFlight && mark <= this.inFlightCovers) {
+        this.current.push(resolve);
+        this.currentRejects.push(reject);
+        return;
+      }
       this.next.push(resolve);
       this.nextRejects.push(reject);
       if (!this.inFlight) this.flush();
     });
   }
 
+  /** Flushes completed so far (for tests and diagnostics). */
+  get flushes(): number {
+    return this.completed;
+  }
+
   private flush(): void {
     if (this.next.length === 0) return;
     this.inFlight = true;
+    this.inFlightCovers = this.marks;
     this.current = this.next;
     this.currentRejects = this.nextRejects;
     this.next = [];
@@ -47,6 +74,7 @@ export class GroupSync {
       this.current = [];
       this.currentRejects = [];
       this.inFlight = false;
+      this.completed++;
       if (this.closed) return;
       if (error) {
         const failure = new Error(`could not flush ${this.walPath} to disk: ${error.message}`);

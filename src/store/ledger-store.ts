@@ -440,6 +440,11 @@ export class LedgerStore implements MerkleNodeReader {
     return this.sync.durable();
   }
 
+  /** The flusher of this database's WAL, for another writer of the same database (a node's embedded orderer log). */
+  get groupSync(): GroupSync {
+    return this.sync;
+  }
+
   /** Writes the in-memory part of the tx index out now (a clean stop), so the next open need not rebuild it. */
   flushIndexNow(): void {
     if (this.unindexed() === 0 || !this.db.isOpen || this.db.isTransaction) return;
