@@ -37,7 +37,7 @@ export class EmbeddedOrderer implements Orderer {
   private readonly subscribers = new Set<Subscriber>();
   private readonly recent = new Map<number, Batch>();
   private seq: number;
-  /** Batches up to here are on disk; only they are delivered. */
+  /** Batches up to here are on disk; only they are delivered, unless the log is shared (see `deliverable`). */
   private durableSeq: number;
   private readonly sync: GroupSync;
   /** Absent when the log lives in a node's database, whose store checkpoints it. */
