@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
+import fc from "fast-check";
+import { canonicalJson, canonicalLengthOfPlain } from "../ledger/canonical.ts";
 import {
   codeOfLabel,
   isSensitive,
@@ -173,4 +175,81 @@ describe("firstRefusedItem", () => {
       assert.equal(firstRefusedItem("record.anchor", "anchors", bad), at, `bad item at ${at}`);
     }
   });
+});
+
+describe("list entries of the node's own txs are plain JSON", () => {
+  // The access-log and anchor batchers size entries with canonicalLengthOfPlain (JSON.stringify), which equals the
+  // canonical length only for strings of printable ASCII without escapes: the schemas must refuse everything else.
+  // Each field from its pattern, or (to reach what the pattern excludes) any string at all: non-ASCII, escapes.
+  const field = (pattern: RegExp) =>
+    fc.oneof(
+      { arbitrary: fc.stringMatching(pattern), weight: 9 },
+      { arbitrary: fc.string({ unit: "binary" }), weight: 1 },
+    );
+  const lists: [type: string, listField: string, entries: fc.Arbitrary<unknown>][] = [
+    [
+      "access.log",
+      "entries",
+      fc.record(
+        {
+          requester: field(/^[0-9a-f]{64}$/),
+          patient: fc.uuid({ version: 4 }),
+          custodian: field(/^[a-z0-9][a-z0-9-]{0,62}[a-z0-9]$/),
+          resourceType: field(/^[A-Z][A-Za-z]{1,63}$/),
+          resourceId: field(/^[A-Za-z0-9.-]{1,64}$/),
+          purpose: fc.constantFrom("TREAT", "HRESCH", "PATRQT"),
+          action: fc.constantFrom("read", "write"),
+          decision: fc.constantFrom("permit", "deny"),
+          step: fc.integer({ min: 1, max: 8 }),
+          rule: field(/^[a-z0-9:.-]{1,64}$/),
+          height: fc.maxSafeNat(),
+        },
+        {
+          requiredKeys: [
+            "requester",
+            "patient",
+            "custodian",
+            "resourceType",
+            "purpose",
+            "action",
+            "decision",
+            "step",
+            "rule",
+            "height",
+          ],
+        },
+      ),
+    ],
+    [
+      "record.anchor",
+      "anchors",
+      fc.record(
+        {
+          custodian: field(/^[a-z0-9][a-z0-9-]{0,62}[a-z0-9]$/),
+          patient: fc.uuid({ version: 4 }),
+          resourceType: field(/^[A-Z][A-Za-z]{1,63}$/),
+          resourceId: field(/^[A-Za-z0-9.-]{1,64}$/),
+          version: field(/^[A-Za-z0-9.-]{1,64}$/),
+          commitment: field(/^[0-9a-f]{64}$/),
+          labels: fc.uniqueArray(field(/^[A-Za-z0-9_-]{1,32}$/), { maxLength: 4 }),
+          date: field(/^20[0-9]{2}-0[1-9]-[12][0-9]$/),
+        },
+        { requiredKeys: ["custodian", "resourceType", "resourceId", "version", "commitment", "labels"] },
+      ),
+    ],
+  ];
+  for (const [type, listField, entries] of lists) {
+    test(`${type}: an entry's canonical JSON is as long as JSON.stringify's, for every entry the schema accepts`, () => {
+      let accepted = 0;
+      fc.assert(
+        fc.property(entries, (e) => {
+          if (!checkPayload(type, { [listField]: [e] })) return;
+          accepted++;
+          assert.equal(canonicalLengthOfPlain(e), Buffer.byteLength(canonicalJson(e)));
+        }),
+        { numRuns: 2000 },
+      );
+      assert.ok(accepted > 100, `${accepted} generated entries passed the schema`);
+    });
+  }
 });
