@@ -27,6 +27,7 @@ export function dataPaths(dir: string) {
     nodeKey: join(dir, "node.key"),
     ledger: join(dir, "ledger.db"),
     orderer: join(dir, "orderer.db"),
+    etcdCursor: join(dir, "etcd-cursor.db"),
     keys: join(dir, "keys"),
   };
 }

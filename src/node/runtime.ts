@@ -1,5 +1,4 @@
 import { existsSync, readFileSync } from "node:fs";
-import { join } from "node:path";
 import { Worker } from "node:worker_threads";
 import type { FastifyInstance } from "fastify";
 import type { Dispatcher } from "undici";
@@ -113,7 +112,11 @@ export async function openNode(dir: string, options: OpenOptions = {}): Promise<
             endpoints: ordererConfig.endpoints,
             prefix: prefix as string,
             key,
-            cursorPath: join(dir, "etcd-cursor.db"),
+            // Like the embedded log: a table in ledger.db, flushed with the blocks; a data dir made before that
+            // keeps its separate etcd-cursor.db.
+            ...(existsSync(paths.etcdCursor)
+              ? { cursorPath: paths.etcdCursor }
+              : { cursorPath: paths.ledger, cursorSync: store.groupSync }),
             tls: etcdTls
               ? { ca: readFileSync(etcdTls.ca), cert: readFileSync(etcdTls.cert), key: readFileSync(etcdTls.key) }
               : undefined,

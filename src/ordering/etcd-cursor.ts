@@ -11,10 +11,17 @@ export interface CursorRow {
 /**
  * The local map seq → etcd revision (3 integers per block, all kept): after a restart delivery resumes from the
  * revision after the last applied batch, and a node serving catch-up can tell a peer where its height sits in etcd.
+ *
+ * Given the node's store's `GroupSync`, the cursor is a table in the store's own database (`path` is then that
+ * database): a row is committed before its block, into the same WAL, so SQLite's recovery — which keeps a prefix of
+ * the commits — can never keep a block without its row, and the block's flush makes both durable. Delivery then
+ * need not wait for a flush of its own (`sharesStoreLog`). Otherwise the cursor is its own file, flushed per batch.
  */
 export class DeliveryCursor {
   private readonly db: DatabaseSync;
   private readonly sync: GroupSync;
+  /** The rows live in the node's store database and are flushed with its blocks. */
+  readonly sharesStoreLog: boolean;
   private readonly upsert: StatementSync;
   private readonly bySeq: StatementSync;
   private readonly byRevision: StatementSync;
@@ -22,12 +29,15 @@ export class DeliveryCursor {
   private readonly dropAbove: StatementSync;
   private closed = false;
 
-  constructor(path: string) {
+  constructor(path: string, storeLog?: { sync: GroupSync }) {
+    this.sharesStoreLog = storeLog !== undefined;
     this.db = new DatabaseSync(path);
+    // In the store's database the store's checkpointer copies the WAL, off the main thread.
     this.db.exec(`
       PRAGMA busy_timeout = 5000;
       PRAGMA journal_mode = WAL;
       PRAGMA synchronous = NORMAL;
+      ${storeLog ? "PRAGMA wal_autocheckpoint = 0;" : ""}
       CREATE TABLE IF NOT EXISTS cursor (
         seq INTEGER PRIMARY KEY,
         revision INTEGER NOT NULL,
@@ -35,8 +45,13 @@ export class DeliveryCursor {
       );
       CREATE INDEX IF NOT EXISTS cursor_revision ON cursor (revision);
     `);
-    this.sync = new GroupSync(path);
-    this.sync.flushNow();
+    if (storeLog) {
+      // The store flushed its WAL when it opened the database.
+      this.sync = storeLog.sync;
+    } else {
+      this.sync = new GroupSync(path);
+      this.sync.flushNow();
+    }
     this.upsert = this.db.prepare("INSERT OR REPLACE INTO cursor (seq, revision, time) VALUES (?, ?, ?)");
     this.bySeq = this.db.prepare("SELECT seq, revision, time FROM cursor WHERE seq = ?");
     this.byRevision = this.db.prepare("SELECT seq, revision, time FROM cursor WHERE revision = ? LIMIT 1");
@@ -85,6 +100,7 @@ export class DeliveryCursor {
     if (this.closed) return;
     this.closed = true;
     this.db.close();
-    this.sync.afterDatabaseClosed();
+    // A shared flush belongs to the store, which settles it when it closes its own connection.
+    if (!this.sharesStoreLog) this.sync.afterDatabaseClosed();
   }
 }

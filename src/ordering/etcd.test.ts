@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
@@ -7,6 +7,7 @@ import { Etcd3 } from "etcd3";
 import { canonicalJson } from "../ledger/canonical.ts";
 import { sha256Hex } from "../ledger/hash.ts";
 import type { SignedTx } from "../ledger/types.ts";
+import { GroupSync } from "../store/group-sync.ts";
 import type { EtcdOrderer } from "./etcd.ts";
 import { sealBatch } from "./etcd-envelope.ts";
 import { type LocalEtcdCluster, startLocalEtcdCluster } from "./etcd-launcher.ts";
@@ -181,6 +182,30 @@ test("a restarted orderer resumes from its cursor: no gaps, no repeats; unknown 
   await lost.until(1);
   assert.equal((lost.errors[0] as OrdererError).code, "unknown-position");
   assert.match((lost.errors[0] as Error).message, /knows up to batch 16/);
+});
+
+test("a cursor in the store's database: delivery waits for no flush of its own, and a restart resumes from it", {
+  timeout: 20_000,
+}, async () => {
+  const prefix = freshPrefix();
+  const ledger = join(dir, "shared-ledger.db");
+  // A flush that never completes: the cursor's rows are made durable by the store's block flushes, not by delivery.
+  const stalled = {
+    mark: () => 0,
+    durable: () => new Promise<void>(() => {}),
+    durableAfter: () => new Promise<void>(() => {}),
+  } as unknown as GroupSync;
+  let a = await open("shared", { prefix, key: keyA, cursorPath: ledger, cursorSync: stalled });
+  const got = new Collector();
+  a.subscribe(1, got.onBatch, got.onError);
+  for (let i = 1; i <= 3; i++) await a.submit(keyA.keyId, [fakeTx(100 + i)]);
+  await got.until(3, 5000);
+  await a.close();
+  assert.equal(existsSync(join(dir, "shared.cursor.db")), false, "no cursor file of its own");
+  a = await open("shared", { prefix, key: keyA, cursorPath: ledger, cursorSync: new GroupSync(ledger) });
+  assert.equal(a.lastSeq(), 3);
+  assert.deepEqual(a.positionOf(3)?.time, got.batches[2]?.time);
+  await a.close();
 });
 
 test("hostile writes straight into etcd are skipped identically by every orderer", async () => {

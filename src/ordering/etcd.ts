@@ -1,6 +1,7 @@
 import { CompareResult, CompareTarget, Etcd3, type IOptions } from "etcd3";
 import type { KeyPair } from "../ledger/keys.ts";
 import type { KeyId, SignedTx } from "../ledger/types.ts";
+import type { GroupSync } from "../store/group-sync.ts";
 import { prefixEnd } from "./etcd-client.ts";
 import { type CompactorStats, EtcdCompactor, type EtcdCompactorOptions } from "./etcd-compactor.ts";
 import { type CursorRow, DeliveryCursor } from "./etcd-cursor.ts";
@@ -55,6 +56,11 @@ export interface EtcdOrdererOptions {
   key: KeyPair;
   /** SQLite file of the delivery cursor (seq → etcd revision). */
   cursorPath: string;
+  /**
+   * When `cursorPath` is the node's store database: its flush, which then makes each cursor row durable with the
+   * block after it (see `DeliveryCursor`).
+   */
+  cursorSync?: GroupSync;
   tls?: EtcdTlsMaterial;
   /**
    * Largest accepted envelope (default 1 MiB). Part of the delivery filter, so every node of a network must use the
@@ -319,7 +325,7 @@ export class EtcdOrderer implements Orderer {
     }
     let cursor: DeliveryCursor;
     try {
-      cursor = new DeliveryCursor(options.cursorPath);
+      cursor = new DeliveryCursor(options.cursorPath, options.cursorSync ? { sync: options.cursorSync } : undefined);
     } catch (error) {
       client.close();
       throw new OrdererError("bad-config", `cannot open the cursor ${options.cursorPath}: ${describe(error)}`);
@@ -572,8 +578,13 @@ export class EtcdOrderer implements Orderer {
     this.settle(ev.revision, seq);
     const batch: Batch = { seq, time, proposer: verdict.batch.proposer, txs: verdict.batch.txs };
     if (verdict.batch.parsed.length > 0) batch.parsed = verdict.batch.parsed;
-    const flushed = this.cursor.durable();
-    await Promise.all([sub.onBatch(batch), flushed]);
+    if (this.cursor.sharesStoreLog) {
+      // The row is in the store's WAL ahead of the block: the block's flush covers it.
+      await sub.onBatch(batch);
+    } else {
+      const flushed = this.cursor.durable();
+      await Promise.all([sub.onBatch(batch), flushed]);
+    }
     this.counters.delivered++;
     if (sub.active) this.appliedRevision = ev.revision;
   }
