@@ -1,4 +1,5 @@
 import { DatabaseSync, type StatementSync } from "node:sqlite";
+import { Checkpointer } from "../store/checkpointer.ts";
 import { GroupSync } from "../store/group-sync.ts";
 
 /** Where batch `seq` sits in etcd's history, and the time it was delivered with. */
@@ -22,6 +23,8 @@ export class DeliveryCursor {
   private readonly sync: GroupSync;
   /** The rows live in the node's store database and are flushed with its blocks. */
   readonly sharesStoreLog: boolean;
+  /** Absent in the store's database, whose store checkpoints it. */
+  private readonly checkpointer: Checkpointer | undefined;
   private readonly upsert: StatementSync;
   private readonly bySeq: StatementSync;
   private readonly byRevision: StatementSync;
@@ -32,12 +35,12 @@ export class DeliveryCursor {
   constructor(path: string, storeLog?: { sync: GroupSync }) {
     this.sharesStoreLog = storeLog !== undefined;
     this.db = new DatabaseSync(path);
-    // In the store's database the store's checkpointer copies the WAL, off the main thread.
+    // WAL checkpoints run on the checkpoint worker (the store's, in its database), never inside a commit here.
     this.db.exec(`
       PRAGMA busy_timeout = 5000;
       PRAGMA journal_mode = WAL;
       PRAGMA synchronous = NORMAL;
-      ${storeLog ? "PRAGMA wal_autocheckpoint = 0;" : ""}
+      PRAGMA wal_autocheckpoint = 0;
       CREATE TABLE IF NOT EXISTS cursor (
         seq INTEGER PRIMARY KEY,
         revision INTEGER NOT NULL,
@@ -48,9 +51,11 @@ export class DeliveryCursor {
     if (storeLog) {
       // The store flushed its WAL when it opened the database.
       this.sync = storeLog.sync;
+      this.checkpointer = undefined;
     } else {
       this.sync = new GroupSync(path);
       this.sync.flushNow();
+      this.checkpointer = new Checkpointer(path);
     }
     this.upsert = this.db.prepare("INSERT OR REPLACE INTO cursor (seq, revision, time) VALUES (?, ?, ?)");
     this.bySeq = this.db.prepare("SELECT seq, revision, time FROM cursor WHERE seq = ?");
@@ -99,6 +104,7 @@ export class DeliveryCursor {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    this.checkpointer?.stop();
     this.db.close();
     // A shared flush belongs to the store, which settles it when it closes its own connection.
     if (!this.sharesStoreLog) this.sync.afterDatabaseClosed();
