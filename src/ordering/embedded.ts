@@ -2,6 +2,7 @@ import { DatabaseSync, type StatementSync } from "node:sqlite";
 import type { KeyId, SignedTx } from "../ledger/types.ts";
 import { Checkpointer } from "../store/checkpointer.ts";
 import { GroupSync } from "../store/group-sync.ts";
+import { WAL_BOUND_BYTES } from "../store/wal-bound.ts";
 import { type Batch, type BatchHandler, type Orderer, OrdererError } from "./orderer.ts";
 
 const RECENT_BATCHES = 64;
@@ -56,6 +57,7 @@ export class EmbeddedOrderer implements Orderer {
       PRAGMA journal_mode = WAL;
       PRAGMA synchronous = NORMAL;
       PRAGMA wal_autocheckpoint = 0;
+      PRAGMA journal_size_limit = ${WAL_BOUND_BYTES};
       CREATE TABLE IF NOT EXISTS batches (
         seq INTEGER PRIMARY KEY,
         time INTEGER NOT NULL,

@@ -1,6 +1,7 @@
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { Checkpointer } from "../store/checkpointer.ts";
 import { GroupSync } from "../store/group-sync.ts";
+import { WAL_BOUND_BYTES } from "../store/wal-bound.ts";
 
 /** Where batch `seq` sits in etcd's history, and the time it was delivered with. */
 export interface CursorRow {
@@ -41,6 +42,7 @@ export class DeliveryCursor {
       PRAGMA journal_mode = WAL;
       PRAGMA synchronous = NORMAL;
       PRAGMA wal_autocheckpoint = 0;
+      PRAGMA journal_size_limit = ${WAL_BOUND_BYTES};
       CREATE TABLE IF NOT EXISTS cursor (
         seq INTEGER PRIMARY KEY,
         revision INTEGER NOT NULL,

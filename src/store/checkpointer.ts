@@ -1,4 +1,5 @@
 import { Worker } from "node:worker_threads";
+import { WAL_BOUND_BYTES } from "./wal-bound.ts";
 
 /** Messages to the checkpoint worker: start or stop checkpointing one database. */
 export type CheckpointMessage = { add: number; path: string } | { remove: number } | "stop";
@@ -21,7 +22,7 @@ export class Checkpointer {
   constructor(path: string) {
     if (shared === undefined) {
       const worker = new Worker(new URL("./checkpoint-worker.ts", import.meta.url), {
-        workerData: { intervalMs: INTERVAL_MS },
+        workerData: { intervalMs: INTERVAL_MS, walBoundBytes: WAL_BOUND_BYTES },
       });
       // A failed checkpoint is retried at the next interval; the WAL only grows meanwhile. A worker that died is
       // replaced for the databases opened after it (those before it are checkpointed by their writers at close).

@@ -15,6 +15,7 @@ import { DatabaseSync, type SQLInputValue, type StatementSync } from "node:sqlit
 import { UUID_PATTERN } from "../contract/schemas.ts";
 import { canonicalJson } from "../ledger/canonical.ts";
 import { Checkpointer } from "../store/checkpointer.ts";
+import { WAL_BOUND_BYTES } from "../store/wal-bound.ts";
 import { BLIND_HASH_BYTES, BlindHasher } from "./blind-index.ts";
 import { recordCommitmentOfJson } from "./commitment.ts";
 import { type KeyProvider, VaultKeyError } from "./keys.ts";
@@ -300,6 +301,7 @@ export class Vault {
       // Checkpoints run on a worker thread (store/checkpointer.ts), not inside whichever stage's COMMIT crosses the
       // threshold: copying ~32 MB of WAL back with its fsyncs stalled an import's main thread each time.
       db.exec("PRAGMA wal_autocheckpoint = 0");
+      db.exec(`PRAGMA journal_size_limit = ${WAL_BOUND_BYTES}`);
       createSchema(db, options.keys);
       return new Vault(db, options);
     } catch (error) {
