@@ -1,8 +1,7 @@
-import { DatabaseSync, type StatementSync } from "node:sqlite";
+import type { DatabaseSync, StatementSync } from "node:sqlite";
 import type { KeyId, SignedTx } from "../ledger/types.ts";
-import { Checkpointer } from "../store/checkpointer.ts";
-import { GroupSync } from "../store/group-sync.ts";
-import { WAL_BOUND_BYTES } from "../store/wal-bound.ts";
+import type { GroupSync } from "../store/group-sync.ts";
+import { LogDatabase } from "../store/log-database.ts";
 import { type Batch, type BatchHandler, type Orderer, OrdererError } from "./orderer.ts";
 
 const RECENT_BATCHES = 64;
@@ -41,8 +40,7 @@ export class EmbeddedOrderer implements Orderer {
   /** Batches up to here are on disk; only they are delivered, unless the log is shared (see `deliverable`). */
   private durableSeq: number;
   private readonly sync: GroupSync;
-  /** Absent when the log lives in a node's database, whose store checkpoints it. */
-  private readonly checkpointer: Checkpointer | undefined;
+  private readonly log: LogDatabase;
   private readonly shared: boolean;
   private lastTime: number;
   private readonly clock: () => number;
@@ -50,14 +48,11 @@ export class EmbeddedOrderer implements Orderer {
 
   constructor(path: string, clock: () => number = Date.now, sharedLog?: { sync: GroupSync }) {
     this.clock = clock;
-    this.shared = sharedLog !== undefined;
-    this.db = new DatabaseSync(path);
+    this.log = new LogDatabase(path, sharedLog);
+    this.db = this.log.db;
+    this.sync = this.log.sync;
+    this.shared = this.log.inStoreDatabase;
     this.db.exec(`
-      PRAGMA busy_timeout = 5000;
-      PRAGMA journal_mode = WAL;
-      PRAGMA synchronous = NORMAL;
-      PRAGMA wal_autocheckpoint = 0;
-      PRAGMA journal_size_limit = ${WAL_BOUND_BYTES};
       CREATE TABLE IF NOT EXISTS batches (
         seq INTEGER PRIMARY KEY,
         time INTEGER NOT NULL,
@@ -75,16 +70,6 @@ export class EmbeddedOrderer implements Orderer {
     this.seq = last?.seq ?? 0;
     this.durableSeq = this.seq;
     this.lastTime = last?.time ?? 0;
-    if (sharedLog) {
-      // The owner of the database flushed its WAL when it opened it, and checkpoints it.
-      this.sync = sharedLog.sync;
-      this.checkpointer = undefined;
-    } else {
-      this.sync = new GroupSync(path);
-      // What a crashed process left in the WAL goes to disk before anything is delivered.
-      this.sync.flushNow();
-      this.checkpointer = new Checkpointer(path);
-    }
   }
 
   async submit(proposer: KeyId, txs: SignedTx[]): Promise<number> {
@@ -197,19 +182,7 @@ export class EmbeddedOrderer implements Orderer {
     this.closed = true;
     for (const sub of this.subscribers) sub.active = false;
     this.subscribers.clear();
-    if (this.shared) {
-      // The database's owner checkpoints and closes it, and settles whoever waits for its flushes.
-      this.db.close();
-      return;
-    }
-    this.checkpointer?.stop();
-    try {
-      this.db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
-    } catch {
-      // Still in the WAL, still read: the next open or checkpoint folds it in.
-    }
-    this.db.close();
-    this.sync.afterDatabaseClosed();
+    this.log.close();
   }
 }
 

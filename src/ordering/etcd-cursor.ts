@@ -1,7 +1,6 @@
-import { DatabaseSync, type StatementSync } from "node:sqlite";
-import { Checkpointer } from "../store/checkpointer.ts";
-import { GroupSync } from "../store/group-sync.ts";
-import { WAL_BOUND_BYTES } from "../store/wal-bound.ts";
+import type { DatabaseSync, StatementSync } from "node:sqlite";
+import type { GroupSync } from "../store/group-sync.ts";
+import { LogDatabase } from "../store/log-database.ts";
 
 /** Where batch `seq` sits in etcd's history, and the time it was delivered with. */
 export interface CursorRow {
@@ -20,12 +19,8 @@ export interface CursorRow {
  * need not wait for a flush of its own (`sharesStoreLog`). Otherwise the cursor is its own file, flushed per batch.
  */
 export class DeliveryCursor {
+  private readonly log: LogDatabase;
   private readonly db: DatabaseSync;
-  private readonly sync: GroupSync;
-  /** The rows live in the node's store database and are flushed with its blocks. */
-  readonly sharesStoreLog: boolean;
-  /** Absent in the store's database, whose store checkpoints it. */
-  private readonly checkpointer: Checkpointer | undefined;
   private readonly upsert: StatementSync;
   private readonly bySeq: StatementSync;
   private readonly byRevision: StatementSync;
@@ -34,15 +29,9 @@ export class DeliveryCursor {
   private closed = false;
 
   constructor(path: string, storeLog?: { sync: GroupSync }) {
-    this.sharesStoreLog = storeLog !== undefined;
-    this.db = new DatabaseSync(path);
-    // WAL checkpoints run on the checkpoint worker (the store's, in its database), never inside a commit here.
+    this.log = new LogDatabase(path, storeLog);
+    this.db = this.log.db;
     this.db.exec(`
-      PRAGMA busy_timeout = 5000;
-      PRAGMA journal_mode = WAL;
-      PRAGMA synchronous = NORMAL;
-      PRAGMA wal_autocheckpoint = 0;
-      PRAGMA journal_size_limit = ${WAL_BOUND_BYTES};
       CREATE TABLE IF NOT EXISTS cursor (
         seq INTEGER PRIMARY KEY,
         revision INTEGER NOT NULL,
@@ -50,20 +39,16 @@ export class DeliveryCursor {
       );
       CREATE INDEX IF NOT EXISTS cursor_revision ON cursor (revision);
     `);
-    if (storeLog) {
-      // The store flushed its WAL when it opened the database.
-      this.sync = storeLog.sync;
-      this.checkpointer = undefined;
-    } else {
-      this.sync = new GroupSync(path);
-      this.sync.flushNow();
-      this.checkpointer = new Checkpointer(path);
-    }
     this.upsert = this.db.prepare("INSERT OR REPLACE INTO cursor (seq, revision, time) VALUES (?, ?, ?)");
     this.bySeq = this.db.prepare("SELECT seq, revision, time FROM cursor WHERE seq = ?");
     this.byRevision = this.db.prepare("SELECT seq, revision, time FROM cursor WHERE revision = ? LIMIT 1");
     this.lastRow = this.db.prepare("SELECT seq, revision, time FROM cursor ORDER BY seq DESC LIMIT 1");
     this.dropAbove = this.db.prepare("DELETE FROM cursor WHERE seq > ?");
+  }
+
+  /** The rows live in the node's store database and are flushed with its blocks. */
+  get sharesStoreLog(): boolean {
+    return this.log.inStoreDatabase;
   }
 
   get(seq: number): CursorRow | undefined {
@@ -100,15 +85,12 @@ export class DeliveryCursor {
 
   /** Resolves once every row recorded before the call is on disk. */
   durable(): Promise<void> {
-    return this.closed ? Promise.resolve() : this.sync.durable();
+    return this.closed ? Promise.resolve() : this.log.sync.durable();
   }
 
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.checkpointer?.stop();
-    this.db.close();
-    // A shared flush belongs to the store, which settles it when it closes its own connection.
-    if (!this.sharesStoreLog) this.sync.afterDatabaseClosed();
+    this.log.close();
   }
 }

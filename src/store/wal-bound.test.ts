@@ -48,34 +48,27 @@ test("a commit that lands while a checkpoint runs is copied by another round; th
 });
 
 test("gives up at once while another checkpoint holds the lock, and after maxRounds while writes outrun it", () => {
-  let calls = 0;
-  assert.equal(
-    checkpointUntilRewindable(() => {
-      calls++;
-      return { busy: 1, log: 10, checkpointed: 0 };
-    }),
-    false,
-  );
-  assert.equal(calls, 1);
-  let log = 0;
-  calls = 0;
-  assert.equal(
-    checkpointUntilRewindable(() => {
-      calls++;
-      log += 5;
-      return { busy: 0, log, checkpointed: log };
-    }, 4),
-    false,
-  );
-  assert.equal(calls, 4);
-  // An idle WAL: the second round sees the same frames, all copied.
-  calls = 0;
-  assert.equal(
-    checkpointUntilRewindable(() => {
-      calls++;
-      return { busy: 0, log: 7, checkpointed: 7 };
-    }),
-    true,
-  );
-  assert.equal(calls, 2);
+  const cases: {
+    name: string;
+    round: (n: number) => CheckpointResult;
+    maxRounds?: number;
+    rewindable: boolean;
+    rounds: number;
+  }[] = [
+    { name: "busy", round: () => ({ busy: 1, log: 10, checkpointed: 0 }), rewindable: false, rounds: 1 },
+    {
+      name: "outrun by writes",
+      round: (n) => ({ busy: 0, log: 5 * n, checkpointed: 5 * n }),
+      maxRounds: 4,
+      rewindable: false,
+      rounds: 4,
+    },
+    // The second round sees the same frames, all copied.
+    { name: "idle", round: () => ({ busy: 0, log: 7, checkpointed: 7 }), rewindable: true, rounds: 2 },
+  ];
+  for (const c of cases) {
+    let rounds = 0;
+    const rewindable = checkpointUntilRewindable(() => c.round(++rounds), c.maxRounds);
+    assert.deepEqual({ rewindable, rounds }, { rewindable: c.rewindable, rounds: c.rounds }, c.name);
+  }
 });
