@@ -67,7 +67,7 @@ export function publicKeyFromKeyId(keyId: KeyId): KeyObject {
 
 // Signing and checking go through libsodium, not node:crypto (OpenSSL): on this project's machines libsodium verifies
 // 2.0× and signs 1.9× as fast, and every node checks every tx's signature. The signatures are the same bytes (Ed25519
-// signing is deterministic); see `verifyBytes` for the one place the two differ.
+// signing is deterministic), and keys.test.ts holds the two verifiers' accept/refuse equal on crafted edge cases.
 
 /** libsodium's 64-byte secret key (seed ‖ public key) of each key pair's private KeyObject, derived once. */
 const secretKeys = new WeakMap<KeyObject, Buffer>();
@@ -76,7 +76,9 @@ function secretKeyOf(kp: KeyPair): Buffer {
   let secret = secretKeys.get(kp.privateKey);
   if (secret === undefined) {
     secret = Buffer.alloc(sodium.crypto_sign_SECRETKEYBYTES);
-    sodium.crypto_sign_seed_keypair(Buffer.alloc(sodium.crypto_sign_PUBLICKEYBYTES), secret, Buffer.from(seedOf(kp)));
+    const seed = Buffer.from(seedOf(kp));
+    sodium.crypto_sign_seed_keypair(Buffer.alloc(sodium.crypto_sign_PUBLICKEYBYTES), secret, seed);
+    sodium.sodium_memzero(seed);
     secretKeys.set(kp.privateKey, secret);
   }
   return secret;
@@ -94,9 +96,10 @@ export function signBytes(kp: KeyPair, msg: Uint8Array): Uint8Array {
  * its inputs come straight off the network and a throw would be a cheap way to crash a verifier.
  *
  * The rule is libsodium's `crypto_sign_verify_detached`: RFC 8032's cofactorless equation with S < L, and besides
- * it refuses public keys and R values of small order and non-canonical key encodings. OpenSSL accepts those when
- * the equation holds (a signer can make such a signature deliberately, e.g. R = identity); honest signers never
- * produce them. Every node and `careledger verify` must share one rule, so nothing else may check tx signatures.
+ * it refuses public keys and R values of small order and non-canonical key encodings (which a dishonest signer can
+ * make pass the equation, e.g. R = identity). Node 24's OpenSSL refuses the same (keys.test.ts checks it on crafted
+ * cases), so ledgers written before this verifier replay the same. Every node and `careledger verify` must share one
+ * rule, so nothing else may check tx signatures.
  */
 export function verifyBytes(keyId: KeyId, msg: Uint8Array, sig: Uint8Array): boolean {
   try {
