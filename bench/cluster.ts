@@ -144,6 +144,10 @@ export async function run(options: { quick?: boolean; log?: (line: string) => vo
         full_load: full,
         at_goal_rate: atGoal,
         ratio_to_2core_verify: Number(((full.tx_per_s as number) / twoCoreVerify).toFixed(3)),
+        // The same against the verifier the nodes use (libsodium), for readers who take that as the machine's limit.
+        ratio_to_2core_ledger_verify: Number(
+          ((full.tx_per_s as number) / (2 * limits.ledger_verify_per_s_1core)).toFixed(3),
+        ),
         goal_ratio: 0.16,
         goal_tx_per_s: goalRate,
         goal_p99_ms: 75,

@@ -92,6 +92,10 @@ export async function run(options: { quick?: boolean; log?: (line: string) => vo
         full_load: full,
         at_5000_offered: at5000,
         ratio_to_2core_verify: Number(((full.tx_per_s as number) / twoCoreVerify).toFixed(3)),
+        // The same against the verifier the nodes use (libsodium), for readers who take that as the machine's limit.
+        ratio_to_2core_ledger_verify: Number(
+          ((full.tx_per_s as number) / (2 * limits.ledger_verify_per_s_1core)).toFixed(3),
+        ),
         goal_ratio: 0.43,
         stretch_ratio: 0.65,
         goal_p99_ms_at_5000: 25,
