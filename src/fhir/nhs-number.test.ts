@@ -136,6 +136,20 @@ describe("test-range NHS numbers", () => {
     assert.notEqual(testNhsNumber(5), testNhsNumber("5"));
   });
 
+  it("keeps the numbers it gave in earlier releases (data dirs and demo data hold them)", () => {
+    const given: [string | number, string][] = [
+      [0, "9993455768"],
+      [1, "9999636101"],
+      [2, "9995816431"],
+      [12345, "9999733085"],
+      [909_000, "9991044965"],
+      ["5", "9991513310"],
+      ["synthea-patient-id", "9994516353"],
+    ];
+    for (const [seed, number] of given) assert.equal(testNhsNumber(seed), number, `seed ${JSON.stringify(seed)}`);
+    assert.equal(testNhsNumberCount(), 909_091);
+  });
+
   it("gives distinct numbers to the integer seeds 0 … 99,999 and wraps after the range", () => {
     const seen = new Set<string>();
     for (let i = 0; i < 100_000; i++) seen.add(testNhsNumber(i));
