@@ -1,6 +1,12 @@
 import { Worker } from "node:worker_threads";
 import { WAL_BOUND_BYTES } from "./wal-bound.ts";
 
+/**
+ * What the writing connection of a database served by a `Checkpointer` sets: WAL, no checkpoints inside its own
+ * commits (the worker runs them), and the WAL file cut back to the bound when it rewinds (see wal-bound.ts).
+ */
+export const CHECKPOINTED_WRITER_PRAGMAS = `PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = ${WAL_BOUND_BYTES};`;
+
 /** Messages to the checkpoint worker: start or stop checkpointing one database. */
 export type CheckpointMessage = { add: number; path: string } | { remove: number } | "stop";
 

@@ -5,9 +5,8 @@ import { fromHex } from "../ledger/encoding.ts";
 import { EMPTY_FRONTIER, type Frontier, type MerkleNodeReader } from "../ledger/merkle.ts";
 import type { Block, BlockEntry, BlockHeader, Hex32, SignedTreeHead } from "../ledger/types.ts";
 import { ScalableBloom } from "./bloom.ts";
-import { Checkpointer } from "./checkpointer.ts";
+import { CHECKPOINTED_WRITER_PRAGMAS, Checkpointer } from "./checkpointer.ts";
 import { GroupSync } from "./group-sync.ts";
-import { WAL_BOUND_BYTES } from "./wal-bound.ts";
 
 export class StoreError extends Error {
   readonly code: string;
@@ -189,9 +188,7 @@ export class LedgerStore implements MerkleNodeReader {
       if (!options.readOnly) {
         // COMMIT writes the WAL without waiting for the disk; GroupSync flushes it off the event loop and callers
         // count a block as durable only once `durable()` resolves.
-        db.exec(
-          `PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = ${WAL_BOUND_BYTES};`,
-        );
+        db.exec(`${CHECKPOINTED_WRITER_PRAGMAS} PRAGMA synchronous = NORMAL;`);
       }
       db.exec("PRAGMA foreign_keys = OFF; PRAGMA cache_size = -65536;");
       if (!options.readOnly && !options.snapshot) createSchema(db);

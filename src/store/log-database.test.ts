@@ -11,6 +11,13 @@ import { WAL_BOUND_BYTES } from "./wal-bound.ts";
 const dir = mkdtempSync(join(tmpdir(), "careledger-logdb-"));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
+function entriesIn(db: DatabaseSync): unknown[] {
+  return db
+    .prepare("SELECT n FROM entries")
+    .all()
+    .map((r) => r.n);
+}
+
 function pragma(db: DatabaseSync, name: string): unknown {
   return Object.values(db.prepare(`PRAGMA ${name}`).get() ?? {})[0];
 }
@@ -29,13 +36,7 @@ test("in the store's database the log writes through the store's flush and leave
   owner.prepare("INSERT INTO blocks VALUES (1)").run();
   await sync.durable();
   assert.equal(sync.flushes, 1);
-  assert.deepEqual(
-    owner
-      .prepare("SELECT n FROM entries")
-      .all()
-      .map((r) => r.n),
-    [1],
-  );
+  assert.deepEqual(entriesIn(owner), [1]);
   owner.close();
   sync.afterDatabaseClosed();
 });
@@ -54,12 +55,6 @@ test("in a file of its own the log has its own flush, writes as the store does, 
   log.close();
   await assert.rejects(log.sync.durable(), /closed/);
   const reopened = new DatabaseSync(path, { readOnly: true });
-  assert.deepEqual(
-    reopened
-      .prepare("SELECT n FROM entries")
-      .all()
-      .map((r) => r.n),
-    [2],
-  );
+  assert.deepEqual(entriesIn(reopened), [2]);
   reopened.close();
 });

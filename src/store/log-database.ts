@@ -1,7 +1,6 @@
 import { DatabaseSync } from "node:sqlite";
-import { Checkpointer } from "./checkpointer.ts";
+import { CHECKPOINTED_WRITER_PRAGMAS, Checkpointer } from "./checkpointer.ts";
 import { GroupSync } from "./group-sync.ts";
-import { WAL_BOUND_BYTES } from "./wal-bound.ts";
 
 /**
  * The connection, flush and checkpoints of a log kept beside a node's store — the embedded orderer's batches, an
@@ -21,13 +20,7 @@ export class LogDatabase {
     this.db = new DatabaseSync(path);
     // COMMIT writes the WAL without waiting for the disk (`sync` flushes it); checkpoints run on the checkpoint
     // worker, never inside a commit here.
-    this.db.exec(`
-      PRAGMA busy_timeout = 5000;
-      PRAGMA journal_mode = WAL;
-      PRAGMA synchronous = NORMAL;
-      PRAGMA wal_autocheckpoint = 0;
-      PRAGMA journal_size_limit = ${WAL_BOUND_BYTES};
-    `);
+    this.db.exec(`PRAGMA busy_timeout = 5000; ${CHECKPOINTED_WRITER_PRAGMAS} PRAGMA synchronous = NORMAL;`);
     if (store) {
       // The store flushed its WAL when it opened the database, and checkpoints it.
       this.sync = store.sync;

@@ -14,8 +14,7 @@ import { closeSync, openSync } from "node:fs";
 import { DatabaseSync, type SQLInputValue, type StatementSync } from "node:sqlite";
 import { UUID_PATTERN } from "../contract/schemas.ts";
 import { canonicalJson } from "../ledger/canonical.ts";
-import { Checkpointer } from "../store/checkpointer.ts";
-import { WAL_BOUND_BYTES } from "../store/wal-bound.ts";
+import { CHECKPOINTED_WRITER_PRAGMAS, Checkpointer } from "../store/checkpointer.ts";
 import { BLIND_HASH_BYTES, BlindHasher } from "./blind-index.ts";
 import { recordCommitmentOfJson } from "./commitment.ts";
 import { type KeyProvider, VaultKeyError } from "./keys.ts";
@@ -292,16 +291,14 @@ export class Vault {
     const db = new DatabaseSync(path);
     try {
       db.exec("PRAGMA busy_timeout = 5000");
-      db.exec("PRAGMA journal_mode = WAL");
+      // Checkpoints run on a worker thread (store/checkpointer.ts), not inside whichever stage's COMMIT crosses the
+      // threshold: copying ~32 MB of WAL back with its fsyncs stalled an import's main thread each time.
+      db.exec(CHECKPOINTED_WRITER_PRAGMAS);
       db.exec("PRAGMA synchronous = FULL");
       // Deleted rows are overwritten, not left in free pages: erasure must not leave index hashes or ciphertext.
       db.exec("PRAGMA secure_delete = ON");
       db.exec("PRAGMA foreign_keys = OFF");
       db.exec("PRAGMA cache_size = -32768");
-      // Checkpoints run on a worker thread (store/checkpointer.ts), not inside whichever stage's COMMIT crosses the
-      // threshold: copying ~32 MB of WAL back with its fsyncs stalled an import's main thread each time.
-      db.exec("PRAGMA wal_autocheckpoint = 0");
-      db.exec(`PRAGMA journal_size_limit = ${WAL_BOUND_BYTES}`);
       createSchema(db, options.keys);
       return new Vault(db, options);
     } catch (error) {
