@@ -14,7 +14,7 @@ import type { SignedTx } from "../src/ledger/types.ts";
 import { readKeyFile } from "../src/node/datadir.ts";
 import { newKey, signNew } from "../src/node/network.ts";
 import { runLoad } from "./ledger.ts";
-import { machineLimits } from "./limits.ts";
+import { machineLimits, verifyRatios } from "./limits.ts";
 
 const REPO = new URL("..", import.meta.url).pathname;
 
@@ -136,18 +136,13 @@ export async function run(options: { quick?: boolean; log?: (line: string) => vo
         await once(child, "exit");
       }
       const caughtUpTxs = (filled.committed as number) ?? catchUpTxs;
-      const twoCoreVerify = 2 * limits.ed25519_verify_per_s_1core;
       return {
         tx_per_s: full.tx_per_s,
         p50_ms: full.p50_ms,
         p99_ms: full.p99_ms,
         full_load: full,
         at_goal_rate: atGoal,
-        ratio_to_2core_verify: Number(((full.tx_per_s as number) / twoCoreVerify).toFixed(3)),
-        // The same against the verifier the nodes use (libsodium), for readers who take that as the machine's limit.
-        ratio_to_2core_ledger_verify: Number(
-          ((full.tx_per_s as number) / (2 * limits.ledger_verify_per_s_1core)).toFixed(3),
-        ),
+        ...verifyRatios(full.tx_per_s as number, limits),
         goal_ratio: 0.16,
         goal_tx_per_s: goalRate,
         goal_p99_ms: 75,

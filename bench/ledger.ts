@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { readKeyFile } from "../src/node/datadir.ts";
 import { initNetwork, newKey, signNew } from "../src/node/network.ts";
-import { machineLimits } from "./limits.ts";
+import { machineLimits, verifyRatios } from "./limits.ts";
 
 const REPO = new URL("..", import.meta.url).pathname;
 const CLI = join(REPO, "bin/careledger.js");
@@ -84,18 +84,13 @@ export async function run(options: { quick?: boolean; log?: (line: string) => vo
       log("5,000 tx/s offered…");
       const at5000 = await runLoad({ ...common, mode: "rate", concurrency: 1, batch: 25, rate: 5000 });
       log(`  ${JSON.stringify(at5000)}`);
-      const twoCoreVerify = 2 * limits.ed25519_verify_per_s_1core;
       return {
         tx_per_s: full.tx_per_s,
         p50_ms: full.p50_ms,
         p99_ms: full.p99_ms,
         full_load: full,
         at_5000_offered: at5000,
-        ratio_to_2core_verify: Number(((full.tx_per_s as number) / twoCoreVerify).toFixed(3)),
-        // The same against the verifier the nodes use (libsodium), for readers who take that as the machine's limit.
-        ratio_to_2core_ledger_verify: Number(
-          ((full.tx_per_s as number) / (2 * limits.ledger_verify_per_s_1core)).toFixed(3),
-        ),
+        ...verifyRatios(full.tx_per_s as number, limits),
         goal_ratio: 0.43,
         stretch_ratio: 0.65,
         goal_p99_ms_at_5000: 25,

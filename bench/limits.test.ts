@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { ed25519VerifyPerSecond, ledgerVerifyPerSecond, machineLimits } from "./limits.ts";
+import { ed25519VerifyPerSecond, ledgerVerifyPerSecond, machineLimits, verifyRatios } from "./limits.ts";
 
 test("machine limits: both Ed25519 rates (node:crypto's, the goals' denominator, and the ledger's own) are measured", () => {
   const limits = machineLimits();
@@ -16,4 +16,9 @@ test("a probe counts only checks that pass: a short window still gives a rate, i
     // At least one round of 100 checks in 50 ms, and no more than a core could do (1 µs per check).
     assert.ok(rate >= 100 && rate < 1_000_000, `${probe.name}: ${rate}/s`);
   }
+});
+
+test("throughput ratios: committed tx/s over two cores of each verifier, to 3 decimals", () => {
+  const limits = { ed25519_verify_per_s_1core: 8_000, ledger_verify_per_s_1core: 17_000, fsync_per_s: 1, cores: 2 };
+  assert.deepEqual(verifyRatios(16_000, limits), { ratio_to_2core_verify: 1, ratio_to_2core_ledger_verify: 0.471 });
 });

@@ -69,6 +69,18 @@ export function machineLimits(dir?: string) {
   };
 }
 
+/**
+ * Committed tx/s as ratios to two cores of signature checks: node:crypto's (the issues' goals are set against it)
+ * and the ledger's own libsodium check (for readers who take that as the machine's limit).
+ */
+export function verifyRatios(txPerS: number, limits: ReturnType<typeof machineLimits>) {
+  const ratio = (perCore: number) => Number((txPerS / (2 * perCore)).toFixed(3));
+  return {
+    ratio_to_2core_verify: ratio(limits.ed25519_verify_per_s_1core),
+    ratio_to_2core_ledger_verify: ratio(limits.ledger_verify_per_s_1core),
+  };
+}
+
 /** CPU seconds (user + system) of a process so far, from /proc/PID/stat (USER_HZ = 100); undefined off Linux. */
 export function cpuSecondsOf(pid: number | undefined): number | undefined {
   if (pid === undefined) return undefined;
