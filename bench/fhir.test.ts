@@ -34,11 +34,22 @@ test("bench import (quick): generated patients and Synthea through the real CLI"
   assert.ok(r.import_only_resources_per_s >= r.resources_per_s, "the CLI's own figure excludes process start");
   assert.ok(Math.abs(r.resources / r.seconds - r.resources_per_s) <= 1);
   if (existsSync(SYNTHEA)) {
-    positive(r, ["synthea_resources_per_s", "synthea_import_only_resources_per_s"]);
+    positive(r, [
+      "synthea_resources_per_s",
+      "synthea_import_only_resources_per_s",
+      "synthea_bulk_resources_per_s",
+      "synthea_bulk_import_only_resources_per_s",
+    ]);
     assert.equal(r.synthea?.bundles, 40);
     assert.equal(r.synthea?.patients, 40);
+    // Two copies: every bundle twice, each copy new patients with all of its resources.
+    assert.equal(r.params.synthea_bulk_copies, 2);
+    assert.equal(r.synthea_bulk?.bundles, 80);
+    assert.equal(r.synthea_bulk?.patients, 80);
+    assert.equal(r.synthea_bulk?.resources, 2 * (r.synthea?.resources ?? 0));
   } else {
     assert.equal(r.synthea_resources_per_s, null);
+    assert.equal(r.synthea_bulk_resources_per_s, null);
     assert.match(String(r.synthea_note), /skipped/);
   }
 });
