@@ -4,7 +4,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
-import { distinctCopy, writeSyntheaBulk } from "./import.ts";
+import { distinctCopy, parseImportSummary, writeSyntheaBulk } from "./import.ts";
 
 const PATIENT = "6e4d3a2b-1c0f-4e9d-8b7a-5f4e3d2c1b0a";
 const ENCOUNTER = "0a1b2c3d-4e5f-4a6b-9c8d-7e6f5a4b3c2d";
@@ -76,4 +76,11 @@ test("writeSyntheaBulk: every bundle of the directory, copies times, as NDJSON",
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test("parseImportSummary: the import's time from the CLI's rate, not from its seconds rounded to 0.1", () => {
+  const line = "imported 5454 resources (40 bundles, 40 new patients) in 1.2 s (4822 resources/s)\n";
+  const summary = parseImportSummary(`progress…\n${line}`);
+  assert.deepEqual(summary, { resources: 5454, bundles: 40, patients: 40, import_seconds: 1.131 });
+  assert.equal(parseImportSummary("careledger: the node in x is running"), undefined);
 });
