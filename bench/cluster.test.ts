@@ -1,0 +1,58 @@
+// Smoke test of `careledger bench cluster --quick`: 3 etcd members and 3 nodes from `cluster up`, the load process,
+// the catch-up of a stopped node — end to end, reporting the documented fields as sane numbers.
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { run } from "./cluster.ts";
+
+interface LoadResult {
+  mode: string;
+  batch: number;
+  committed: number;
+  failures: number;
+  tx_per_s: number;
+  offered_tx_per_s: number;
+  p50_ms: number;
+  p99_ms: number;
+}
+
+test("bench cluster (quick): full load, the goal rate in 25- and 100-tx requests, catch-up", {
+  timeout: 300_000,
+}, async () => {
+  const r = await run({ quick: true });
+  const load = (value: unknown) => value as LoadResult;
+  const atGoal = load(r.at_goal_rate);
+  for (const k of [
+    "tx_per_s",
+    "p50_ms",
+    "p99_ms",
+    "ed25519_verify_per_s_1core",
+    "ledger_verify_per_s_1core",
+  ] as const) {
+    assert.ok(Number.isFinite(r[k]) && (r[k] as number) > 0, `${k} = ${r[k]}`);
+  }
+  assert.equal(r.goal_tx_per_s, Math.round(0.16 * 2 * r.ed25519_verify_per_s_1core));
+  assert.equal(r.goal_p99_ms, 75);
+  assert.equal(
+    r.ratio_to_2core_verify,
+    Number(((r.tx_per_s as number) / (2 * r.ed25519_verify_per_s_1core)).toFixed(3)),
+  );
+  const full = load(r.full_load);
+  assert.equal(full.failures, 0);
+  for (const [phase, batch] of [
+    [atGoal, 25],
+    [load(r.at_goal_rate_100_tx_requests), 100],
+  ] as const) {
+    assert.equal(phase.mode, "rate");
+    assert.equal(phase.batch, batch);
+    assert.equal(phase.failures, 0, "every request committed");
+    assert.equal(phase.offered_tx_per_s, r.goal_tx_per_s);
+    assert.ok(phase.committed > 0 && phase.p50_ms > 0 && phase.p50_ms <= phase.p99_ms, JSON.stringify(phase));
+  }
+  assert.equal(
+    r.goal_met,
+    (r.tx_per_s as number) >= r.goal_tx_per_s && atGoal.tx_per_s >= r.goal_tx_per_s * 0.97 && atGoal.p99_ms <= 75,
+  );
+  // The stopped node caught up with every tx the others committed while it was down.
+  assert.ok(r.catch_up.txs_missed >= 10_000, `txs missed ${r.catch_up.txs_missed}`);
+  assert.ok(r.catch_up.seconds > 0 && r.catch_up.tx_per_s > 0);
+});
