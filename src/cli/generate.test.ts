@@ -4,11 +4,10 @@ import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, w
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
-import { InvalidArgumentError } from "commander";
 import { generatePatient } from "../fhir/generate.ts";
 import { isTestNhsNumber } from "../fhir/nhs-number.ts";
 import { ConfigError } from "../node/datadir.ts";
-import { generateCommand, parsePatientCount } from "./generate.ts";
+import { generateCommand } from "./generate.ts";
 
 const root = mkdtempSync(join(tmpdir(), "careledger-generate-"));
 after(() => rmSync(root, { recursive: true, force: true, maxRetries: 10, retryDelay: 50 }));
@@ -77,16 +76,13 @@ describe("careledger generate", () => {
     }
   });
 
-  it("refuses a bad patient count with one line (commander's parser and the command itself)", async () => {
+  it("refuses a bad patient count with one line", async () => {
     for (const bad of ["0", "-5", "abc", "1.5", "1000001", "", " ", "1e3"]) {
-      assert.throws(() => parsePatientCount(bad), InvalidArgumentError, bad);
       await rejectsWith({ patients: bad, out: freshPath() }, /--patients must be a whole number from 1 to 1000000/);
     }
     for (const bad of [0, -1, 2.5, 1_000_001, Number.NaN]) {
       await rejectsWith({ patients: bad, out: freshPath() }, /--patients/);
     }
-    assert.equal(parsePatientCount("1"), 1);
-    assert.equal(parsePatientCount("1000000"), 1_000_000);
   });
 
   it("refuses a bad seed or date with one line", async () => {

@@ -12,14 +12,10 @@ import {
 import { writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import type { Bundle } from "@medplum/fhirtypes";
-import { InvalidArgumentError } from "commander";
 import { DEFAULT_NOW, generatePatients, MAX_PATIENTS } from "../fhir/generate.ts";
 import { ConfigError } from "../node/datadir.ts";
+import { DEFAULT_OUT, DEFAULT_SEED } from "./generate-defaults.ts";
 import { progressBar } from "./progress.ts";
-
-/** Where `careledger generate` writes when `--out` is not given (`.data/` is git-ignored). */
-export const DEFAULT_OUT = ".data/generated";
-export const DEFAULT_SEED = "careledger";
 
 export interface GenerateCommandOptions {
   /** How many patients, 1 … 1,000,000 (a number, or the flag's text). */
@@ -42,13 +38,6 @@ export interface GenerateSummary {
   labelled: number;
   seconds: number;
   out: string;
-}
-
-/** For commander's option parser: `--patients N`. */
-export function parsePatientCount(raw: string): number {
-  const n = patientCount(raw);
-  if (n === undefined) throw new InvalidArgumentError(`must be a whole number from 1 to ${MAX_PATIENTS}`);
-  return n;
 }
 
 function patientCount(raw: number | string): number | undefined {

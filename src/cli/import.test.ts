@@ -13,7 +13,8 @@ import { ConfigError } from "../node/datadir.ts";
 import { silentLogger } from "../node/logger.ts";
 import { initNetwork } from "../node/network.ts";
 import { openNode } from "../node/runtime.ts";
-import { countBundles, defineImportCommand, importCommand } from "./import.ts";
+import { countBundles, importCommand } from "./import.ts";
+import { defineImportCommand } from "./import-command.ts";
 
 const SYNTHEA = new URL("../../../shared/data/synthea/", import.meta.url).pathname;
 const files = readdirSync(SYNTHEA)

@@ -1,6 +1,5 @@
 import { createReadStream } from "node:fs";
 import { join, resolve } from "node:path";
-import { type Command, InvalidArgumentError } from "commander";
 import { fhirPaths } from "../fhir/paths.ts";
 import type { FhirContext } from "../fhir/service/context.ts";
 import {
@@ -159,24 +158,4 @@ function countLines(file: string): Promise<number> {
     stream.on("end", () => done(lines + (current > 0 ? 1 : 0)));
     stream.on("error", () => done(0));
   });
-}
-
-/** The `import` command's definition, for `src/cli/main.ts` to add: `defineImportCommand(cli)`. */
-export function defineImportCommand(cli: Command): Command {
-  return cli
-    .command("import")
-    .description(
-      "import FHIR R4 data into a stopped node: transaction Bundles (.json), NDJSON of Bundles (.ndjson from " +
-        "careledger generate), bare resources; directories are expanded. Each bundle is stored all or nothing",
-    )
-    .argument("<files...>", "files or directories to import")
-    .requiredOption("--dir <dir>", "the node's data dir")
-    .option("--key <file>", "key file that signs patient registrations (default DIR/keys/admin.key)")
-    .option("--max-entries <n>", "largest bundle in entries (default 5000)", (v) => {
-      if (!/^\d{1,6}$/.test(v) || Number(v) < 1) throw new InvalidArgumentError("must be a whole number ≥ 1");
-      return Number(v);
-    })
-    .action(async (files: string[], options: ImportCommandOptions) => {
-      await importCommand(files, options);
-    });
 }

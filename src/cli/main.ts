@@ -1,9 +1,8 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
-import { ConfigError } from "../node/datadir.ts";
-import { NodeError } from "../node/ledger-node.ts";
-import { StoreError } from "../store/ledger-store.ts";
-import { DEFAULT_OUT, DEFAULT_SEED, parsePatientCount } from "./generate.ts";
-import { defineImportCommand } from "./import.ts";
+import { ConfigError, NodeError } from "../node/errors.ts";
+import { StoreError } from "../store/errors.ts";
+import { DEFAULT_OUT, DEFAULT_SEED } from "./generate-defaults.ts";
+import { defineImportCommand } from "./import-command.ts";
 
 /**
  * grpc-js (under the etcd client) sets TLS SNI to the host even when it is an IP address, and Node warns about that
@@ -173,7 +172,7 @@ function program(): Command {
   cli
     .command("generate")
     .description("write deterministic synthetic UK patients as FHIR transaction bundles")
-    .requiredOption("--patients <n>", "how many patients (1-1000000)", parsePatientCount)
+    .requiredOption("--patients <n>", "how many patients (1-1000000)")
     .option("--seed <seed>", "the same seed gives the same patients", DEFAULT_SEED)
     .option("--out <dir>", "a directory (one file per patient), - for NDJSON on stdout, or FILE.ndjson", DEFAULT_OUT)
     .option("--now <date>", "the generated world's today (default 2025-06-30T12:00:00Z)")

@@ -15,9 +15,9 @@ import { Compile } from "typebox/compile";
 import { fromHex, toHex } from "../ledger/encoding.ts";
 import { type KeyPair, keyPairFromSeed, seedOf } from "../ledger/keys.ts";
 import type { Block } from "../ledger/types.ts";
+import { ConfigError } from "./errors.ts";
 
-/** A user-facing problem with the data dir or configuration: reported as one line, exit code 2. */
-export class ConfigError extends Error {}
+export { ConfigError };
 
 export function dataPaths(dir: string) {
   return {

@@ -10,6 +10,7 @@ import type { Block, BlockEntry, BlockHeader, Hex32, SignedTreeHead, SignedTx } 
 import type { Batch, Orderer } from "../ordering/orderer.ts";
 import type { LedgerStore, StoredTx } from "../store/ledger-store.ts";
 import { type BlockInput, type BuiltBlock, buildBlock } from "./block-builder.ts";
+import { NodeError } from "./errors.ts";
 import type { Logger } from "./logger.ts";
 import { Metrics } from "./metrics.ts";
 import type { VerifyPool } from "./verify-pool.ts";
@@ -54,15 +55,7 @@ export interface CommitResult {
   code: string;
 }
 
-export class NodeError extends Error {
-  readonly code: string;
-  readonly status: number;
-  constructor(code: string, status: number, message: string) {
-    super(message);
-    this.code = code;
-    this.status = status;
-  }
-}
+export { NodeError };
 
 interface Waiter {
   resolve: (result: CommitResult) => void;

@@ -6,15 +6,10 @@ import { EMPTY_FRONTIER, type Frontier, type MerkleNodeReader } from "../ledger/
 import type { Block, BlockEntry, BlockHeader, Hex32, SignedTreeHead } from "../ledger/types.ts";
 import { ScalableBloom } from "./bloom.ts";
 import { CHECKPOINTED_WRITER_PRAGMAS, Checkpointer } from "./checkpointer.ts";
+import { StoreError } from "./errors.ts";
 import { GroupSync } from "./group-sync.ts";
 
-export class StoreError extends Error {
-  readonly code: string;
-  constructor(code: string, message: string) {
-    super(message);
-    this.code = code;
-  }
-}
+export { StoreError };
 
 /** Where the ledger stands after its last durable block. */
 export interface StoreHead {
