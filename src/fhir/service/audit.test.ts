@@ -162,4 +162,28 @@ describe("AuditEvent", () => {
     // The kit's index followed live blocks all along.
     assert.equal(auditEventsFor(kit.ctx, kit.audit, alice.patient).length, before + 1);
   });
+
+  it("catches up in budgeted slices (each at least one block) to the same entries as in full", async () => {
+    const path = join(kit.dir, "audit-slices.db");
+    const sliced = AuditIndex.open(path, kit.running.node);
+    const from = sliced.height;
+    const p = await kit.principalFor(doc.key);
+    for (let i = 0; i < 12; i++) {
+      await call(read, kit.ctx, request(p, { type: "Observation", id: seenIds[i % 2] as string }));
+      await kit.accessLog.flush();
+    }
+    assert.ok(kit.running.node.height >= from + 12, "one block per flush");
+    let slices = 1;
+    while (!sliced.catchUp(2)) slices++;
+    assert.equal(sliced.height, kit.running.node.height);
+    const full = AuditIndex.open(join(kit.dir, "audit-full.db"), kit.running.node);
+    const page = { offset: 0, count: 1000 };
+    assert.deepEqual(sliced.byPatient(alice.patient, page), full.byPatient(alice.patient, page));
+    assert.ok(
+      slices <= kit.running.node.height - from,
+      `${slices} slices for ${kit.running.node.height - from} blocks`,
+    );
+    sliced.close();
+    full.close();
+  });
 });
