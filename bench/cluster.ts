@@ -14,7 +14,7 @@ import type { SignedTx } from "../src/ledger/types.ts";
 import { readKeyFile } from "../src/node/datadir.ts";
 import { newKey, signNew } from "../src/node/network.ts";
 import { runLoad } from "./ledger.ts";
-import { machineLimits, verifyRatios } from "./limits.ts";
+import { cpuSecondsOf, machineLimits, verifyRatios } from "./limits.ts";
 
 const REPO = new URL("..", import.meta.url).pathname;
 
@@ -54,6 +54,29 @@ export async function run(options: { quick?: boolean; log?: (line: string) => vo
       const text = await response.body.text();
       if (response.statusCode !== 200) throw new Error(`${url}: HTTP ${response.statusCode} ${text.slice(0, 200)}`);
     };
+    /**
+     * Waits until every node holds the same head and the cluster is quiet (all its processes together below 0.2 cores
+     * for two seconds running): each phase starts on a settled cluster, not on the tail of the phase before — the
+     * other nodes still applying, WAL checkpoints, etcd compaction.
+     */
+    const settle = async (nodeUrls: string[]) => {
+      const pids = (state as ClusterState).processes.map((p) => p.pid);
+      const cpu = () => pids.reduce((sum, pid) => sum + (cpuSecondsOf(pid) ?? 0), 0);
+      const started = performance.now();
+      let quietSeconds = 0;
+      while (performance.now() - started < 60_000) {
+        const before = cpu();
+        await new Promise((r) => setTimeout(r, 1000));
+        const heads = await Promise.all(nodeUrls.map(head));
+        const sameHead = heads.every((h) => h.height === heads[0]?.height);
+        quietSeconds = sameHead && cpu() - before < 0.2 ? quietSeconds + 1 : 0;
+        if (quietSeconds >= 2) {
+          log(`  settled in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+          return;
+        }
+      }
+      log("  (the cluster did not settle within 60 s; measuring anyway)");
+    };
     try {
       // Patients the access-log txs refer to, registered by the first org's admin.
       const admin = readKeyFile(join(dir, "network", orgId, "keys", "admin.key"));
@@ -90,11 +113,13 @@ export async function run(options: { quick?: boolean; log?: (line: string) => vo
       // exactly that, open loop, so the latency is that of the goal load, not of a saturated cluster.
       const goalRate = Math.round(0.16 * 2 * limits.ed25519_verify_per_s_1core);
       log(`${goalRate} tx/s offered over the 3 nodes (the goal rate on this machine)…`);
+      await settle(urls);
       const atGoal = await runLoad({ ...common, mode: "rate", concurrency: 1, batch: 25, rate: goalRate });
       log(`  ${JSON.stringify(atGoal)}`);
       // The same rate in fewer, larger requests: on this machine a batch costs ~8 ms of CPU across the six processes
       // whatever its size (bench/RESULTS.md, session 10), so the request size decides how close the cluster runs to full.
       log(`${goalRate} tx/s offered in 100-tx requests…`);
+      await settle(urls);
       const atGoalLarge = await runLoad({ ...common, mode: "rate", concurrency: 1, batch: 100, rate: goalRate });
       log(`  ${JSON.stringify(atGoalLarge)}`);
 
