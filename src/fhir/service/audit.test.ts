@@ -186,4 +186,28 @@ describe("AuditEvent", () => {
     sliced.close();
     full.close();
   });
+
+  it("a query behind a backlog catches up between other work, not in one stall of the event loop", async () => {
+    const lagging = AuditIndex.open(join(kit.dir, "audit-lagging.db"), kit.running.node);
+    const p = await kit.principalFor(doc.key);
+    for (let i = 0; i < 10; i++) {
+      await call(read, kit.ctx, request(p, { type: "Observation", id: seenIds[i % 2] as string }));
+      await kit.accessLog.flush();
+    }
+    assert.ok(lagging.height + 10 <= kit.running.node.height, "blocks came faster than the quiet-time indexing");
+    const order: string[] = [];
+    // Slices of 0 ms: one block each, then the event loop.
+    const caughtUp = lagging.ready(0).then(() => order.push("caught up"));
+    const again = lagging.ready(0);
+    setImmediate(() => order.push("other work"));
+    await Promise.all([caughtUp, again]);
+    assert.deepEqual(order, ["other work", "caught up"]);
+    // The last few blocks are left to the query itself.
+    assert.ok(kit.running.node.height - lagging.height <= 4, `${kit.running.node.height - lagging.height} left`);
+    const page = { offset: 0, count: 1000 };
+    assert.deepEqual(lagging.byPatient(alice.patient, page), kit.audit.byPatient(alice.patient, page));
+    assert.equal(lagging.height, kit.running.node.height);
+    lagging.close();
+    await assert.rejects(lagging.ready(), /closed/);
+  });
 });

@@ -76,11 +76,16 @@ export interface ConsentChange {
  * New blocks are indexed when the node is quiet (no block for BACKGROUND_DELAY_MS), a slice at a time, not inside
  * its block commits: a node logging thousands of reads a second would otherwise pay an SQLite insert per entry on its
  * commit path (measured: the ledger benchmark fell from ~8,500 to ~5,800 tx/s; indexing in slices during the load
- * still cost ~13 %). A query first catches up in full, so after a long busy spell the first one pays the backlog.
+ * still cost ~13 %). A query first catches up (`ready`, in slices between other requests), so after a long busy spell
+ * the first one waits for the backlog.
  */
 const BACKGROUND_DELAY_MS = 1000;
 const BACKGROUND_SLICE_MS = 5;
 const BACKGROUND_PAUSE_MS = 100;
+/** A query's catch-up (`ready`) works in slices this long between other requests… */
+const QUERY_SLICE_MS = 20;
+/** …until no more than this many blocks are left, which the query indexes at once. */
+const QUERY_SYNC_BLOCKS = 4;
 const registry = new WeakMap<object, AuditIndex>();
 
 export class AuditIndex {
@@ -94,6 +99,7 @@ export class AuditIndex {
   private stale = false;
   private timer: NodeJS.Timeout | undefined;
   private readonly checkpointer: Checkpointer;
+  private catchingUp: Promise<void> | undefined;
 
   private constructor(db: DatabaseSync, source: AuditSource) {
     this.db = db;
@@ -171,8 +177,11 @@ export class AuditIndex {
       });
       this.indexed = Math.max(0, head);
     }
+    // At least one block per call, so a slice always moves on however short its budget.
+    let first = true;
     while (this.indexed < head) {
-      if (performance.now() - started > budgetMs) return false;
+      if (!first && performance.now() - started > budgetMs) return false;
+      first = false;
       // One transaction per slice (as many blocks as its budget allows), or per 500 blocks when catching up in full:
       // each commit writes every index page it dirtied, so fewer, fuller commits write less (one commit per block
       // cost twice the CPU per entry).
@@ -192,6 +201,28 @@ export class AuditIndex {
     }
     this.stale = false;
     return true;
+  }
+
+  /**
+   * Catches up with the node in slices of `sliceMs`, yielding to the event loop between them: a query after a long busy
+   * spell (the index waits for a quiet node) then waits for the backlog without stalling every other request, as the
+   * synchronous catch-up inside the query methods would on its own. Concurrent callers share one catch-up.
+   */
+  ready(sliceMs = QUERY_SLICE_MS): Promise<void> {
+    if (this.closed) return Promise.reject(new Error("the audit index is closed"));
+    if (this.source.height - this.indexed <= QUERY_SYNC_BLOCKS) return Promise.resolve();
+    this.catchingUp ??= (async () => {
+      try {
+        // Under load new blocks keep coming: the last few are left to the query's own (synchronous) catch-up.
+        while (!this.closed && this.source.height - this.indexed > QUERY_SYNC_BLOCKS) {
+          this.catchUp(sliceMs);
+          await new Promise((r) => setImmediate(r));
+        }
+      } finally {
+        this.catchingUp = undefined;
+      }
+    })();
+    return this.catchingUp;
   }
 
   /** Every committed consent change of `patient` (valid txs only), oldest first. */
@@ -504,6 +535,7 @@ export function auditEventSearchWith(index: AuditIndex): FhirHandler {
     const asked = patientParam(ctx, req.query);
     const count = intParam(req.query, "_count", DEFAULT_COUNT, MAX_COUNT);
     const offset = intParam(req.query, "_offset", 0, 1_000_000);
+    await index.ready();
     let page: AuditPage;
     const id = p.identity;
     if (id.kind === "patient" || (id.kind === "proxy" && id.scope === "manage")) {

@@ -110,6 +110,7 @@ export const exportPatient: FhirHandler = async (ctx, req) => {
       ]),
     });
   } else {
+    await index.ready();
     const history = consentHistory(patient, index.consentChanges(patient), (payload, time) =>
       ruleOfConsentSet(payload as Payload<"consent.set">, time),
     );
