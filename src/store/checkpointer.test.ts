@@ -70,3 +70,27 @@ test("a stopped checkpointer leaves its database alone; stopping twice is harmle
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("stopBeforeClose folds the whole WAL in through the writer's connection; a reader holding it is no error", () => {
+  const dir = mkdtempSync(join(tmpdir(), "careledger-ckpt-"));
+  const path = join(dir, "db.db");
+  const db = walOnly(path, 100);
+  const checkpointer = new Checkpointer(path);
+  const reader = new DatabaseSync(path);
+  try {
+    reader.exec("BEGIN");
+    reader.prepare("SELECT count(*) FROM t").get();
+    // The reader's snapshot keeps the WAL: nothing thrown, the rows still there.
+    checkpointer.stopBeforeClose(db);
+    reader.exec("COMMIT");
+    assert.equal((reader.prepare("SELECT count(*) AS n FROM t").get() as { n: number }).n, 100);
+    const again = new Checkpointer(path);
+    again.stopBeforeClose(db);
+    assert.equal(statSync(`${path}-wal`).size, 0, "WAL folded in and truncated");
+    assert.ok(statSync(path).size > 100 * 3000, "the rows are in the database file");
+  } finally {
+    reader.close();
+    db.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

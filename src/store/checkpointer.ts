@@ -1,3 +1,4 @@
+import type { DatabaseSync } from "node:sqlite";
 import { Worker } from "node:worker_threads";
 import { WAL_BOUND_BYTES } from "./wal-bound.ts";
 
@@ -51,6 +52,20 @@ export class Checkpointer {
     if (--shared.users === 0) {
       shared.worker.postMessage("stop" satisfies CheckpointMessage);
       shared = undefined;
+    }
+  }
+
+  /**
+   * Before the writer closes `db`: stops, then folds the WAL into the database through the writer's own connection —
+   * the worker's connection may still be open, so the writer's close need not be the last one, which SQLite would
+   * otherwise use for it. A WAL another connection holds stays: it is still read, and folded in later.
+   */
+  stopBeforeClose(db: DatabaseSync): void {
+    this.stop();
+    try {
+      db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
+    } catch {
+      // Busy: the next open or checkpoint folds it in.
     }
   }
 }

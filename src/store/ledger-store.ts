@@ -466,16 +466,9 @@ export class LedgerStore implements MerkleNodeReader {
         // The index is rebuilt from the blocks at the next open; closing must still happen.
       }
     }
-    this.checkpointer?.stop();
-    if (this.db.isOpen && !this.readOnly) {
-      // The checkpointer's connection may still be open, so closing this one need not be the last close that folds
-      // the WAL into the database: do it here.
-      try {
-        this.db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
-      } catch {
-        // Left in the WAL, it is still read and checkpointed later; closing must still happen.
-      }
-    }
+    // A writer has a checkpointer (a read-only store none).
+    if (this.db.isOpen) this.checkpointer?.stopBeforeClose(this.db);
+    else this.checkpointer?.stop();
     if (this.db.isOpen) this.db.close();
     this.sync.afterDatabaseClosed();
   }

@@ -39,12 +39,7 @@ export class LogDatabase {
       this.db.close();
       return;
     }
-    this.checkpointer?.stop();
-    try {
-      this.db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
-    } catch {
-      // Still in the WAL, still read: the next open or checkpoint folds it in.
-    }
+    this.checkpointer?.stopBeforeClose(this.db);
     this.db.close();
     this.sync.afterDatabaseClosed();
   }

@@ -311,12 +311,7 @@ export class Vault {
     if (this.closed) return;
     this.closed = true;
     this.dataKeys.clear();
-    this.checkpointer.stop();
-    try {
-      this.db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
-    } catch {
-      // Another connection may hold the WAL; the next open folds it in.
-    }
+    this.checkpointer.stopBeforeClose(this.db);
     this.db.close();
   }
 

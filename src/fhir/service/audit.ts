@@ -156,12 +156,7 @@ export class AuditIndex {
     this.source.off("block", this.listener);
     if (this.timer) clearTimeout(this.timer);
     if (registry.get(this.source) === this) registry.delete(this.source);
-    this.checkpointer.stop();
-    try {
-      this.db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
-    } catch {
-      // Another connection may hold the WAL; the next open folds it in.
-    }
+    this.checkpointer.stopBeforeClose(this.db);
     this.db.close();
   }
 
