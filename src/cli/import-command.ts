@@ -1,9 +1,9 @@
-// The \`import\` command's definition, apart from the import itself (the FHIR stack, the vault, the node), which its
-// action loads: \`careledger --help\` and every other command start without it.
+// The `import` command's definition, apart from the import itself (the FHIR stack, the vault, the node), which its
+// action loads: `careledger --help` and every other command start without it.
 import { type Command, InvalidArgumentError } from "commander";
 import type { ImportCommandOptions } from "./import.ts";
 
-/** Adds \`careledger import\` to the program (src/cli/main.ts). */
+/** Adds `careledger import` to the program (src/cli/main.ts). */
 export function defineImportCommand(cli: Command): Command {
   return cli
     .command("import")
