@@ -24,7 +24,8 @@ export type IssueCode =
   | "too-costly"
   | "conflict"
   | "exception"
-  | "throttled";
+  | "throttled"
+  | "transient";
 
 export type IssueSeverity = "fatal" | "error" | "warning" | "information";
 

@@ -4,10 +4,14 @@
 import assert from "node:assert/strict";
 import { rmSync } from "node:fs";
 import { join } from "node:path";
+import { DatabaseSync } from "node:sqlite";
 import { after, before, describe, it } from "node:test";
+import { BlockReader, type BlockRowData } from "../../store/block-reader.ts";
 import type { Principal } from "../auth/bearer.ts";
+import { OperationOutcomeError } from "../outcome.ts";
 import { validateResource } from "../validate.ts";
 import { AuditIndex, auditEventSearch, auditEventSearchWith, auditEventsFor } from "./audit.ts";
+import { AuditIntegrityError, AuditWriter, type BlockSource, openAuditDb } from "./audit-writer.ts";
 import { read } from "./read.ts";
 import {
   call,
@@ -140,74 +144,188 @@ describe("AuditEvent", () => {
   it("catches up from the ledger at open, and rebuilds a lost index to the same content", async () => {
     const path = join(kit.dir, "audit-2.db");
     const second = AuditIndex.open(path, kit.running.node);
+    await second.ready();
     const count = () => second.byPatient(alice.patient, { offset: 0, count: 1000 }).total;
     const before = count();
+    await kit.audit.ready();
     assert.equal(before, kit.audit.byPatient(alice.patient, { offset: 0, count: 1000 }).total);
-    second.close();
+    await second.close();
     // Reads while the second index is closed: it catches up when reopened.
     const p = await kit.principalFor(doc.key);
     await call(read, kit.ctx, request(p, { type: "Observation", id: seenIds[1] as string }));
     await kit.accessLog.flush();
     const reopened = AuditIndex.open(path, kit.running.node);
+    await reopened.ready();
     assert.equal(reopened.byPatient(alice.patient, { offset: 0, count: 1000 }).total, before + 1);
     const handler = auditEventSearchWith(reopened);
     const me = await kit.principalFor(alice.key, { patient: alice.patient });
     assert.equal((await call(handler, kit.ctx, request(me, {}))).body.total, before + 1);
-    reopened.close();
+    await reopened.close();
     for (const s of ["", "-wal", "-shm"]) rmSync(`${path}${s}`, { force: true });
     const rebuilt = AuditIndex.open(path, kit.running.node);
+    await rebuilt.ready();
     assert.equal(rebuilt.byPatient(alice.patient, { offset: 0, count: 1000 }).total, before + 1);
     assert.equal(rebuilt.height, kit.running.node.height);
-    rebuilt.close();
+    await rebuilt.close();
     // The kit's index followed live blocks all along.
+    await kit.audit.ready();
     assert.equal(auditEventsFor(kit.ctx, kit.audit, alice.patient).length, before + 1);
   });
 
-  it("catches up in budgeted slices (each at least one block) to the same entries as in full", async () => {
-    const path = join(kit.dir, "audit-slices.db");
-    const sliced = AuditIndex.open(path, kit.running.node);
-    const from = sliced.height;
+  it("indexes in budgeted slices (each at least one block) to the same entries as in full", async () => {
     const p = await kit.principalFor(doc.key);
     for (let i = 0; i < 12; i++) {
       await call(read, kit.ctx, request(p, { type: "Observation", id: seenIds[i % 2] as string }));
       await kit.accessLog.flush();
     }
-    assert.ok(kit.running.node.height >= from + 12, "one block per flush");
-    let slices = 1;
-    while (!sliced.catchUp(2)) slices++;
-    assert.equal(sliced.height, kit.running.node.height);
-    const full = AuditIndex.open(join(kit.dir, "audit-full.db"), kit.running.node);
-    const page = { offset: 0, count: 1000 };
-    assert.deepEqual(sliced.byPatient(alice.patient, page), full.byPatient(alice.patient, page));
-    assert.ok(
-      slices <= kit.running.node.height - from,
-      `${slices} slices for ${kit.running.node.height - from} blocks`,
-    );
-    sliced.close();
-    full.close();
+    const reader = BlockReader.open(kit.running.node.store.path);
+    const sliced = new AuditWriter(openAuditDb(join(kit.dir, "audit-slices.db"), false));
+    const full = new AuditWriter(openAuditDb(join(kit.dir, "audit-full.db"), false));
+    try {
+      let slices = 1;
+      while (!sliced.catchUp(reader, 0)) slices++;
+      assert.equal(slices, kit.running.node.height, "a budget of 0 ms indexes one block per call");
+      assert.equal(full.catchUp(reader), true);
+      assert.equal(sliced.indexed, kit.running.node.height);
+      assert.equal(full.indexed, kit.running.node.height);
+      const rows = (file: string) => {
+        const db = openAuditDb(join(kit.dir, file), false);
+        try {
+          return db.prepare("SELECT * FROM entries ORDER BY block, pos, n").all();
+        } finally {
+          db.close();
+        }
+      };
+      const entries = rows("audit-slices.db");
+      assert.ok(entries.length >= 12, `${entries.length} entries`);
+      assert.deepEqual(entries, rows("audit-full.db"));
+    } finally {
+      sliced.close();
+      full.close();
+      reader.close();
+    }
   });
 
-  it("a query behind a backlog catches up between other work, not in one stall of the event loop", async () => {
-    const lagging = AuditIndex.open(join(kit.dir, "audit-lagging.db"), kit.running.node);
+  it("stops at an altered block, indexing nothing of it, and says which", async () => {
+    // Two blocks of access logs: the first is altered, the second follows it.
+    const p = await kit.principalFor(doc.key);
+    for (let i = 0; i < 2; i++) {
+      await call(read, kit.ctx, request(p, { type: "Observation", id: seenIds[i] as string }));
+      await kit.accessLog.flush();
+    }
+    const reader = BlockReader.open(kit.running.node.store.path);
+    const alterAt = reader.latestHeight() - 1;
+    assert.ok(reader.blockRow(alterAt)?.txs.includes('"type":"access.log"'));
+    const tamper = (change: (row: BlockRowData) => BlockRowData): BlockSource => ({
+      latestHeight: () => reader.latestHeight(),
+      blockRow: (h) => {
+        const row = reader.blockRow(h);
+        return row && h === alterAt ? change(row) : row;
+      },
+    });
+    const cases: [string, (row: BlockRowData) => BlockRowData, RegExp][] = [
+      [
+        "a tx changed",
+        (row) => ({ ...row, txs: row.txs.replace(/"type":"access\.log"/, '"type":"access.logs"') }),
+        /is not the id of its tx/,
+      ],
+      ["the stored hash changed", (row) => ({ ...row, hash: "0".repeat(64) }), /does not match its stored hash/],
+      // Whole and self-consistent, but not the block that follows the one before it.
+      ["another block in its place", () => reader.blockRow(alterAt + 1) as BlockRowData, /does not link/],
+    ];
+    try {
+      for (const [i, [name, change, reason]] of cases.entries()) {
+        const writer = new AuditWriter(openAuditDb(join(kit.dir, `audit-tampered-${i}.db`), false));
+        try {
+          assert.throws(
+            () => writer.catchUp(tamper(change)),
+            (error: unknown) =>
+              error instanceof AuditIntegrityError && error.height === alterAt && reason.test(error.message),
+            name,
+          );
+          assert.equal(writer.indexed < alterAt, true, `${name}: indexed to ${writer.indexed}`);
+        } finally {
+          writer.close();
+        }
+      }
+    } finally {
+      reader.close();
+    }
+  });
+
+  it("a query wakes the indexer, and answers 503 when it cannot get there in time", async () => {
+    // Polling once a minute: after its first catch-up the worker looks again only when a query asks (or, on a busy
+    // machine, when its first catch-up was still running as the new blocks came). Without the wake, ready() would
+    // wait out its deadline here and reject.
+    const lagging = AuditIndex.open(join(kit.dir, "audit-lagging.db"), kit.running.node, {
+      pollMs: 60_000,
+      queryWaitMs: 20_000,
+    });
+    await lagging.ready();
     const p = await kit.principalFor(doc.key);
     for (let i = 0; i < 10; i++) {
       await call(read, kit.ctx, request(p, { type: "Observation", id: seenIds[i % 2] as string }));
       await kit.accessLog.flush();
     }
-    assert.ok(lagging.height + 10 <= kit.running.node.height, "blocks came faster than the quiet-time indexing");
-    const order: string[] = [];
-    // Slices of 0 ms: one block each, then the event loop.
-    const caughtUp = lagging.ready(0).then(() => order.push("caught up"));
-    const again = lagging.ready(0);
-    setImmediate(() => order.push("other work"));
-    await Promise.all([caughtUp, again]);
-    assert.deepEqual(order, ["other work", "caught up"]);
-    // The last few blocks are left to the query itself.
-    assert.ok(kit.running.node.height - lagging.height <= 4, `${kit.running.node.height - lagging.height} left`);
-    const page = { offset: 0, count: 1000 };
-    assert.deepEqual(lagging.byPatient(alice.patient, page), kit.audit.byPatient(alice.patient, page));
+    await Promise.all([lagging.ready(), lagging.ready()]);
     assert.equal(lagging.height, kit.running.node.height);
-    lagging.close();
+    const page = { offset: 0, count: 1000 };
+    await kit.audit.ready();
+    assert.deepEqual(lagging.byPatient(alice.patient, page), kit.audit.byPatient(alice.patient, page));
+    await lagging.close();
     await assert.rejects(lagging.ready(), /closed/);
+    assert.throws(() => lagging.byPatient(alice.patient, page), /closed/);
+
+    // A node that claims blocks its ledger file does not have: the index never gets there.
+    const node = kit.running.node;
+    const ahead = { height: node.height + 5, store: node.store, readBlock: (h: number) => node.readBlock(h) };
+    const stuck = AuditIndex.open(join(kit.dir, "audit-stuck.db"), ahead, { queryWaitMs: 300 });
+    try {
+      await assert.rejects(
+        stuck.ready(),
+        (error: unknown) =>
+          error instanceof OperationOutcomeError && error.status === 503 && /catching up/.test(error.message),
+      );
+      assert.equal(stuck.height, node.height, "it indexed what there is");
+    } finally {
+      await stuck.close();
+    }
+  });
+});
+
+describe("AuditEvent on a node whose store was altered", () => {
+  it("the index stops at the altered block, the node halts on it, and queries say why", async () => {
+    const own = await openServiceKit();
+    try {
+      const [carol] = (await own.registerPatients(1)) as [Patient];
+      const record = observation(carol);
+      await putRecords(own, [patientResource(carol), record]);
+      const clinician = await own.enrol("clinician");
+      const p = await own.principalFor(clinician.key);
+      for (let i = 0; i < 2; i++) {
+        await call(read, own.ctx, request(p, { type: "Observation", id: record.id as string }));
+        await own.accessLog.flush();
+      }
+      const node = own.running.node;
+      const altered = node.height - 1;
+      // Behind the node's back: one access log of an already committed block names another resource.
+      const db = new DatabaseSync(node.store.path);
+      const changed = db
+        .prepare("UPDATE blocks SET txs = replace(txs, ?, ?) WHERE height = ?")
+        .run(record.id as string, "tampered", altered);
+      db.close();
+      assert.equal(changed.changes, 1);
+      const index = AuditIndex.open(join(own.dir, "audit-fresh.db"), node);
+      try {
+        await assert.rejects(index.ready(), new RegExp(`block ${altered} in the store was altered`));
+        assert.match(node.halted ?? "", new RegExp(`block ${altered}`), "the node halted on it");
+        assert.throws(() => index.byPatient(carol.patient, { offset: 0, count: 10 }), /altered/);
+        assert.ok(index.height < altered, `indexed to ${index.height}`);
+      } finally {
+        await index.close();
+      }
+    } finally {
+      await own.close();
+    }
   });
 });

@@ -2,8 +2,8 @@
 // so a small SQLite index beside the node (`AuditIndex`) lists their entries by patient pseudonym and by custodian.
 // It also lists each patient's consent changes (`consent.set`, `consent.revoke`, `optout.set` txs): state keeps only
 // the rules in force, and the GDPR export gives the patient the whole history.
-// It is derived data: fed from each committed block (`node.on("block")`), caught up from the stored blocks at open
-// from its last indexed height, and rebuilt from scratch if its file is lost or unreadable.
+// It is derived data: a worker thread follows the node's committed blocks (from its last indexed height after a
+// restart), and the index is rebuilt from scratch if its file is lost or unreadable.
 //
 // Who sees what (`GET /fhir/AuditEvent`): a patient sees every entry about them, from every custodian on the ledger
 // (they are on every node's copy); a `manage` proxy sees the log of the patient it acts for (a `view` proxy does not:
@@ -18,24 +18,25 @@
 // details (decision, step, rule, decision height, ledger tx id) and the patient. AuditEvent ids are
 // `<block height>-<tx position>-<entry index>`: stable across rebuilds.
 
-import { closeSync, openSync, rmSync } from "node:fs";
-import { DatabaseSync, type StatementSync } from "node:sqlite";
+import type { DatabaseSync } from "node:sqlite";
+import { Worker } from "node:worker_threads";
 import type { AuditEvent, Bundle, BundleEntry } from "@medplum/fhirtypes";
 import { read as readState, type StateReader } from "../../contract/state.ts";
-import type { Block, BlockEntry } from "../../ledger/types.ts";
-import { CHECKPOINTED_WRITER_PRAGMAS, Checkpointer } from "../../store/checkpointer.ts";
 import { PURPOSE_SYSTEM, scopesAllow } from "../auth/scopes.ts";
-import { badRequest, forbidden, notSupported } from "../outcome.ts";
+import { badRequest, forbidden, notSupported, OperationOutcomeError } from "../outcome.ts";
 import { searchLinks } from "../search-query.ts";
+import type { AuditWorkerCommand, AuditWorkerData, AuditWorkerReport } from "./audit-index-worker.ts";
+import { indexedHeightOf, openAuditDb } from "./audit-writer.ts";
 import type { AccessEntry, FhirContext, FhirHandler, FhirRequest } from "./context.ts";
 import { FHIR_JSON } from "./read.ts";
 
 /** What the index needs of a node (`LedgerNode` has it). */
 export interface AuditSource {
   readonly height: number;
-  readBlock(height: number): { txs: string; header: string } | undefined;
-  on(event: "block", listener: (block: Block) => void): unknown;
-  off(event: "block", listener: (block: Block) => void): unknown;
+  /** The node's ledger database, which the index's worker reads (read-only) as blocks are committed. */
+  readonly store: { readonly path: string };
+  /** The node's own check of a stored block (it halts on an altered one): what the worker reports is checked again. */
+  readBlock(height: number): unknown;
 }
 
 /** An indexed entry: the `access.log` entry and where on the ledger it is. */
@@ -57,11 +58,6 @@ export interface AuditPage {
   entries: IndexedEntry[];
 }
 
-const SCHEMA_VERSION = "2";
-
-/** The txs that change a patient's consent: their history is part of what the GDPR export gives the patient. */
-const CONSENT_TX_TYPES: ReadonlySet<string> = new Set(["consent.set", "consent.revoke", "optout.set"]);
-
 /** A committed consent change of one patient. */
 export interface ConsentChange {
   type: "consent.set" | "consent.revoke" | "optout.set";
@@ -72,70 +68,73 @@ export interface ConsentChange {
   time: number;
   tx: string;
 }
-/**
- * New blocks are indexed when the node is quiet (no block for BACKGROUND_DELAY_MS), a slice at a time, not inside
- * its block commits: a node logging thousands of reads a second would otherwise pay an SQLite insert per entry on its
- * commit path (measured: the ledger benchmark fell from ~8,500 to ~5,800 tx/s; indexing in slices during the load
- * still cost ~13 %). A query first catches up (`ready`, in slices between other requests), so after a long busy spell
- * the first one waits for the backlog.
- */
-const BACKGROUND_DELAY_MS = 1000;
-const BACKGROUND_SLICE_MS = 5;
-const BACKGROUND_PAUSE_MS = 100;
-/** A query's catch-up (`ready`) works in slices this long between other requests… */
-const QUERY_SLICE_MS = 20;
-/** …until no more than this many blocks are left, which the query indexes at once. */
-const QUERY_SYNC_BLOCKS = 4;
+
+export interface AuditIndexOptions {
+  /** How often the worker looks for new blocks by itself (default 250 ms; a query wakes it at once). */
+  pollMs?: number;
+  /** How long a query waits for the index to reach the node's height before it answers 503 (default 30 s). */
+  queryWaitMs?: number;
+}
+
+const DEFAULT_POLL_MS = 250;
+const DEFAULT_QUERY_WAIT_MS = 30_000;
 const registry = new WeakMap<object, AuditIndex>();
 
+interface Waiter {
+  target: number;
+  resolve: () => void;
+  reject: (error: Error) => void;
+  timer: NodeJS.Timeout;
+}
+
+/**
+ * New blocks are indexed on a worker thread of their own (audit-index-worker.ts), at the lowest CPU priority, with
+ * its own connections: the node's commit path and main thread pay nothing for it (indexing on the main thread cost the
+ * ledger benchmark up to a third of its throughput, or ~30 s of main thread after each busy spell when deferred to
+ * quiet times). Queries read the index file on the main thread once it has reached the node's height at the time of
+ * the query (`ready`).
+ */
 export class AuditIndex {
   private readonly db: DatabaseSync;
   private readonly source: AuditSource;
-  private readonly stmts: Record<string, StatementSync>;
-  private readonly listener: (block: Block) => void;
+  private readonly worker: Worker;
+  private readonly queryWaitMs: number;
   private indexed: number;
   private closed = false;
-  /** Set when a live block could not be indexed; the next query catches up from the stored blocks. */
-  private stale = false;
-  private timer: NodeJS.Timeout | undefined;
-  private readonly checkpointer: Checkpointer;
-  private catchingUp: Promise<void> | undefined;
+  private closing: Promise<void> | undefined;
+  /** Set when the worker found an altered block: every query fails with it. */
+  private failure: Error | undefined;
+  private lastError: string | undefined;
+  private readonly waiters = new Set<Waiter>();
 
-  private constructor(db: DatabaseSync, source: AuditSource) {
+  private constructor(db: DatabaseSync, source: AuditSource, path: string, options: AuditIndexOptions) {
     this.db = db;
     this.source = source;
-    this.checkpointer = new Checkpointer(db.location() as string);
-    this.stmts = {
-      insert: db.prepare(
-        "INSERT OR IGNORE INTO entries (block, pos, n, patient, custodian, time, tx, entry) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-      ),
-      setHeight: db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES ('height', ?)"),
-      dropAbove: db.prepare("DELETE FROM entries WHERE block > ?"),
-      insertConsent: db.prepare(
-        "INSERT OR IGNORE INTO consent_changes (block, pos, patient, type, time, tx, payload) VALUES (?, ?, ?, ?, ?, ?, ?)",
-      ),
-      dropConsentAbove: db.prepare("DELETE FROM consent_changes WHERE block > ?"),
-    };
-    const row = db.prepare("SELECT value FROM meta WHERE key = 'height'").get() as { value: string } | undefined;
-    this.indexed = row === undefined ? 0 : Number(row.value);
-    this.listener = (block) => this.onBlock(block);
+    this.queryWaitMs = options.queryWaitMs ?? DEFAULT_QUERY_WAIT_MS;
+    this.indexed = indexedHeightOf(db);
+    this.worker = new Worker(new URL("./audit-index-worker.ts", import.meta.url), {
+      workerData: {
+        auditPath: path,
+        ledgerPath: source.store.path,
+        pollMs: options.pollMs ?? DEFAULT_POLL_MS,
+      } satisfies AuditWorkerData,
+    });
+    this.worker.on("message", (report: AuditWorkerReport) => this.onReport(report));
+    this.worker.on("error", (error) => this.fail(new Error(`the audit index stopped: ${error.message}`)));
+    this.worker.on("exit", () => {
+      if (!this.closed) this.fail(new Error("the audit index stopped"));
+    });
+    // After the listeners: adding a "message" listener refs the worker's port again.
+    this.worker.unref();
   }
 
   /**
-   * Opens (or creates) the index at `path`, catches up with `source`'s stored blocks and follows new ones. A file
-   * that does not open as this index is deleted and rebuilt (it holds nothing that is not on the ledger).
+   * Opens (or creates) the index at `path` and starts following `source`: stored blocks above the indexed height are
+   * indexed first, then new ones as they are committed. A file that does not open as this index is deleted and
+   * rebuilt (it holds nothing that is not on the ledger).
    */
-  static open(path: string, source: AuditSource): AuditIndex {
-    let db: DatabaseSync;
-    try {
-      db = openDb(path);
-    } catch {
-      for (const suffix of ["", "-wal", "-shm"]) rmSync(`${path}${suffix}`, { force: true });
-      db = openDb(path);
-    }
-    const index = new AuditIndex(db, source);
-    index.catchUp();
-    source.on("block", index.listener);
+  static open(path: string, source: AuditSource, options: AuditIndexOptions = {}): AuditIndex {
+    const index = new AuditIndex(openAuditDb(path, true), source, path, options);
     registry.set(source, index);
     return index;
   }
@@ -145,82 +144,58 @@ export class AuditIndex {
     return registry.get(source);
   }
 
-  /** Height up to which every block is indexed. */
+  /** Height up to which every block is indexed, as last reported by the worker. */
   get height(): number {
     return this.indexed;
   }
 
-  close(): void {
-    if (this.closed) return;
+  /** Stops the worker (after its current transaction) and closes the index. */
+  close(): Promise<void> {
+    if (this.closing) return this.closing;
     this.closed = true;
-    this.source.off("block", this.listener);
-    if (this.timer) clearTimeout(this.timer);
     if (registry.get(this.source) === this) registry.delete(this.source);
-    this.checkpointer.stopBeforeClose(this.db);
-    this.db.close();
-  }
-
-  /** Indexes stored blocks above the indexed height (and forgets any above the node's height: a lost tail). */
-  catchUp(budgetMs = Number.POSITIVE_INFINITY): boolean {
-    const started = performance.now();
-    const head = this.source.height;
-    if (this.indexed > head) {
-      this.transaction(() => {
-        this.stmts.dropAbove?.run(head);
-        this.stmts.dropConsentAbove?.run(head);
-        this.stmts.setHeight?.run(String(Math.max(0, head)));
-      });
-      this.indexed = Math.max(0, head);
+    for (const w of this.waiters) {
+      clearTimeout(w.timer);
+      w.reject(new Error("the audit index is closed"));
     }
-    while (this.indexed < head) {
-      // One transaction per slice (as many blocks as its budget allows), or per 500 blocks when catching up in full:
-      // each commit writes every index page it dirtied, so fewer, fuller commits write less (one commit per block
-      // cost twice the CPU per entry).
-      const last = Math.min(head, this.indexed + 500);
-      let to = this.indexed;
-      this.transaction(() => {
-        do {
-          to++;
-          const row = this.source.readBlock(to);
-          if (!row) throw new Error(`block ${to} is missing`);
-          const header = JSON.parse(row.header) as { time: number };
-          this.insertBlock(to, header.time, JSON.parse(row.txs) as BlockEntry[]);
-        } while (to < last && performance.now() - started <= budgetMs);
-        this.stmts.setHeight?.run(String(to));
-      });
-      this.indexed = to;
-      // Checked after a block, not before: a slice always moves on however short its budget.
-      if (this.indexed < head && performance.now() - started > budgetMs) return false;
-    }
-    this.stale = false;
-    return true;
+    this.waiters.clear();
+    this.closing = new Promise<void>((resolve) => {
+      // Held (the worker is unref'd while it runs): the caller awaits its exit, so the event loop must too.
+      this.worker.ref();
+      this.worker.once("exit", () => resolve());
+      this.worker.postMessage("stop" satisfies AuditWorkerCommand);
+    }).then(() => this.db.close());
+    return this.closing;
   }
 
   /**
-   * Catches up with the node in slices of `sliceMs`, yielding to the event loop between them: a query after a long busy
-   * spell (the index waits for a quiet node) then waits for the backlog without stalling every other request, as the
-   * synchronous catch-up inside the query methods would on its own. Concurrent callers share one catch-up.
+   * Resolves once every block up to the node's height at the time of the call is indexed (the worker is woken for
+   * it). Rejects when the index is closed or found an altered block, and with a 503 OperationOutcome when it has not
+   * got there within `queryWaitMs` (a node far behind after a long busy spell on a full machine).
    */
-  ready(sliceMs = QUERY_SLICE_MS): Promise<void> {
+  ready(): Promise<void> {
     if (this.closed) return Promise.reject(new Error("the audit index is closed"));
-    if (this.source.height - this.indexed <= QUERY_SYNC_BLOCKS) return Promise.resolve();
-    this.catchingUp ??= (async () => {
-      try {
-        // Under load new blocks keep coming: the last few are left to the query's own (synchronous) catch-up.
-        while (!this.closed && this.source.height - this.indexed > QUERY_SYNC_BLOCKS) {
-          this.catchUp(sliceMs);
-          await new Promise((r) => setImmediate(r));
-        }
-      } finally {
-        this.catchingUp = undefined;
-      }
-    })();
-    return this.catchingUp;
+    if (this.failure) return Promise.reject(this.failure);
+    const target = this.source.height;
+    if (this.reached(target)) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      const waiter: Waiter = {
+        target,
+        resolve,
+        reject,
+        timer: setTimeout(() => {
+          this.waiters.delete(waiter);
+          reject(this.behind(target));
+        }, this.queryWaitMs),
+      };
+      this.waiters.add(waiter);
+      this.worker.postMessage("wake" satisfies AuditWorkerCommand);
+    });
   }
 
-  /** Every committed consent change of `patient` (valid txs only), oldest first. */
+  /** Every committed consent change of `patient` (valid txs only), oldest first. Call after `ready`. */
   consentChanges(patient: string): ConsentChange[] {
-    this.refresh();
+    this.assertOpen();
     const rows = this.db
       .prepare("SELECT block, pos, type, time, tx, payload FROM consent_changes WHERE patient = ? ORDER BY block, pos")
       .all(patient) as { block: number; pos: number; type: string; time: number; tx: string; payload: string }[];
@@ -234,142 +209,106 @@ export class AuditIndex {
     }));
   }
 
-  /** Entries about `patient`, newest first. */
+  /** Entries about `patient`, newest first. Call after `ready`. */
   byPatient(patient: string, page: { offset: number; count: number }): AuditPage {
-    this.refresh();
+    this.assertOpen();
     return this.page("patient = ?", [patient], page);
   }
 
-  /** Entries logged by `custodian` (optionally about one patient), newest first. */
+  /** Entries logged by `custodian` (optionally about one patient), newest first. Call after `ready`. */
   byCustodian(custodian: string, page: { offset: number; count: number; patient?: string }): AuditPage {
-    this.refresh();
+    this.assertOpen();
     return page.patient === undefined
       ? this.page("custodian = ?", [custodian], page)
       : this.page("custodian = ? AND patient = ?", [custodian, page.patient], page);
   }
 
   private page(where: string, args: string[], page: { offset: number; count: number }): AuditPage {
-    const total = Number(
-      (this.db.prepare(`SELECT count(*) AS n FROM entries WHERE ${where}`).get(...args) as { n: number }).n,
-    );
-    const rows = this.db
-      .prepare(
-        `SELECT block, pos, n, time, tx, entry FROM entries WHERE ${where}
-         ORDER BY block DESC, pos DESC, n DESC LIMIT ? OFFSET ?`,
-      )
-      .all(...args, page.count, page.offset) as {
-      block: number;
-      pos: number;
-      n: number;
-      time: number;
-      tx: string;
-      entry: string;
-    }[];
-    return {
-      total,
-      entries: rows.map((r) => ({
-        entry: JSON.parse(r.entry) as AccessEntry,
-        block: r.block,
-        position: r.pos,
-        index: r.n,
-        time: r.time,
-        tx: r.tx,
-      })),
-    };
-  }
-
-  private refresh(): void {
-    if (this.closed) throw new Error("the audit index is closed");
-    if (this.stale || this.indexed < this.source.height) this.catchUp();
-  }
-
-  private onBlock(_block: Block): void {
-    // Runs inside the node's commit: only (re)schedules the work for when blocks stop coming.
-    if (this.timer !== undefined) {
-      clearTimeout(this.timer);
-      this.timer = undefined;
-    }
-    this.schedule(BACKGROUND_DELAY_MS);
-  }
-
-  private schedule(delayMs: number): void {
-    if (this.timer !== undefined || this.closed) return;
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      if (this.closed) return;
-      try {
-        if (!this.catchUp(BACKGROUND_SLICE_MS)) this.schedule(BACKGROUND_PAUSE_MS);
-      } catch {
-        // A block that cannot be read (the node halts on it); queries retry and report.
-        this.stale = true;
-      }
-    }, delayMs);
-    this.timer.unref();
-  }
-
-  private insertBlock(height: number, time: number, txs: readonly BlockEntry[]): void {
-    txs.forEach((e, pos) => {
-      if (!e.result.valid) return;
-      if (CONSENT_TX_TYPES.has(e.tx.type)) {
-        const patient = (e.tx.payload as { patient?: unknown }).patient;
-        if (typeof patient === "string") {
-          this.stmts.insertConsent?.run(height, pos, patient, e.tx.type, time, e.id, JSON.stringify(e.tx.payload));
-        }
-        return;
-      }
-      if (e.tx.type !== "access.log") return;
-      const entries = (e.tx.payload as { entries?: AccessEntry[] }).entries ?? [];
-      entries.forEach((entry, n) => {
-        this.stmts.insert?.run(height, pos, n, entry.patient, entry.custodian, time, e.id, JSON.stringify(entry));
-      });
-    });
-  }
-
-  private transaction(fn: () => void): void {
-    this.db.exec("BEGIN IMMEDIATE");
+    // One read transaction: the total and the page agree even while the worker commits.
+    this.db.exec("BEGIN");
     try {
-      fn();
+      const total = Number(
+        (this.db.prepare(`SELECT count(*) AS n FROM entries WHERE ${where}`).get(...args) as { n: number }).n,
+      );
+      const rows = this.db
+        .prepare(
+          `SELECT block, pos, n, time, tx, entry FROM entries WHERE ${where}
+           ORDER BY block DESC, pos DESC, n DESC LIMIT ? OFFSET ?`,
+        )
+        .all(...args, page.count, page.offset) as {
+        block: number;
+        pos: number;
+        n: number;
+        time: number;
+        tx: string;
+        entry: string;
+      }[];
+      return {
+        total,
+        entries: rows.map((r) => ({
+          entry: JSON.parse(r.entry) as AccessEntry,
+          block: r.block,
+          position: r.pos,
+          index: r.n,
+          time: r.time,
+          tx: r.tx,
+        })),
+      };
+    } finally {
       this.db.exec("COMMIT");
-    } catch (error) {
-      this.db.exec("ROLLBACK");
-      throw error;
     }
   }
-}
 
-function openDb(path: string): DatabaseSync {
-  // Pseudonyms and key ids only, but private to the node like its other files.
-  closeSync(openSync(path, "a", 0o600));
-  const db = new DatabaseSync(path);
-  try {
-    // Checkpoints run on the checkpoint worker (store/checkpointer.ts), not inside the index's commits on the main
-    // thread: they were a quarter of what indexing cost it in the background.
-    db.exec(CHECKPOINTED_WRITER_PRAGMAS);
-    // Derived data: a lost tail is re-indexed from the ledger at the next open.
-    db.exec("PRAGMA synchronous = NORMAL");
-    db.exec(`
-      CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
-      CREATE TABLE IF NOT EXISTS entries (
-        block INTEGER NOT NULL, pos INTEGER NOT NULL, n INTEGER NOT NULL,
-        patient TEXT NOT NULL, custodian TEXT NOT NULL, time INTEGER NOT NULL, tx TEXT NOT NULL, entry TEXT NOT NULL,
-        PRIMARY KEY (block, pos, n)
-      ) WITHOUT ROWID;
-      CREATE INDEX IF NOT EXISTS entries_patient ON entries (patient, block, pos, n);
-      CREATE INDEX IF NOT EXISTS entries_custodian ON entries (custodian, patient, block, pos, n);
-      CREATE TABLE IF NOT EXISTS consent_changes (
-        block INTEGER NOT NULL, pos INTEGER NOT NULL, patient TEXT NOT NULL, type TEXT NOT NULL, time INTEGER NOT NULL,
-        tx TEXT NOT NULL, payload TEXT NOT NULL,
-        PRIMARY KEY (block, pos)
-      ) WITHOUT ROWID;
-      CREATE INDEX IF NOT EXISTS consent_changes_patient ON consent_changes (patient, block, pos);
-    `);
-    const schema = db.prepare("SELECT value FROM meta WHERE key = 'schema'").get() as { value: string } | undefined;
-    if (schema === undefined) db.prepare("INSERT INTO meta (key, value) VALUES ('schema', ?)").run(SCHEMA_VERSION);
-    else if (schema.value !== SCHEMA_VERSION) throw new Error("unsupported audit index schema");
-    return db;
-  } catch (error) {
-    db.close();
-    throw error;
+  private assertOpen(): void {
+    if (this.closed) throw new Error("the audit index is closed");
+    if (this.failure) throw this.failure;
+  }
+
+  /** Indexed up to `target`, and not above the node's height (a lost tail is being dropped). */
+  private reached(target: number): boolean {
+    return this.indexed >= target && this.indexed <= this.source.height;
+  }
+
+  private behind(target: number): OperationOutcomeError {
+    const detail = this.lastError ? `; last error: ${this.lastError}` : "";
+    return new OperationOutcomeError(
+      503,
+      "transient",
+      `the access-log index is catching up with the ledger (indexed to block ${this.indexed} of ${target}); try again shortly${detail}`,
+    );
+  }
+
+  private onReport(report: AuditWorkerReport): void {
+    if ("indexed" in report) {
+      this.indexed = report.indexed;
+      this.lastError = undefined;
+      for (const w of this.waiters) {
+        if (!this.reached(w.target)) continue;
+        clearTimeout(w.timer);
+        this.waiters.delete(w);
+        w.resolve();
+      }
+    } else if ("integrity" in report) {
+      let failure: Error = new Error(report.integrity.message);
+      try {
+        // The node's own check of that block halts it (writes and reads refused) and says why.
+        this.source.readBlock(report.integrity.height);
+      } catch (error) {
+        failure = error as Error;
+      }
+      this.fail(failure);
+    } else if ("error" in report) {
+      this.lastError = report.error;
+    }
+  }
+
+  private fail(error: Error): void {
+    this.failure ??= error;
+    for (const w of this.waiters) {
+      clearTimeout(w.timer);
+      w.reject(this.failure);
+    }
+    this.waiters.clear();
   }
 }
 

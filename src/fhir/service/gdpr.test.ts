@@ -63,7 +63,7 @@ before(async () => {
   });
 });
 after(async () => {
-  audit.close();
+  await audit.close();
   await kit.close();
 });
 

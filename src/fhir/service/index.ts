@@ -82,7 +82,7 @@ export async function openServices(
     async close() {
       // What was read is on the ledger before the node goes.
       await accessLog.close();
-      audit.close();
+      await audit.close();
     },
   };
 }

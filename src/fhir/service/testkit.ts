@@ -276,7 +276,7 @@ export async function openServiceKit(options: { orgName?: string; now?: () => nu
     },
     async close() {
       await accessLog.close(2000);
-      kit.audit.close();
+      await kit.audit.close();
       vault.close();
       await running.close();
       rmSync(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 50 });

@@ -1,0 +1,215 @@
+// The writing side of the FHIR audit index (audit.ts): its SQLite schema, and the indexing of stored blocks, which runs
+// on the index's own worker thread (audit-worker.ts) with its own connections, so the node's main thread never pays it.
+
+import { closeSync, openSync, rmSync } from "node:fs";
+import { DatabaseSync, type StatementSync } from "node:sqlite";
+import { blockHash, checkBlockContents } from "../../ledger/block.ts";
+import type { Block, BlockEntry, BlockHeader } from "../../ledger/types.ts";
+import type { BlockRowData } from "../../store/block-reader.ts";
+import type { AccessEntry } from "./context.ts";
+
+const SCHEMA_VERSION = "2";
+
+/** The txs that change a patient's consent: their history is part of what the GDPR export gives the patient. */
+const CONSENT_TX_TYPES: ReadonlySet<string> = new Set(["consent.set", "consent.revoke", "optout.set"]);
+
+/** Blocks per transaction at most: each commit writes every index page it dirtied, so fuller commits write less. */
+const BLOCKS_PER_TRANSACTION = 500;
+
+/** What indexing needs of the ledger (store/block-reader.ts has it). */
+export interface BlockSource {
+  latestHeight(): number;
+  blockRow(height: number): BlockRowData | undefined;
+}
+
+/** A stored block that does not check out: the node must be told (it halts), the index stops. */
+export class AuditIntegrityError extends Error {
+  readonly height: number;
+  constructor(height: number, reason: string) {
+    super(`block ${height} in the store was altered: ${reason}`);
+    this.height = height;
+  }
+}
+
+/**
+ * Opens (or creates) the index database at `path`. A file that does not open as this index is deleted and created
+ * again when `rebuildIfUnreadable` (it holds nothing that is not on the ledger).
+ */
+export function openAuditDb(path: string, rebuildIfUnreadable: boolean): DatabaseSync {
+  try {
+    return openDb(path);
+  } catch (error) {
+    if (!rebuildIfUnreadable) throw error;
+    for (const suffix of ["", "-wal", "-shm"]) rmSync(`${path}${suffix}`, { force: true });
+    return openDb(path);
+  }
+}
+
+function openDb(path: string): DatabaseSync {
+  // Pseudonyms and key ids only, but private to the node like its other files.
+  closeSync(openSync(path, "a", 0o600));
+  const db = new DatabaseSync(path);
+  try {
+    // The query connection (main thread) and the indexer's (worker) meet here; neither waits long for the other.
+    // Derived data: a lost tail is indexed again from the ledger, so commits need not wait for the disk.
+    db.exec("PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;");
+    db.exec(`
+      CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS entries (
+        block INTEGER NOT NULL, pos INTEGER NOT NULL, n INTEGER NOT NULL,
+        patient TEXT NOT NULL, custodian TEXT NOT NULL, time INTEGER NOT NULL, tx TEXT NOT NULL, entry TEXT NOT NULL,
+        PRIMARY KEY (block, pos, n)
+      ) WITHOUT ROWID;
+      CREATE INDEX IF NOT EXISTS entries_patient ON entries (patient, block, pos, n);
+      CREATE INDEX IF NOT EXISTS entries_custodian ON entries (custodian, patient, block, pos, n);
+      CREATE TABLE IF NOT EXISTS consent_changes (
+        block INTEGER NOT NULL, pos INTEGER NOT NULL, patient TEXT NOT NULL, type TEXT NOT NULL, time INTEGER NOT NULL,
+        tx TEXT NOT NULL, payload TEXT NOT NULL,
+        PRIMARY KEY (block, pos)
+      ) WITHOUT ROWID;
+      CREATE INDEX IF NOT EXISTS consent_changes_patient ON consent_changes (patient, block, pos);
+    `);
+    const schema = db.prepare("SELECT value FROM meta WHERE key = 'schema'").get() as { value: string } | undefined;
+    if (schema === undefined) db.prepare("INSERT INTO meta (key, value) VALUES ('schema', ?)").run(SCHEMA_VERSION);
+    else if (schema.value !== SCHEMA_VERSION) throw new Error("unsupported audit index schema");
+    return db;
+  } catch (error) {
+    db.close();
+    throw error;
+  }
+}
+
+/** Height up to which every block is indexed, as the index's file says (0 for a new index). */
+export function indexedHeightOf(db: DatabaseSync): number {
+  const row = db.prepare("SELECT value FROM meta WHERE key = 'height'").get() as { value: string } | undefined;
+  return row === undefined ? 0 : Number(row.value);
+}
+
+/** Indexes stored blocks into the index database: `access.log` entries and consent changes of valid txs. */
+export class AuditWriter {
+  private readonly db: DatabaseSync;
+  private readonly stmts: Record<
+    "insert" | "setHeight" | "setHash" | "dropAbove" | "insertConsent" | "dropConsentAbove",
+    StatementSync
+  >;
+  private indexedHeight: number;
+  /** Hash of the block at `indexedHeight`, once read: the next block must link to it. */
+  private lastHash: string | undefined;
+
+  constructor(db: DatabaseSync) {
+    this.db = db;
+    this.stmts = {
+      insert: db.prepare(
+        "INSERT OR IGNORE INTO entries (block, pos, n, patient, custodian, time, tx, entry) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+      ),
+      setHeight: db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES ('height', ?)"),
+      setHash: db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES ('hash', ?)"),
+      dropAbove: db.prepare("DELETE FROM entries WHERE block > ?"),
+      insertConsent: db.prepare(
+        "INSERT OR IGNORE INTO consent_changes (block, pos, patient, type, time, tx, payload) VALUES (?, ?, ?, ?, ?, ?, ?)",
+      ),
+      dropConsentAbove: db.prepare("DELETE FROM consent_changes WHERE block > ?"),
+    };
+    this.indexedHeight = indexedHeightOf(db);
+  }
+
+  /** Height up to which every block is indexed. */
+  get indexed(): number {
+    return this.indexedHeight;
+  }
+
+  /**
+   * Indexes the stored blocks above the indexed height (and forgets any above the ledger's newest block: a lost
+   * tail), one transaction per BLOCKS_PER_TRANSACTION blocks; returns false when `budgetMs` ran out first (at least
+   * one block is indexed per call). Each block is checked as the node checks a block it serves — txs against their
+   * ids and the header's txRoot, the header against its hash and its link to the block before — and one that fails
+   * throws `AuditIntegrityError`, indexing nothing of it.
+   */
+  catchUp(source: BlockSource, budgetMs = Number.POSITIVE_INFINITY): boolean {
+    const started = performance.now();
+    const head = Math.max(0, source.latestHeight());
+    if (this.indexedHeight > head) this.dropAbove(head);
+    if (this.lastHash === undefined && this.indexedHeight > 0) {
+      // The ledger's block at the indexed height is no longer the one indexed (its tail was lost and committed
+      // again differently while the index was closed): start again from the beginning.
+      const indexedHash = this.db.prepare("SELECT value FROM meta WHERE key = 'hash'").get() as
+        | { value: string }
+        | undefined;
+      if (indexedHash !== undefined && source.blockRow(this.indexedHeight)?.hash !== indexedHash.value) {
+        this.dropAbove(0);
+      }
+    }
+    while (this.indexedHeight < head) {
+      const last = Math.min(head, this.indexedHeight + BLOCKS_PER_TRANSACTION);
+      let to = this.indexedHeight;
+      let hash = this.lastHash ?? source.blockRow(to)?.hash;
+      this.transaction(() => {
+        do {
+          to++;
+          const row = source.blockRow(to);
+          if (!row) throw new Error(`block ${to} is missing from the ledger store`);
+          const block = { ...(JSON.parse(row.header) as BlockHeader), txs: JSON.parse(row.txs) as BlockEntry[] };
+          const problem =
+            checkBlockContents(block) ??
+            (blockHash(block) !== row.hash ? "its header does not match its stored hash" : undefined) ??
+            (hash !== block.prevHash ? "it does not link to the block before it" : undefined);
+          if (problem) throw new AuditIntegrityError(to, problem);
+          this.insertBlock(block);
+          hash = row.hash;
+        } while (to < last && performance.now() - started <= budgetMs);
+        this.stmts.setHeight.run(String(to));
+        if (hash !== undefined) this.stmts.setHash.run(hash);
+      });
+      this.indexedHeight = to;
+      this.lastHash = hash;
+      // Checked after a transaction, not before: a call always moves on however short its budget.
+      if (this.indexedHeight < head && performance.now() - started > budgetMs) return false;
+    }
+    return true;
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  private dropAbove(height: number): void {
+    this.transaction(() => {
+      this.stmts.dropAbove.run(height);
+      this.stmts.dropConsentAbove.run(height);
+      this.stmts.setHeight.run(String(height));
+      this.db.prepare("DELETE FROM meta WHERE key = 'hash'").run();
+    });
+    this.indexedHeight = height;
+    this.lastHash = undefined;
+  }
+
+  private insertBlock(block: Block): void {
+    const { height, time } = block;
+    block.txs.forEach((e, pos) => {
+      if (!e.result.valid) return;
+      if (CONSENT_TX_TYPES.has(e.tx.type)) {
+        const patient = (e.tx.payload as { patient?: unknown }).patient;
+        if (typeof patient === "string") {
+          this.stmts.insertConsent.run(height, pos, patient, e.tx.type, time, e.id, JSON.stringify(e.tx.payload));
+        }
+        return;
+      }
+      if (e.tx.type !== "access.log") return;
+      const entries = (e.tx.payload as { entries?: AccessEntry[] }).entries ?? [];
+      entries.forEach((entry, n) => {
+        this.stmts.insert.run(height, pos, n, entry.patient, entry.custodian, time, e.id, JSON.stringify(entry));
+      });
+    });
+  }
+
+  private transaction(fn: () => void): void {
+    this.db.exec("BEGIN IMMEDIATE");
+    try {
+      fn();
+      this.db.exec("COMMIT");
+    } catch (error) {
+      this.db.exec("ROLLBACK");
+      throw error;
+    }
+  }
+}
