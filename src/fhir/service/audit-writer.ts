@@ -52,7 +52,9 @@ function openDb(path: string): DatabaseSync {
   try {
     // The query connection (main thread) and the indexer's (worker) meet here; neither waits long for the other.
     // Derived data: a lost tail is indexed again from the ledger, so commits need not wait for the disk.
-    db.exec("PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;");
+    db.exec(
+      "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA cache_size = -32768;",
+    );
     db.exec(`
       CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
       CREATE TABLE IF NOT EXISTS entries (
@@ -119,16 +121,17 @@ export class AuditWriter {
   }
 
   /**
-   * Indexes the stored blocks above the indexed height (and forgets any above the ledger's newest block: a lost
-   * tail), one transaction per BLOCKS_PER_TRANSACTION blocks; returns false when `budgetMs` ran out first (at least
-   * one block is indexed per call). Each block is checked as the node checks a block it serves — txs against their
+   * Indexes the stored blocks above the indexed height up to `upTo` (and forgets any above the ledger's newest block:
+   * a lost tail), one transaction per BLOCKS_PER_TRANSACTION blocks; returns false when `budgetMs` ran out first (at
+   * least one block is indexed per call). Each block is checked as the node checks a block it serves — txs against their
    * ids and the header's txRoot, the header against its hash and its link to the block before — and one that fails
    * throws `AuditIntegrityError`, indexing nothing of it.
    */
-  catchUp(source: BlockSource, budgetMs = Number.POSITIVE_INFINITY): boolean {
+  catchUp(source: BlockSource, budgetMs = Number.POSITIVE_INFINITY, upTo = Number.POSITIVE_INFINITY): boolean {
     const started = performance.now();
-    const head = Math.max(0, source.latestHeight());
-    if (this.indexedHeight > head) this.dropAbove(head);
+    const latest = Math.max(0, source.latestHeight());
+    if (this.indexedHeight > latest) this.dropAbove(latest);
+    const head = Math.min(latest, upTo);
     if (this.lastHash === undefined && this.indexedHeight > 0) {
       // The ledger's block at the indexed height is no longer the one indexed (its tail was lost and committed
       // again differently while the index was closed): start again from the beginning.
