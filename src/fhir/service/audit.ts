@@ -89,10 +89,11 @@ interface Waiter {
 
 /**
  * New blocks are indexed on a worker thread of their own (audit-index-worker.ts), at the lowest CPU priority, with
- * its own connections: the node's commit path and main thread pay nothing for it (indexing on the main thread cost the
- * ledger benchmark up to a third of its throughput, or ~30 s of main thread after each busy spell when deferred to
- * quiet times). Queries read the index file on the main thread once it has reached the node's height at the time of
- * the query (`ready`).
+ * its own connections, whenever the node is quiet (no block since the worker's last look, every 250 ms) or a query
+ * waits: the node's commit path and main thread pay nothing for it (indexing on the main thread cost the ledger
+ * benchmark up to a third of its throughput, or ~30 s of main thread after each busy spell when deferred to quiet
+ * times). Queries read the index file on the main thread once it has reached the node's height at the time of the
+ * query (`ready`).
  */
 export class AuditIndex {
   private readonly db: DatabaseSync;
