@@ -15,6 +15,7 @@ import { DatabaseSync, type SQLInputValue, type StatementSync } from "node:sqlit
 import { UUID_PATTERN } from "../contract/schemas.ts";
 import { canonicalJson } from "../ledger/canonical.ts";
 import { CHECKPOINTED_WRITER_PRAGMAS, Checkpointer } from "../store/checkpointer.ts";
+import { inWriteTransaction } from "../store/transaction.ts";
 import { BLIND_HASH_BYTES, BlindHasher } from "./blind-index.ts";
 import { recordCommitmentOfJson } from "./commitment.ts";
 import { type KeyProvider, VaultKeyError } from "./keys.ts";
@@ -999,12 +1000,9 @@ export class Vault {
   }
 
   private transaction(fn: () => void): void {
-    this.db.exec("BEGIN IMMEDIATE");
     try {
-      fn();
-      this.db.exec("COMMIT");
+      inWriteTransaction(this.db, fn);
     } catch (error) {
-      this.db.exec("ROLLBACK");
       // Cached keys may be ones the rolled-back transaction created or replaced.
       this.dataKeys.clear();
       this.loadParams();

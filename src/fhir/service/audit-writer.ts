@@ -6,6 +6,7 @@ import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { blockHash, checkBlockContents } from "../../ledger/block.ts";
 import type { Block, BlockEntry, BlockHeader } from "../../ledger/types.ts";
 import type { BlockRowData } from "../../store/block-reader.ts";
+import { inWriteTransaction } from "../../store/transaction.ts";
 import type { AccessEntry } from "./context.ts";
 
 const SCHEMA_VERSION = "2";
@@ -206,13 +207,6 @@ export class AuditWriter {
   }
 
   private transaction(fn: () => void): void {
-    this.db.exec("BEGIN IMMEDIATE");
-    try {
-      fn();
-      this.db.exec("COMMIT");
-    } catch (error) {
-      this.db.exec("ROLLBACK");
-      throw error;
-    }
+    inWriteTransaction(this.db, fn);
   }
 }

@@ -21,6 +21,7 @@
 import { DatabaseSync, type SQLInputValue } from "node:sqlite";
 import { UUID_PATTERN } from "../../contract/schemas.ts";
 import type { StateReader } from "../../contract/state.ts";
+import { inWriteTransaction } from "../../store/transaction.ts";
 import { AnchorBatcher, type AnchorBatcherOptions, AnchorError, ledgerAnchors } from "../../vault/anchorer.ts";
 import { FileKeyProvider } from "../../vault/keys.ts";
 import {
@@ -252,14 +253,7 @@ export class CustodianAnchorer extends AnchorBatcher {
   }
 
   private transaction(fn: () => void): void {
-    this.db.exec("BEGIN IMMEDIATE");
-    try {
-      fn();
-      this.db.exec("COMMIT");
-    } catch (error) {
-      this.db.exec("ROLLBACK");
-      throw error;
-    }
+    inWriteTransaction(this.db, fn);
   }
 }
 
