@@ -368,6 +368,11 @@ test("the same patient twice in one run: one registration, the second bundle a n
   assert.equal(kit.vault.read("Patient", patient)?.version, 3, "imported once before (1), then twice in this run");
 });
 
+/** An ASCII letter or digit (of lower-cased bytes). */
+function isAlnum(byte: number | undefined): boolean {
+  return byte !== undefined && ((byte >= 0x61 && byte <= 0x7a) || (byte >= 0x30 && byte <= 0x39));
+}
+
 test("the raw database files hold none of the names, identifiers, codes or narrative imported", () => {
   const needles = new Set<string>();
   for (const file of syntheaFiles.slice(0, 10)) {
@@ -415,6 +420,9 @@ test("the raw database files hold none of the names, identifiers, codes or narra
     const candidates = byPrefix.get(lower.readUInt32LE(i));
     if (candidates === undefined) continue;
     for (const c of candidates) {
+      // Inside a run of letters and digits on both sides it is chance, not text: short names turn up in the
+      // base64 signatures and hex ids the ledger is full of ("carin" in "…3CaRin3O…").
+      if (isAlnum(lower[i - 1]) && isAlnum(lower[i + c.length])) continue;
       // Any case of the UTF-8 bytes, in any file (database, WAL, shared memory, keys, journal).
       assert.ok(
         !lower.subarray(i, i + c.length).equals(c),
