@@ -206,6 +206,59 @@ describe("AuditEvent", () => {
     }
   });
 
+  it("forgets a lost ledger tail, and starts again when the indexed block is no longer the ledger's", async () => {
+    const reader = BlockReader.open(kit.running.node.store.path);
+    const path = join(kit.dir, "audit-tail.db");
+    const head = reader.latestHeight();
+    const entriesAbove = (height: number) => {
+      const db = openAuditDb(path, false);
+      try {
+        return (db.prepare("SELECT count(*) AS n FROM entries WHERE block > ?").get(height) as { n: number }).n;
+      } finally {
+        db.close();
+      }
+    };
+    try {
+      const first = new AuditWriter(openAuditDb(path, false));
+      first.catchUp(reader);
+      first.close();
+      assert.equal(first.indexed, head);
+      // Find a height below which an access log sits above: after losing the tail, none of it may be listed.
+      let lostFrom = head;
+      while (entriesAbove(lostFrom - 1) === 0) lostFrom--;
+      const shortened: BlockSource = { latestHeight: () => lostFrom - 1, blockRow: (h) => reader.blockRow(h) };
+      const second = new AuditWriter(openAuditDb(path, false));
+      second.catchUp(shortened);
+      assert.equal(second.indexed, lostFrom - 1);
+      assert.equal(entriesAbove(lostFrom - 1), 0);
+      second.close();
+      // A whole index whose last block is no longer the ledger's (the tail was committed again differently while
+      // the index was closed): it starts again from block 1.
+      const whole = new AuditWriter(openAuditDb(path, false));
+      whole.catchUp(reader);
+      whole.close();
+      const reads: number[] = [];
+      let replaced = false;
+      const recommitted: BlockSource = {
+        latestHeight: () => reader.latestHeight(),
+        blockRow: (h) => {
+          reads.push(h);
+          const row = reader.blockRow(h);
+          if (h !== head || replaced || !row) return row;
+          replaced = true;
+          return { ...row, hash: "f".repeat(64) };
+        },
+      };
+      const third = new AuditWriter(openAuditDb(path, false));
+      third.catchUp(recommitted);
+      third.close();
+      assert.ok(reads.includes(1), "indexed again from block 1");
+      assert.equal(third.indexed, head);
+    } finally {
+      reader.close();
+    }
+  });
+
   it("stops at an altered block, indexing nothing of it, and says which", async () => {
     // Two blocks of access logs: the first is altered, the second follows it.
     const p = await kit.principalFor(doc.key);
