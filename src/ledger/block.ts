@@ -134,3 +134,16 @@ export function checkBlockContents(block: Block): string | undefined {
   }
   return undefined;
 }
+
+/**
+ * Why a block read back from a store is not the one committed there, or undefined: its body against its header
+ * (`checkBlockContents`), its header against the hash stored with it, and its link to the block before (`prevHash`:
+ * that block's stored hash; undefined for the genesis block, which links to nothing stored).
+ */
+export function storedBlockProblem(block: Block, storedHash: Hex32, prevHash: Hex32 | undefined): string | undefined {
+  return (
+    checkBlockContents(block) ??
+    (blockHash(block) !== storedHash ? "its header does not match its stored hash" : undefined) ??
+    (prevHash !== undefined && prevHash !== block.prevHash ? "it does not link to the block before it" : undefined)
+  );
+}

@@ -1,6 +1,6 @@
 import { EventEmitter } from "node:events";
 import { type Decision, type DecisionRequest, decide } from "../contract/index.ts";
-import { blockHash, checkBlockContents, GENESIS_PREV_HASH, INITIAL_STATE_DIGEST, leafHash } from "../ledger/block.ts";
+import { blockHash, GENESIS_PREV_HASH, INITIAL_STATE_DIGEST, leafHash, storedBlockProblem } from "../ledger/block.ts";
 import { bytesEqual, toHex } from "../ledger/encoding.ts";
 import type { KeyPair } from "../ledger/keys.ts";
 import { type Frontier, frontierRoot } from "../ledger/merkle.ts";
@@ -515,11 +515,9 @@ export class LedgerNode extends EventEmitter {
     const row = this.store.blockRow(height);
     if (!row) return undefined;
     const block = { ...(JSON.parse(row.header) as BlockHeader), txs: JSON.parse(row.txs) as BlockEntry[] };
-    const prev = height > 0 ? this.store.blockRow(height - 1) : undefined;
-    const problem =
-      checkBlockContents(block) ??
-      (blockHash(block) !== row.hash ? "its header does not match its stored hash" : undefined) ??
-      (height > 0 && prev?.hash !== block.prevHash ? "it does not link to the block before it" : undefined);
+    // A missing block before this one cannot be linked to: "" never equals a prevHash.
+    const prevHash = height > 0 ? (this.store.blockRow(height - 1)?.hash ?? "") : undefined;
+    const problem = storedBlockProblem(block, row.hash, prevHash);
     if (problem) this.integrityFailure(`block ${height} in the store was altered: ${problem}`);
     return row;
   }

@@ -8,6 +8,7 @@ import { ScalableBloom } from "./bloom.ts";
 import { CHECKPOINTED_WRITER_PRAGMAS, Checkpointer } from "./checkpointer.ts";
 import { StoreError } from "./errors.ts";
 import { GroupSync } from "./group-sync.ts";
+import { inWriteTransaction } from "./transaction.ts";
 
 export { StoreError };
 
@@ -444,16 +445,15 @@ export class LedgerStore implements MerkleNodeReader {
   flushIndexNow(): void {
     if (this.unindexed() === 0 || !this.db.isOpen || this.db.isTransaction) return;
     let written = NOTHING_WRITTEN;
-    this.db.exec("BEGIN IMMEDIATE");
     try {
-      written = this.drainIndex(0, true);
-      // A frozen set may not hold what came after it: write that too.
-      this.db.exec("COMMIT");
+      inWriteTransaction(this.db, () => {
+        written = this.drainIndex(0, true);
+      });
     } catch (error) {
-      this.db.exec("ROLLBACK");
       throw new StoreError("write", `could not write the tx index: ${(error as Error).message}`);
     }
     this.drained(written);
+    // A frozen set may not hold what came after it: write that too.
     if (this.unindexed() > 0) this.flushIndexNow();
   }
 

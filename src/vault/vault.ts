@@ -1247,16 +1247,11 @@ function createSchema(db: DatabaseSync, keys: KeyProvider): void {
   `);
   const schema = db.prepare("SELECT value FROM meta WHERE key = 'schema'").get() as { value: unknown } | undefined;
   if (schema === undefined) {
-    db.exec("BEGIN IMMEDIATE");
-    try {
+    inWriteTransaction(db, () => {
       const insert = db.prepare("INSERT INTO meta (key, value) VALUES (?, ?)");
       insert.run("schema", SCHEMA_VERSION);
       insert.run("key_check", keys.wrap(randomBytes(32), KEY_CHECK_AAD));
-      db.exec("COMMIT");
-    } catch (error) {
-      db.exec("ROLLBACK");
-      throw error;
-    }
+    });
   } else if (String(schema.value) !== SCHEMA_VERSION) {
     throw new VaultError("schema", `unsupported vault schema ${String(schema.value)}`);
   }

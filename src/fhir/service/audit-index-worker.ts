@@ -22,8 +22,7 @@ export type AuditWorkerCommand = "wake" | "stop";
 export type AuditWorkerReport =
   | { indexed: number }
   | { integrity: { height: number; message: string } }
-  | { error: string }
-  | { stopped: true };
+  | { error: string };
 
 /** Time per transaction while catching up, so that `stop`, progress reports and new blocks are never far off. */
 const SLICE_MS = 20;
@@ -87,6 +86,8 @@ try {
           // Up to the head seen now, at full speed — unless blocks start coming again and no query waits.
           while (!stopping && !writer.catchUp(reader, SLICE_MS, head)) {
             report();
+            // Between slices the event loop runs, so a `stop` or a `wake` sent meanwhile is seen.
+            await new Promise((resolve) => setImmediate(resolve));
             if (!urgent && !asked && reader.latestHeight() !== head) break;
           }
         }
@@ -107,7 +108,6 @@ try {
 } finally {
   writer.close();
   reader.close();
-  port.postMessage({ stopped: true } satisfies AuditWorkerReport);
   port.close();
 }
 

@@ -3,7 +3,7 @@
 
 import { closeSync, openSync, rmSync } from "node:fs";
 import { DatabaseSync, type StatementSync } from "node:sqlite";
-import { blockHash, checkBlockContents } from "../../ledger/block.ts";
+import { storedBlockProblem } from "../../ledger/block.ts";
 import type { Block, BlockEntry, BlockHeader } from "../../ledger/types.ts";
 import type { BlockRowData } from "../../store/block-reader.ts";
 import { inWriteTransaction } from "../../store/transaction.ts";
@@ -153,10 +153,8 @@ export class AuditWriter {
           const row = source.blockRow(to);
           if (!row) throw new Error(`block ${to} is missing from the ledger store`);
           const block = { ...(JSON.parse(row.header) as BlockHeader), txs: JSON.parse(row.txs) as BlockEntry[] };
-          const problem =
-            checkBlockContents(block) ??
-            (blockHash(block) !== row.hash ? "its header does not match its stored hash" : undefined) ??
-            (hash !== block.prevHash ? "it does not link to the block before it" : undefined);
+          // `hash` is undefined only when the block before is missing: "" then never links.
+          const problem = storedBlockProblem(block, row.hash, hash ?? "");
           if (problem) throw new AuditIntegrityError(to, problem);
           this.insertBlock(block);
           hash = row.hash;

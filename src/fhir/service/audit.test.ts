@@ -306,6 +306,17 @@ describe("AuditEvent", () => {
     }
   });
 
+  it("an indexer that cannot start fails its queries with why, and still closes", { timeout: 20_000 }, async () => {
+    const node = kit.running.node;
+    const missing = { height: node.height, store: { path: join(kit.dir, "no-such-ledger.db") }, readBlock: () => {} };
+    const broken = AuditIndex.open(join(kit.dir, "audit-broken.db"), missing);
+    await assert.rejects(broken.ready(), /the audit index stopped: cannot read ledger store .*no-such-ledger\.db/);
+    assert.throws(() => broken.byPatient(alice.patient, { offset: 0, count: 10 }), /the audit index stopped/);
+    // Closed after its thread has ended (it does within milliseconds of the error): nothing is left to say "exit".
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    await broken.close();
+  });
+
   it("a query wakes the indexer, and answers 503 when it cannot get there in time", async () => {
     // Polling once a minute: after its first catch-up the worker looks again only when a query asks (or, on a busy
     // machine, when its first catch-up was still running as the new blocks came). Without the wake, ready() would

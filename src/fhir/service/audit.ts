@@ -99,6 +99,8 @@ export class AuditIndex {
   private readonly db: DatabaseSync;
   private readonly source: AuditSource;
   private readonly worker: Worker;
+  /** Resolves when the worker thread has ended (stopped, or crashed). */
+  private readonly exited: Promise<void>;
   private readonly queryWaitMs: number;
   private indexed: number;
   private closed = false;
@@ -122,9 +124,12 @@ export class AuditIndex {
     });
     this.worker.on("message", (report: AuditWorkerReport) => this.onReport(report));
     this.worker.on("error", (error) => this.fail(new Error(`the audit index stopped: ${error.message}`)));
-    this.worker.on("exit", () => {
-      if (!this.closed) this.fail(new Error("the audit index stopped"));
-    });
+    this.exited = new Promise((resolve) =>
+      this.worker.once("exit", () => {
+        if (!this.closed) this.fail(new Error("the audit index stopped"));
+        resolve();
+      }),
+    );
     // After the listeners: adding a "message" listener refs the worker's port again.
     this.worker.unref();
   }
@@ -155,17 +160,12 @@ export class AuditIndex {
     if (this.closing) return this.closing;
     this.closed = true;
     if (registry.get(this.source) === this) registry.delete(this.source);
-    for (const w of this.waiters) {
-      clearTimeout(w.timer);
-      w.reject(new Error("the audit index is closed"));
-    }
-    this.waiters.clear();
-    this.closing = new Promise<void>((resolve) => {
-      // Held (the worker is unref'd while it runs): the caller awaits its exit, so the event loop must too.
-      this.worker.ref();
-      this.worker.once("exit", () => resolve());
-      this.worker.postMessage("stop" satisfies AuditWorkerCommand);
-    }).then(() => this.db.close());
+    this.rejectWaiters(new Error("the audit index is closed"));
+    // Held (the worker is unref'd while it runs): the caller awaits its exit, so the event loop must too. A worker
+    // that already ended (crashed) ignores the message and `exited` has resolved.
+    this.worker.ref();
+    this.worker.postMessage("stop" satisfies AuditWorkerCommand);
+    this.closing = this.exited.then(() => this.db.close());
     return this.closing;
   }
 
@@ -305,9 +305,13 @@ export class AuditIndex {
 
   private fail(error: Error): void {
     this.failure ??= error;
+    this.rejectWaiters(this.failure);
+  }
+
+  private rejectWaiters(error: Error): void {
     for (const w of this.waiters) {
       clearTimeout(w.timer);
-      w.reject(this.failure);
+      w.reject(error);
     }
     this.waiters.clear();
   }
