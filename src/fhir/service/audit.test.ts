@@ -317,6 +317,26 @@ describe("AuditEvent", () => {
     await broken.close();
   });
 
+  it("under blocks that never pause, the indexer still indexes once the backlog is maxLagMs old", async () => {
+    // Looking every 200 ms while a block comes every few ms: the node is never quiet, and nobody queries. Without the
+    // lag bound the index would wait for a pause and stay where it started.
+    const busy = AuditIndex.open(join(kit.dir, "audit-busy.db"), kit.running.node, { pollMs: 200, maxLagMs: 400 });
+    try {
+      await busy.ready();
+      const start = busy.height;
+      const deadline = performance.now() + 15_000;
+      let seen = start;
+      while (performance.now() < deadline && seen <= start + 1) {
+        await kit.registerPatients(1);
+        seen = busy.height;
+      }
+      assert.ok(seen > start + 1, `indexed to ${seen} while blocks kept coming (from ${start})`);
+      assert.ok(seen <= kit.running.node.height);
+    } finally {
+      await busy.close();
+    }
+  });
+
   it("a query wakes the indexer, and answers 503 when it cannot get there in time", async () => {
     // Polling once a minute: after its first catch-up the worker looks again only when a query asks (or, on a busy
     // machine, when its first catch-up was still running as the new blocks came). Without the wake, ready() would

@@ -72,11 +72,17 @@ export interface ConsentChange {
 export interface AuditIndexOptions {
   /** How often the worker looks for new blocks by itself (default 250 ms; a query wakes it at once). */
   pollMs?: number;
+  /**
+   * Under a load that never pauses, how long a committed block may wait to be indexed (default 10 s): the worker then
+   * indexes the backlog in one go, so a query never waits for more than about this much of the ledger.
+   */
+  maxLagMs?: number;
   /** How long a query waits for the index to reach the node's height before it answers 503 (default 30 s). */
   queryWaitMs?: number;
 }
 
 const DEFAULT_POLL_MS = 250;
+const DEFAULT_MAX_LAG_MS = 10_000;
 const DEFAULT_QUERY_WAIT_MS = 30_000;
 const registry = new WeakMap<object, AuditIndex>();
 
@@ -89,11 +95,12 @@ interface Waiter {
 
 /**
  * New blocks are indexed on a worker thread of their own (audit-index-worker.ts), at the lowest CPU priority, with
- * its own connections, whenever the node is quiet (no block since the worker's last look, every 250 ms) or a query
- * waits: the node's commit path and main thread pay nothing for it (indexing on the main thread cost the ledger
- * benchmark up to a third of its throughput, or ~30 s of main thread after each busy spell when deferred to quiet
- * times). Queries read the index file on the main thread once it has reached the node's height at the time of the
- * query (`ready`).
+ * its own connections, whenever the node is quiet (no block since the worker's last look, every 250 ms), a query
+ * waits, or — under a load that never pauses — the oldest block not indexed has waited `maxLagMs` (then at most a
+ * fifth of a core): the node's commit path and main thread pay nothing for it (indexing on the main thread cost the
+ * ledger benchmark up to a third of its throughput, or ~30 s of main thread after each busy spell when deferred to
+ * quiet times). Queries read the index file on the main thread once it has reached the node's height at the time of
+ * the query (`ready`).
  */
 export class AuditIndex {
   private readonly db: DatabaseSync;
@@ -120,6 +127,7 @@ export class AuditIndex {
         auditPath: path,
         ledgerPath: source.store.path,
         pollMs: options.pollMs ?? DEFAULT_POLL_MS,
+        maxLagMs: options.maxLagMs ?? DEFAULT_MAX_LAG_MS,
       } satisfies AuditWorkerData,
     });
     this.worker.on("message", (report: AuditWorkerReport) => this.onReport(report));
