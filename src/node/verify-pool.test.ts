@@ -1,4 +1,9 @@
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { once } from "node:events";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, test } from "node:test";
 import { keyPairFromSeed } from "../ledger/keys.ts";
 import { signTx, txId } from "../ledger/tx.ts";
@@ -45,4 +50,30 @@ test("malformed fields fail alone: they cannot shift the answers of the txs afte
   spaced.tx = { ...spaced.tx, signer: `${spaced.tx.signer} x` };
   assert.deepEqual(await pool.verify(items), [true, false, true, false, true, true]);
   assert.deepEqual(await pool.verify([]), []);
+});
+
+test("a pool keeps its process alive while it has a job, and not when idle", { timeout: 30_000 }, async () => {
+  // A child that verifies and never closes its pool: it must see the answer (a job in flight holds the process) and
+  // then exit by itself (idle workers do not).
+  const script = [
+    `import { VerifyPool } from ${JSON.stringify(new URL("./verify-pool.ts", import.meta.url).href)};`,
+    "const pool = new VerifyPool(2);",
+    `const ok = await pool.verify(${JSON.stringify([tx(1), tx(2)])});`,
+    "console.log(JSON.stringify(ok));",
+  ].join("\n");
+  const dir = mkdtempSync(join(tmpdir(), "verify-pool-"));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, "child.mjs");
+  writeFileSync(file, script);
+  const child = spawn(process.execPath, [file], { stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  let err = "";
+  child.stdout.setEncoding("utf8").on("data", (d: string) => (out += d));
+  child.stderr.setEncoding("utf8").on("data", (d: string) => (err += d));
+  const timer = setTimeout(() => child.kill("SIGKILL"), 20_000);
+  const [code, signal] = (await once(child, "exit")) as [number | null, string | null];
+  clearTimeout(timer);
+  assert.equal(signal, null, "the process did not exit by itself");
+  assert.equal(code, 0, err);
+  assert.equal(out.trim(), "[true,true]");
 });

@@ -39,18 +39,21 @@ export class VerifyPool {
   private spawn(): PooledWorker {
     const worker = new Worker(new URL("./verify-worker.ts", import.meta.url));
     const pooled: PooledWorker = { worker, load: 0, jobs: new Map() };
-    worker.unref();
     worker.on("message", (answer: VerifyAnswer) => {
       const job = pooled.jobs.get(answer.job);
       if (!job) return;
       pooled.jobs.delete(answer.job);
       pooled.load -= job.size;
+      if (pooled.jobs.size === 0) worker.unref();
       job.pending.resolve(answer.ok);
     });
     worker.on("error", (error) => this.failAll(pooled, error));
     worker.on("exit", (code) => {
       if (!this.closed) this.failAll(pooled, new Error(`signature worker exited with code ${code}`));
     });
+    // Idle workers do not keep the process alive; one with a job does (`send`). After the listeners: adding a
+    // "message" listener refs the worker again.
+    worker.unref();
     return pooled;
   }
 
@@ -85,6 +88,7 @@ export class VerifyPool {
   private send(pooled: PooledWorker, items: { id: string; tx: SignedTx }[]): Promise<boolean[]> {
     const job = this.nextJob++;
     return new Promise((resolve, reject) => {
+      if (pooled.jobs.size === 0) pooled.worker.ref();
       pooled.jobs.set(job, { pending: { resolve, reject }, size: items.length });
       pooled.load += items.length;
       pooled.worker.postMessage({
