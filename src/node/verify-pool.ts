@@ -44,7 +44,7 @@ export class VerifyPool {
       if (!job) return;
       pooled.jobs.delete(answer.job);
       pooled.load -= job.size;
-      if (pooled.jobs.size === 0) worker.unref();
+      if (pooled.jobs.size === 0 && !this.closed) worker.unref();
       job.pending.resolve(answer.ok);
     });
     worker.on("error", (error) => this.failAll(pooled, error));
@@ -101,6 +101,8 @@ export class VerifyPool {
   }
 
   async close(): Promise<void> {
+    // Set first: an answer still arriving must not unref a worker being terminated (the process could then end
+    // before the termination it awaits — the CLI's verify exited with its top-level await unsettled).
     this.closed = true;
     await Promise.all(this.workers.map((w) => w.worker.terminate()));
     this.workers.length = 0;
