@@ -27,9 +27,12 @@ test("bench cluster (quick): full load, the goal rate in 25- and 100-tx requests
     "p99_ms",
     "ed25519_verify_per_s_1core",
     "ledger_verify_per_s_1core",
+    "etcd_cpu_ms_per_put",
   ] as const) {
     assert.ok(Number.isFinite(r[k]) && (r[k] as number) > 0, `${k} = ${r[k]}`);
   }
+  // etcd's own cost per put, measured with the nodes idle: a few ms here, never a second.
+  assert.ok(r.etcd_cpu_ms_per_put < 1000 && r.etcd_probe.puts >= 40, JSON.stringify(r.etcd_probe));
   assert.equal(r.goal_tx_per_s, Math.round(0.16 * 2 * r.ed25519_verify_per_s_1core));
   assert.equal(r.goal_p99_ms, 75);
   assert.equal(

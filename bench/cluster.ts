@@ -13,6 +13,8 @@ import { type ClusterState, clusterDown, clusterUp, isAlive } from "../src/cli/c
 import type { SignedTx } from "../src/ledger/types.ts";
 import { readKeyFile } from "../src/node/datadir.ts";
 import { newKey, signNew } from "../src/node/network.ts";
+import { etcdClient } from "../src/ordering/etcd-client.ts";
+import type { EtcdMemberSpec } from "../src/ordering/etcd-launcher.ts";
 import { runLoad } from "./ledger.ts";
 import { cpuSecondsOf, machineLimits, verifyRatios } from "./limits.ts";
 
@@ -22,6 +24,43 @@ interface Head {
   height: number;
   size: number;
   hash: string;
+}
+
+const PROBE_PUTS_PER_S = 80;
+const PROBE_VALUE_BYTES = 17_000;
+
+/**
+ * What one etcd put costs this machine, a limit like the verify rate: a client puts 17 KB values (a 25-tx batch's
+ * size) at 80 a second into the cluster's three members while the nodes are idle, and the members' CPU over the run
+ * is divided by the puts. It hardly depends on the value's size (measured: the same for 100 bytes), so it is what
+ * each batch, tree head and applied-revision update costs the machine on top of its txs.
+ */
+async function etcdPutCost(state: ClusterState, dir: string, seconds: number) {
+  const specs = JSON.parse(readFileSync(join(dir, "etcd.json"), "utf8")) as EtcdMemberSpec[];
+  const pids = state.processes.filter((p) => p.kind === "etcd").map((p) => p.pid);
+  const cpu = () => pids.reduce((sum, pid) => sum + (cpuSecondsOf(pid) ?? 0), 0);
+  const client = etcdClient(state.etcd, specs[0]?.tls, 10_000);
+  const prefix = "/careledger-bench/probe/";
+  const value = Buffer.alloc(PROBE_VALUE_BYTES, "x");
+  try {
+    const before = cpu();
+    const started = performance.now();
+    const puts: Promise<unknown>[] = [];
+    while (performance.now() - started < seconds * 1000) {
+      const due = ((performance.now() - started) / 1000) * PROBE_PUTS_PER_S;
+      while (puts.length < due) puts.push(client.put(`${prefix}${puts.length}`).value(value).exec());
+      await new Promise((r) => setTimeout(r, 2));
+    }
+    await Promise.all(puts);
+    const used = cpu() - before;
+    await client.delete().prefix(prefix).exec();
+    return {
+      etcd_cpu_ms_per_put: Number(((used * 1000) / puts.length).toFixed(2)),
+      etcd_probe: { puts: puts.length, puts_per_s: PROBE_PUTS_PER_S, value_bytes: PROBE_VALUE_BYTES },
+    };
+  } finally {
+    client.close();
+  }
 }
 
 export async function run(options: { quick?: boolean; log?: (line: string) => void }) {
@@ -106,6 +145,10 @@ export async function run(options: { quick?: boolean; log?: (line: string) => vo
         // Where the machine's two cores go: each etcd member and node, and the load process.
         cpuPids: Object.fromEntries(state.processes.map((p) => [p.name, p.pid])),
       };
+      log(`measuring etcd's CPU per put (${PROBE_PUTS_PER_S} puts/s of ${PROBE_VALUE_BYTES} bytes, nodes idle)…`);
+      const etcdCost = await etcdPutCost(state, dir, options.quick ? 1 : 4);
+      log(`  ${etcdCost.etcd_cpu_ms_per_put} ms of etcd CPU per put (over the three members)`);
+      await settle(urls);
       log("full load over the 3 nodes…");
       const full = await runLoad({ ...common, mode: "full", concurrency: 12, batch: 250, rate: 0 });
       log(`  ${JSON.stringify(full)}`);
@@ -188,6 +231,7 @@ export async function run(options: { quick?: boolean; log?: (line: string) => vo
           includes: "process start, store checks, start-up audit in the background, delivery from etcd",
         },
         ...limits,
+        ...etcdCost,
         params: {
           nodes: 3,
           etcd_members: 3,
