@@ -101,8 +101,8 @@ async function open(net: Net, org: OrgId, orderer: Orderer): Promise<RunningNode
   return running;
 }
 
-function watch(running: RunningNode, board: HeadBoard, publishEveryMs = 10): ForkWatch {
-  const fw = new ForkWatch({ node: running.node, board, log: silentLogger, publishEveryMs });
+function watch(running: RunningNode, board: HeadBoard, publishEveryMs = 10, publishPerNodeMs = 0): ForkWatch {
+  const fw = new ForkWatch({ node: running.node, board, log: silentLogger, publishEveryMs, publishPerNodeMs });
   fw.start();
   // Stopped before the node closes (cleanups run in reverse).
   cleanups.push(() => fw.stop());
@@ -487,6 +487,44 @@ test("publishing: once at start, throttled after blocks, always ending on the ne
   const count = published.length;
   await settle(400);
   assert.equal(published.length, count);
+});
+
+test("publishing slows down as the network grows: at most once per publishPerNodeMs for each node heard from", async (t) => {
+  t.after(closeAll);
+  const net = makeNetwork();
+  const orderer = newOrderer("grow");
+  const inner = new MemoryHeadBoard();
+  const [a, b, c] = [
+    await open(net, "org-a", orderer),
+    await open(net, "org-b", orderer),
+    await open(net, "org-c", orderer),
+  ];
+  const times: number[] = [];
+  const board: HeadBoard = {
+    publish: (sth) => {
+      if (sth.signer === net.nodeKeys["org-a"].keyId) times.push(performance.now());
+      return inner.publish(sth);
+    },
+    subscribe: (onHead) => inner.subscribe(onHead),
+    close: () => inner.close(),
+  };
+  const wa = watch(a, board, 10, 100);
+  watch(b, board);
+  watch(c, board);
+  // B and C publish their start-up heads: A then hears from two other nodes, three with itself.
+  await eventually(() => (wa.peerHeads().length === 2 ? true : undefined), "A hears from B and C");
+  await settle(400);
+  const from = times.length;
+  const until = performance.now() + 1500;
+  while (performance.now() < until) await commitEnrolments(net, "org-a", a, 1);
+  const during = times.slice(from);
+  const gaps = during.slice(1).map((t, k) => t - (during[k] as number));
+  assert.ok(gaps.length >= 2, `${during.length} publishes while blocks came for 1.5 s`);
+  // 3 nodes × 100 ms between publishes (10 ms alone would allow ~100 here). Each gap is seen at the board, after the
+  // head's flush, whose time varies: the mean holds to the interval, a single gap only roughly.
+  const mean = gaps.reduce((sum, g) => sum + g, 0) / gaps.length;
+  const shown = gaps.map(Math.round).join(", ");
+  assert.ok(mean >= 280 && Math.min(...gaps) >= 200, `gaps ${shown} ms`);
 });
 
 test("a publish that fails is retried without waiting for a block; the watch keeps checking meanwhile", async (t) => {
