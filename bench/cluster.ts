@@ -9,14 +9,13 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Agent, request } from "undici";
-import { type ClusterState, clusterDown, clusterUp, isAlive } from "../src/cli/cluster.ts";
+import { type ClusterState, clusterDown, clusterUp, isAlive, readEtcdSpecs } from "../src/cli/cluster.ts";
 import type { SignedTx } from "../src/ledger/types.ts";
 import { readKeyFile } from "../src/node/datadir.ts";
 import { newKey, signNew } from "../src/node/network.ts";
 import { etcdClient } from "../src/ordering/etcd-client.ts";
-import type { EtcdMemberSpec } from "../src/ordering/etcd-launcher.ts";
 import { runLoad } from "./ledger.ts";
-import { cpuSecondsOf, machineLimits, verifyRatios } from "./limits.ts";
+import { cpuSecondsOfAll, machineLimits, verifyRatios } from "./limits.ts";
 
 const REPO = new URL("..", import.meta.url).pathname;
 
@@ -36,10 +35,9 @@ const PROBE_VALUE_BYTES = 17_000;
  * each batch, tree head and applied-revision update costs the machine on top of its txs.
  */
 async function etcdPutCost(state: ClusterState, dir: string, seconds: number) {
-  const specs = JSON.parse(readFileSync(join(dir, "etcd.json"), "utf8")) as EtcdMemberSpec[];
   const pids = state.processes.filter((p) => p.kind === "etcd").map((p) => p.pid);
-  const cpu = () => pids.reduce((sum, pid) => sum + (cpuSecondsOf(pid) ?? 0), 0);
-  const client = etcdClient(state.etcd, specs[0]?.tls, 10_000);
+  const cpu = () => cpuSecondsOfAll(pids);
+  const client = etcdClient(state.etcd, readEtcdSpecs(dir)[0]?.tls, 10_000);
   const prefix = "/careledger-bench/probe/";
   const value = Buffer.alloc(PROBE_VALUE_BYTES, "x");
   try {
@@ -100,7 +98,7 @@ export async function run(options: { quick?: boolean; log?: (line: string) => vo
      */
     const settle = async (nodeUrls: string[]) => {
       const pids = (state as ClusterState).processes.map((p) => p.pid);
-      const cpu = () => pids.reduce((sum, pid) => sum + (cpuSecondsOf(pid) ?? 0), 0);
+      const cpu = () => cpuSecondsOfAll(pids);
       const started = performance.now();
       let quietSeconds = 0;
       while (performance.now() - started < 60_000) {

@@ -81,6 +81,11 @@ export function verifyRatios(txPerS: number, limits: ReturnType<typeof machineLi
   };
 }
 
+/** CPU seconds of several processes together (those that cannot be read count 0). */
+export function cpuSecondsOfAll(pids: number[]): number {
+  return pids.reduce((sum, pid) => sum + (cpuSecondsOf(pid) ?? 0), 0);
+}
+
 /** CPU seconds (user + system) of a process so far, from /proc/PID/stat (USER_HZ = 100); undefined off Linux. */
 export function cpuSecondsOf(pid: number | undefined): number | undefined {
   if (pid === undefined) return undefined;

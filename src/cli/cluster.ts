@@ -21,6 +21,15 @@ import { networkCreateCommand } from "./network.ts";
 import { issueCertificate } from "./pki.ts";
 
 const STATE_FILE = "cluster.json";
+
+function etcdSpecsPath(dir: string): string {
+  return join(dir, "etcd.json");
+}
+
+/** The etcd members of the cluster in `dir` as `cluster up` chose them (ports, data dirs, TLS files). */
+export function readEtcdSpecs(dir: string): EtcdMemberSpec[] {
+  return JSON.parse(readFileSync(etcdSpecsPath(dir), "utf8")) as EtcdMemberSpec[];
+}
 const MAIN = new URL("../../bin/careledger.js", import.meta.url).pathname;
 
 export interface ClusterProcess {
@@ -122,7 +131,6 @@ export async function clusterUp(options: ClusterUpOptions): Promise<ClusterState
   const ca = { cert: join(networkDir, "ca", "ca.pem"), key: join(networkDir, "ca", "ca.key") };
   // etcd members: ports chosen on first start and kept, so a restarted cluster finds its data again.
   const specs: EtcdMemberSpec[] = [];
-  const etcdState = join(dir, "etcd.json");
   if (fresh) {
     for (let i = 0; i < options.orgs; i++) {
       const name = `etcd-${i + 1}`;
@@ -135,9 +143,9 @@ export async function clusterUp(options: ClusterUpOptions): Promise<ClusterState
         tls,
       });
     }
-    writeFileAtomic(etcdState, `${JSON.stringify(specs, null, 2)}\n`, 0o600);
+    writeFileAtomic(etcdSpecsPath(dir), `${JSON.stringify(specs, null, 2)}\n`, 0o600);
   } else {
-    specs.push(...(JSON.parse(readFileSync(etcdState, "utf8")) as EtcdMemberSpec[]));
+    specs.push(...readEtcdSpecs(dir));
   }
   state.processes = [];
   const endpoints = specs.map((s) => `127.0.0.1:${s.clientPort}`);

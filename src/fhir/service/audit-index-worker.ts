@@ -102,8 +102,8 @@ try {
             else await new Promise((resolve) => setImmediate(resolve));
             if (!urgent && !overdue && !asked && reader.latestHeight() !== head) break;
           }
-          // Blocks committed meanwhile wait from now on.
-          lagSince = writer.indexed >= reader.latestHeight() ? undefined : performance.now();
+          // Blocks committed meanwhile wait from the next look on.
+          lagSince = undefined;
         }
         report();
       } catch (error) {
