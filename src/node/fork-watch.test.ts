@@ -515,16 +515,16 @@ test("publishing slows down as the network grows: at most once per publishPerNod
   await eventually(() => (wa.peerHeads().length === 2 ? true : undefined), "A hears from B and C");
   await settle(400);
   const from = times.length;
-  const until = performance.now() + 1500;
+  const until = performance.now() + 2500;
   while (performance.now() < until) await commitEnrolments(net, "org-a", a, 1);
   const during = times.slice(from);
   const gaps = during.slice(1).map((t, k) => t - (during[k] as number));
-  assert.ok(gaps.length >= 2, `${during.length} publishes while blocks came for 1.5 s`);
-  // 3 nodes × 100 ms between publishes (10 ms alone would allow ~100 here). Each gap is seen at the board, after the
-  // head's flush, whose time varies: the mean holds to the interval, a single gap only roughly.
+  assert.ok(gaps.length >= 2, `${during.length} publishes while blocks came for 2.5 s`);
+  // 3 nodes × 100 ms between publishes (10 ms alone would allow ~250 here). Each time is seen at the board, after the
+  // head's flush, which took 0–200 ms in CI: single gaps vary by that much (one was 105 ms after one of 495), so the
+  // mean over the run is what holds to the interval, less one flush's worth spread over the gaps.
   const mean = gaps.reduce((sum, g) => sum + g, 0) / gaps.length;
-  const shown = gaps.map(Math.round).join(", ");
-  assert.ok(mean >= 280 && Math.min(...gaps) >= 200, `gaps ${shown} ms`);
+  assert.ok(mean >= 240, `gaps ${gaps.map(Math.round).join(", ")} ms`);
 });
 
 test("a publish that fails is retried without waiting for a block; the watch keeps checking meanwhile", async (t) => {
