@@ -13,6 +13,9 @@ interface LoadResult {
   offered_tx_per_s: number;
   p50_ms: number;
   p99_ms: number;
+  cpu_us_per_tx: Record<string, number>;
+  two_core_capacity_tx_per_s: number;
+  cpu_cores_by_thread?: unknown;
 }
 
 test("bench cluster (quick): full load, the goal rate in 25- and 100-tx requests, catch-up", {
@@ -50,6 +53,16 @@ test("bench cluster (quick): full load, the goal rate in 25- and 100-tx requests
     assert.equal(phase.failures, 0, "every request committed");
     assert.equal(phase.offered_tx_per_s, r.goal_tx_per_s);
     assert.ok(phase.committed > 0 && phase.p50_ms > 0 && phase.p50_ms <= phase.p99_ms, JSON.stringify(phase));
+    // Where its CPU went: every part measured in the nodes' own threads (found by the names the node gives them).
+    const perTx = phase.cpu_us_per_tx as Record<string, number>;
+    for (const part of ["node_main_threads", "signature_checks", "etcd", "load"]) {
+      assert.ok((perTx[part] ?? 0) > 0, `${part}: ${JSON.stringify(perTx)}`);
+    }
+    const total = perTx.total ?? 0;
+    const sum = Object.entries(perTx).reduce((s, [k, v]) => (k === "total" ? s : s + v), 0);
+    assert.ok(total > 0 && Math.abs(sum - total) <= Object.keys(perTx).length, JSON.stringify(perTx));
+    assert.equal(phase.two_core_capacity_tx_per_s, Math.round(2e6 / total));
+    assert.equal(phase.cpu_cores_by_thread, undefined, "summed into parts, not reported raw");
   }
   assert.equal(
     r.goal_met,

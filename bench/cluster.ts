@@ -13,6 +13,7 @@ import { type ClusterState, clusterDown, clusterUp, isAlive, readEtcdSpecs } fro
 import type { SignedTx } from "../src/ledger/types.ts";
 import { readKeyFile } from "../src/node/datadir.ts";
 import { newKey, signNew } from "../src/node/network.ts";
+import { SIGNATURE_THREAD } from "../src/node/verify-pool.ts";
 import { etcdClient } from "../src/ordering/etcd-client.ts";
 import { runLoad } from "./ledger.ts";
 import { cpuSecondsOfAll, machineLimits, verifyRatios } from "./limits.ts";
@@ -59,6 +60,57 @@ async function etcdPutCost(state: ClusterState, dir: string, seconds: number) {
   } finally {
     client.close();
   }
+}
+
+/** Node threads by part (worker thread names as the node gives them; "V8Worker" is V8's GC and compiler helpers). */
+const NODE_THREAD_PARTS: Record<string, string> = {
+  MainThread: "node_main_threads",
+  [SIGNATURE_THREAD]: "signature_checks",
+  V8Worker: "v8_gc_and_compiler",
+  "audit-index": "audit_index",
+  checkpoint: "checkpoints",
+};
+
+/**
+ * Where a load phase's CPU went, in µs per committed tx, by part — the nodes' threads (summed over the nodes), etcd's
+ * members, the load process — and what two cores could commit at that cost: the capacity at this request shape,
+ * against which the goal rate can be read (a cluster near its capacity queues, and its p99 with it).
+ */
+export function cpuPerCommittedTx(
+  phase: Record<string, unknown>,
+  processes: { name: string; kind: "etcd" | "node" }[],
+): Record<string, unknown> | undefined {
+  const txPerS = phase.tx_per_s as number;
+  const cores = phase.cpu_cores as Record<string, number> | undefined;
+  const byThread = phase.cpu_cores_by_thread as Record<string, Record<string, number>> | undefined;
+  if (!cores || !byThread || !(txPerS > 0)) return undefined;
+  const parts: Record<string, number> = {};
+  const add = (part: string, c: number) => {
+    parts[part] = (parts[part] ?? 0) + c;
+  };
+  for (const p of processes) {
+    if (p.kind === "etcd") {
+      add("etcd", cores[p.name] ?? 0);
+      continue;
+    }
+    let named = 0;
+    for (const [thread, c] of Object.entries(byThread[p.name] ?? {})) {
+      const part = NODE_THREAD_PARTS[thread];
+      if (part === undefined) continue;
+      add(part, c);
+      named += c;
+    }
+    // libuv's pool (fdatasync), threads that ended during the phase, rounding.
+    add("node_other", Math.max(0, (cores[p.name] ?? 0) - named));
+  }
+  add("load", cores.load ?? 0);
+  const total = Object.values(parts).reduce((a, b) => a + b, 0);
+  const us = (c: number) => Math.round((c * 1e6) / txPerS);
+  return {
+    cpu_us_per_tx: { ...Object.fromEntries(Object.entries(parts).map(([k, c]) => [k, us(c)])), total: us(total) },
+    cores_used: Number(total.toFixed(2)),
+    two_core_capacity_tx_per_s: Math.round(2e6 / (us(total) || 1)),
+  };
 }
 
 export async function run(options: { quick?: boolean; log?: (line: string) => void }) {
@@ -142,26 +194,38 @@ export async function run(options: { quick?: boolean; log?: (line: string) => vo
         warmupSeconds: options.quick ? 0.5 : 2,
         // Where the machine's two cores go: each etcd member and node, and the load process.
         cpuPids: Object.fromEntries(state.processes.map((p) => [p.name, p.pid])),
+        cpuThreadsOf: nodes.map((n) => n.name),
+      };
+      const parts = (state as ClusterState).processes.map((p) => ({ name: p.name, kind: p.kind }));
+      // The per-thread figures, summed into parts: where the CPU went, per committed tx.
+      const withCpuPerTx = (phase: Record<string, unknown>) => {
+        const { cpu_cores_by_thread: _raw, ...rest } = phase;
+        const cpu = cpuPerCommittedTx(phase, parts);
+        return cpu ? { ...rest, ...cpu } : rest;
       };
       log(`measuring etcd's CPU per put (${PROBE_PUTS_PER_S} puts/s of ${PROBE_VALUE_BYTES} bytes, nodes idle)…`);
       const etcdCost = await etcdPutCost(state, dir, options.quick ? 1 : 4);
       log(`  ${etcdCost.etcd_cpu_ms_per_put} ms of etcd CPU per put (over the three members)`);
       await settle(urls);
       log("full load over the 3 nodes…");
-      const full = await runLoad({ ...common, mode: "full", concurrency: 12, batch: 250, rate: 0 });
+      const full = withCpuPerTx(await runLoad({ ...common, mode: "full", concurrency: 12, batch: 250, rate: 0 }));
       log(`  ${JSON.stringify(full)}`);
       // The goal is a rate tied to this machine (0.16 × 2 cores × one core's verifies/s) with p99 ≤ 75 ms: offered
       // exactly that, open loop, so the latency is that of the goal load, not of a saturated cluster.
       const goalRate = Math.round(0.16 * 2 * limits.ed25519_verify_per_s_1core);
       log(`${goalRate} tx/s offered over the 3 nodes (the goal rate on this machine)…`);
       await settle(urls);
-      const atGoal = await runLoad({ ...common, mode: "rate", concurrency: 1, batch: 25, rate: goalRate });
+      const atGoal = withCpuPerTx(
+        await runLoad({ ...common, mode: "rate", concurrency: 1, batch: 25, rate: goalRate }),
+      );
       log(`  ${JSON.stringify(atGoal)}`);
       // The same rate in fewer, larger requests: on this machine a batch costs ~8 ms of CPU across the six processes
       // whatever its size (bench/RESULTS.md, session 10), so the request size decides how close the cluster runs to full.
       log(`${goalRate} tx/s offered in 100-tx requests…`);
       await settle(urls);
-      const atGoalLarge = await runLoad({ ...common, mode: "rate", concurrency: 1, batch: 100, rate: goalRate });
+      const atGoalLarge = withCpuPerTx(
+        await runLoad({ ...common, mode: "rate", concurrency: 1, batch: 100, rate: goalRate }),
+      );
       log(`  ${JSON.stringify(atGoalLarge)}`);
 
       // Catch-up: the third node stops, the others commit CATCH_UP txs, the third restarts.
@@ -172,17 +236,19 @@ export async function run(options: { quick?: boolean; log?: (line: string) => vo
       while (isAlive(down.pid)) await new Promise((r) => setTimeout(r, 50));
       const perSecond = 4000;
       const loadSeconds = Math.ceil(catchUpTxs / perSecond);
-      const filled = await runLoad({
-        ...common,
-        urls: urls.slice(0, 2),
-        mode: "full",
-        concurrency: 8,
-        batch: 500,
-        rate: 0,
-        seconds: loadSeconds * 3,
-        warmupSeconds: 0,
-        maxTxs: catchUpTxs,
-      });
+      const filled = withCpuPerTx(
+        await runLoad({
+          ...common,
+          urls: urls.slice(0, 2),
+          mode: "full",
+          concurrency: 8,
+          batch: 500,
+          rate: 0,
+          seconds: loadSeconds * 3,
+          warmupSeconds: 0,
+          maxTxs: catchUpTxs,
+        }),
+      );
       log(`  ${JSON.stringify(filled)}`);
       const target = await head(urls[0] as string);
       log(`restarting ${down.name} at the others' head ${target.height} (${target.size} txs)…`);

@@ -9,7 +9,7 @@ import { accessLogPayload } from "../src/contract/fixtures.ts";
 import type { SignedTx } from "../src/ledger/types.ts";
 import { readKeyFile } from "../src/node/datadir.ts";
 import { signNew } from "../src/node/network.ts";
-import { cpuSecondsOf } from "./limits.ts";
+import { cpuSecondsOf, threadCpuSecondsOf } from "./limits.ts";
 
 interface LoadArgs {
   url: string;
@@ -37,6 +37,8 @@ interface LoadArgs {
   warmupSeconds?: number;
   /** Processes (name → pid) whose CPU over the measured window is reported, in cores, with this process's own. */
   cpuPids?: Record<string, number>;
+  /** Of `cpuPids`, those whose CPU is also reported by thread name (`cpu_cores_by_thread`). */
+  cpuThreadsOf?: string[];
 }
 
 const args = JSON.parse(process.argv[2] ?? "{}") as LoadArgs;
@@ -121,10 +123,14 @@ loopDelay.enable();
 const started = performance.now();
 measureFrom = started + warmupSeconds * 1000;
 const cpuPids = Object.entries(args.cpuPids ?? {});
-let cpuAtMeasure: { own: NodeJS.CpuUsage; others: (number | undefined)[] } | undefined;
+const threadPids = cpuPids.filter(([name]) => args.cpuThreadsOf?.includes(name));
+const threadCpu = () => threadPids.map(([, pid]) => threadCpuSecondsOf(pid));
+let cpuAtMeasure:
+  | { own: NodeJS.CpuUsage; others: (number | undefined)[]; threads: ReturnType<typeof threadCpu> }
+  | undefined;
 const startMeasuring = () => {
   loopDelay.reset();
-  cpuAtMeasure = { own: process.cpuUsage(), others: cpuPids.map(([, pid]) => cpuSecondsOf(pid)) };
+  cpuAtMeasure = { own: process.cpuUsage(), others: cpuPids.map(([, pid]) => cpuSecondsOf(pid)), threads: threadCpu() };
 };
 if (warmupSeconds > 0) setTimeout(startMeasuring, warmupSeconds * 1000).unref();
 else startMeasuring();
@@ -152,7 +158,20 @@ if (args.mode === "full") {
 }
 const elapsedS = (performance.now() - measureFrom) / 1000;
 const cpuCores: Record<string, number> = {};
+const cpuCoresByThread: Record<string, Record<string, number>> = {};
 if (cpuAtMeasure) {
+  const threadsAfter = threadCpu();
+  threadPids.forEach(([name], i) => {
+    const before = cpuAtMeasure?.threads[i];
+    const after = threadsAfter[i];
+    if (!before || !after) return;
+    const perThread: Record<string, number> = {};
+    for (const [thread, seconds] of Object.entries(after)) {
+      const start = before[thread];
+      if (start !== undefined) perThread[thread] = Number(((seconds - start) / elapsedS).toFixed(3));
+    }
+    cpuCoresByThread[name] = perThread;
+  });
   const cores = (seconds: number) => Number((seconds / elapsedS).toFixed(2));
   cpuPids.forEach(([name, pid], i) => {
     const before = cpuAtMeasure?.others[i];
@@ -183,5 +202,6 @@ process.stdout.write(
     load_loop_delay_p99_ms: Number((loopDelay.percentile(99) / 1e6).toFixed(2)),
     load_loop_delay_max_ms: Number((loopDelay.max / 1e6).toFixed(2)),
     cpu_cores: cpuCores,
+    ...(threadPids.length > 0 ? { cpu_cores_by_thread: cpuCoresByThread } : {}),
   })}\n`,
 );

@@ -22,3 +22,22 @@ test("throughput ratios: committed tx/s over two cores of each verifier, to 3 de
   const limits = { ed25519_verify_per_s_1core: 8_000, ledger_verify_per_s_1core: 17_000, fsync_per_s: 1, cores: 2 };
   assert.deepEqual(verifyRatios(16_000, limits), { ratio_to_2core_verify: 1, ratio_to_2core_ledger_verify: 0.471 });
 });
+
+test("thread CPU by name: a named worker that spins shows up under its name, the main thread under MainThread", async () => {
+  const { Worker } = await import("node:worker_threads");
+  const { threadCpuSecondsOf } = await import("./limits.ts");
+  const spin = new Worker("const end = Date.now() + 400; while (Date.now() < end);", {
+    eval: true,
+    name: "probe-spinner",
+  });
+  try {
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const threads = threadCpuSecondsOf(process.pid);
+    assert.ok(threads, "read /proc");
+    assert.ok((threads["probe-spinner"] ?? 0) >= 0.05, JSON.stringify(threads));
+    assert.ok((threads.MainThread ?? 0) > 0, JSON.stringify(threads));
+  } finally {
+    await spin.terminate();
+  }
+  assert.equal(threadCpuSecondsOf(2 ** 22 + 1), undefined, "a process that does not exist");
+});

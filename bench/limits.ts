@@ -2,7 +2,7 @@
 // shared, noisy machines.
 
 import { generateKeyPairSync, sign, verify } from "node:crypto";
-import { closeSync, fdatasyncSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from "node:fs";
+import { closeSync, fdatasyncSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { keyPairFromSeed, signBytes, verifyBytes } from "../src/ledger/keys.ts";
@@ -96,6 +96,32 @@ export function cpuSecondsOf(pid: number | undefined): number | undefined {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * CPU seconds of a process so far by thread name (`/proc/PID/task/TID/comm`: "MainThread", "V8Worker" for V8's GC and
+ * compiler helpers, or the name a worker was given), summed over threads of the same name; undefined off Linux or
+ * when the process is gone. A thread that ended meanwhile takes its seconds with it: compare names present in both.
+ */
+export function threadCpuSecondsOf(pid: number): Record<string, number> | undefined {
+  let tasks: string[];
+  try {
+    tasks = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return undefined;
+  }
+  const byName: Record<string, number> = {};
+  for (const task of tasks) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/task/${task}/stat`, "utf8");
+      const name = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      byName[name] = (byName[name] ?? 0) + (Number(fields[11]) + Number(fields[12])) / 100;
+    } catch {
+      // The thread ended between the listing and the read.
+    }
+  }
+  return byName;
 }
 
 /** Percentile of a sorted copy. */

@@ -284,7 +284,10 @@ export async function openNode(dir: string, options: OpenOptions = {}): Promise<
  * reads are refused, /healthz says why.
  */
 function startAudit(ledgerPath: string, genesisHash: string, node: LedgerNode, log: Logger): Worker {
-  const worker = new Worker(new URL("./audit-worker.ts", import.meta.url), { workerData: { ledgerPath, genesisHash } });
+  const worker = new Worker(new URL("./audit-worker.ts", import.meta.url), {
+    name: "startup-audit",
+    workerData: { ledgerPath, genesisHash },
+  });
   worker.on("message", (result: AuditResult) => {
     node.metrics.set("careledger_audit_ok", result.ok ? 1 : 0);
     if (result.ok) {

@@ -29,6 +29,7 @@ export class Checkpointer {
   constructor(path: string) {
     if (shared === undefined) {
       const worker = new Worker(new URL("./checkpoint-worker.ts", import.meta.url), {
+        name: "checkpoint",
         workerData: { intervalMs: INTERVAL_MS, walBoundBytes: WAL_BOUND_BYTES },
       });
       // A failed checkpoint is retried at the next interval; the WAL only grows meanwhile. A worker that died is

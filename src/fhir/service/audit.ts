@@ -123,6 +123,7 @@ export class AuditIndex {
     this.queryWaitMs = options.queryWaitMs ?? DEFAULT_QUERY_WAIT_MS;
     this.indexed = indexedHeightOf(db);
     this.worker = new Worker(new URL("./audit-index-worker.ts", import.meta.url), {
+      name: "audit-index",
       workerData: {
         auditPath: path,
         ledgerPath: source.store.path,
