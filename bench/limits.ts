@@ -86,13 +86,17 @@ export function cpuSecondsOfAll(pids: number[]): number {
   return pids.reduce((sum, pid) => sum + (cpuSecondsOf(pid) ?? 0), 0);
 }
 
+/** utime + stime of a `/proc/…/stat` line, in seconds (USER_HZ = 100); the name in parentheses may hold spaces. */
+function cpuSecondsInStat(stat: string): number {
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
 /** CPU seconds (user + system) of a process so far, from /proc/PID/stat (USER_HZ = 100); undefined off Linux. */
 export function cpuSecondsOf(pid: number | undefined): number | undefined {
   if (pid === undefined) return undefined;
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return (Number(fields[11]) + Number(fields[12])) / 100;
+    return cpuSecondsInStat(readFileSync(`/proc/${pid}/stat`, "utf8"));
   } catch {
     return undefined;
   }
@@ -115,8 +119,7 @@ export function threadCpuSecondsOf(pid: number): Record<string, number> | undefi
     try {
       const stat = readFileSync(`/proc/${pid}/task/${task}/stat`, "utf8");
       const name = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
-      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      byName[name] = (byName[name] ?? 0) + (Number(fields[11]) + Number(fields[12])) / 100;
+      byName[name] = (byName[name] ?? 0) + cpuSecondsInStat(stat);
     } catch {
       // The thread ended between the listing and the read.
     }
