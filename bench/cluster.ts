@@ -303,6 +303,8 @@ export async function run(options: { quick?: boolean; log?: (line: string) => vo
           tx: "access.log, 1 entry, signed by one org's node key, sent round-robin to the 3 nodes",
           batch_max_txs: 500,
           batch_max_wait_ms: 5,
+          cpu_us_per_tx:
+            "per load phase, CPU µs per committed tx over the measured window: the nodes' threads by name (summed over the nodes), etcd's members, the load process; two_core_capacity_tx_per_s is two cores over that total",
           requests:
             "full load: 250 txs each, 12 in flight; at_goal_rate: 25 txs each, open loop (the goal's figure); at_goal_rate_100_tx_requests: 100 txs each, open loop",
         },
