@@ -56,4 +56,8 @@ parentPort?.on("message", (message: CheckpointMessage) => {
   }
   open.get(message.remove)?.db.close();
   open.delete(message.remove);
+  if (message.released) {
+    Atomics.store(message.released, 0, 1);
+    Atomics.notify(message.released, 0);
+  }
 });

@@ -1,9 +1,10 @@
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync, statSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { test } from "node:test";
+import { Worker } from "node:worker_threads";
 import { Checkpointer } from "./checkpointer.ts";
 
 /** A WAL database that never checkpoints by itself, with `pages` pages of rows written into its WAL. */
@@ -91,6 +92,31 @@ test("stopBeforeClose folds the whole WAL in through the writer's connection; a 
   } finally {
     reader.close();
     db.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("stopBeforeClose waits for the worker to let go: the writer's close is the last, and no WAL file is left", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "careledger-ckpt-"));
+  // A busy thread, as on a loaded machine: the worker is then slow to get to the writer's "stop" message.
+  const hog = new Worker("const end = Date.now() + 60_000; while (Date.now() < end);", { eval: true });
+  try {
+    for (let round = 0; round < 8; round++) {
+      const path = join(dir, `db-${round}.db`);
+      const db = walOnly(path, 200);
+      const checkpointer = new Checkpointer(path);
+      // The worker has its connection open once its first checkpoint copied the rows into the database file.
+      assert.ok(await until(() => statSync(path).size > 200 * 3000), "the worker checkpointed");
+      checkpointer.stopBeforeClose(db);
+      db.close();
+      // SQLite deletes the WAL file when the last connection to the database closes.
+      assert.equal(existsSync(`${path}-wal`), false, `round ${round}: the worker's connection was still open`);
+      const reopened = new DatabaseSync(path);
+      assert.equal((reopened.prepare("SELECT count(*) AS n FROM t").get() as { n: number }).n, 200);
+      reopened.close();
+    }
+  } finally {
+    await hog.terminate();
     rmSync(dir, { recursive: true, force: true });
   }
 });

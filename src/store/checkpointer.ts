@@ -9,9 +9,16 @@ import { WAL_BOUND_BYTES } from "./wal-bound.ts";
 export const CHECKPOINTED_WRITER_PRAGMAS = `PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = ${WAL_BOUND_BYTES};`;
 
 /** Messages to the checkpoint worker: start or stop checkpointing one database. */
-export type CheckpointMessage = { add: number; path: string } | { remove: number } | "stop";
+export type CheckpointMessage =
+  | { add: number; path: string }
+  /** `released`, when given, is set to 1 (and notified) once the worker has closed its connection to the database. */
+  | { remove: number; released?: Int32Array }
+  | "stop";
 
 const INTERVAL_MS = 250;
+
+/** How long a closing writer waits for the worker to finish a checkpoint of its database and let go of it. */
+const RELEASE_WAIT_MS = 2000;
 
 /** One worker per process checkpoints every open database (a worker each cost an isolate per file). */
 let shared: { worker: Worker; users: number } | undefined;
@@ -47,22 +54,31 @@ export class Checkpointer {
   }
 
   stop(): void {
-    if (this.stopped || shared === undefined) return;
+    this.remove(undefined);
+  }
+
+  private remove(released: Int32Array | undefined): boolean {
+    if (this.stopped || shared === undefined) return false;
     this.stopped = true;
-    shared.worker.postMessage({ remove: this.id } satisfies CheckpointMessage);
+    shared.worker.postMessage({ remove: this.id, ...(released ? { released } : {}) } satisfies CheckpointMessage);
     if (--shared.users === 0) {
       shared.worker.postMessage("stop" satisfies CheckpointMessage);
       shared = undefined;
     }
+    return true;
   }
 
   /**
-   * Before the writer closes `db`: stops, then folds the WAL into the database through the writer's own connection —
-   * the worker's connection may still be open, so the writer's close need not be the last one, which SQLite would
-   * otherwise use for it. A WAL another connection holds stays: it is still read, and folded in later.
+   * Before the writer closes `db`: stops, waits for the worker to close its connection, then folds the WAL into the
+   * database through the writer's own connection and truncates it, so that a cleanly closed database file holds
+   * everything. A WAL another connection (a reader) holds stays: it is still read, and folded in later.
    */
   stopBeforeClose(db: DatabaseSync): void {
-    this.stop();
+    // Waits (bounded) until the worker has let go: one of its checkpoints still running would make this one fail
+    // (SQLite runs one checkpoint at a time) and its open connection would keep the WAL file after the close. Under
+    // load that left a cleanly stopped node's WAL unfolded: its database file alone was then not the whole ledger.
+    const released = new Int32Array(new SharedArrayBuffer(4));
+    if (this.remove(released)) Atomics.wait(released, 0, 0, RELEASE_WAIT_MS);
     try {
       db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
     } catch {
