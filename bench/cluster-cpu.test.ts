@@ -1,7 +1,9 @@
 // Unit test of `bench cluster`'s CPU summary: where a load phase's CPU went, per committed tx.
 import assert from "node:assert/strict";
 import { test } from "node:test";
+import { AUDIT_INDEX_THREAD } from "../src/fhir/service/audit.ts";
 import { SIGNATURE_THREAD } from "../src/node/verify-pool.ts";
+import { CHECKPOINT_THREAD } from "../src/store/checkpointer.ts";
 import { cpuPerCommittedTx } from "./cluster.ts";
 
 const processes = [
@@ -18,7 +20,7 @@ test("CPU per committed tx: node threads summed by part over the nodes, etcd's m
       cpu_cores: { "etcd-1": 0.1, "etcd-2": 0.1, a: 0.5, b: 0.4, load: 0.1 },
       cpu_cores_by_thread: {
         a: { MainThread: 0.25, [SIGNATURE_THREAD]: 0.15, V8Worker: 0.05, "libuv-worker": 0.01 },
-        b: { MainThread: 0.2, [SIGNATURE_THREAD]: 0.15, "audit-index": 0.04, checkpoint: 0.01 },
+        b: { MainThread: 0.2, [SIGNATURE_THREAD]: 0.15, [AUDIT_INDEX_THREAD]: 0.04, [CHECKPOINT_THREAD]: 0.01 },
       },
     },
     processes,

@@ -10,11 +10,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Agent, request } from "undici";
 import { type ClusterState, clusterDown, clusterUp, isAlive, readEtcdSpecs } from "../src/cli/cluster.ts";
+import { AUDIT_INDEX_THREAD } from "../src/fhir/service/audit.ts";
 import type { SignedTx } from "../src/ledger/types.ts";
 import { readKeyFile } from "../src/node/datadir.ts";
 import { newKey, signNew } from "../src/node/network.ts";
 import { SIGNATURE_THREAD } from "../src/node/verify-pool.ts";
 import { etcdClient } from "../src/ordering/etcd-client.ts";
+import { CHECKPOINT_THREAD } from "../src/store/checkpointer.ts";
 import { runLoad } from "./ledger.ts";
 import { cpuSecondsOfAll, machineLimits, verifyRatios } from "./limits.ts";
 
@@ -67,8 +69,8 @@ const NODE_THREAD_PARTS: Record<string, string> = {
   MainThread: "node_main_threads",
   [SIGNATURE_THREAD]: "signature_checks",
   V8Worker: "v8_gc_and_compiler",
-  "audit-index": "audit_index",
-  checkpoint: "checkpoints",
+  [AUDIT_INDEX_THREAD]: "audit_index",
+  [CHECKPOINT_THREAD]: "checkpoints",
 };
 
 /**

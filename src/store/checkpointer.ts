@@ -17,6 +17,9 @@ export type CheckpointMessage =
 
 const INTERVAL_MS = 250;
 
+/** The OS name of the checkpoint worker thread (for `top -H` and the benchmarks). */
+export const CHECKPOINT_THREAD = "checkpoint";
+
 /** How long a closing writer waits for the worker to finish a checkpoint of its database and let go of it. */
 const RELEASE_WAIT_MS = 2000;
 
@@ -36,7 +39,7 @@ export class Checkpointer {
   constructor(path: string) {
     if (shared === undefined) {
       const worker = new Worker(new URL("./checkpoint-worker.ts", import.meta.url), {
-        name: "checkpoint",
+        name: CHECKPOINT_THREAD,
         workerData: { intervalMs: INTERVAL_MS, walBoundBytes: WAL_BOUND_BYTES },
       });
       // A failed checkpoint is retried at the next interval; the WAL only grows meanwhile. A worker that died is
