@@ -71,6 +71,7 @@ const ConfigSchema = Type.Object(
     batchMaxTxs: Type.Integer({ minimum: 1, maximum: 10_000 }),
     batchMaxWaitMs: Type.Integer({ minimum: 0, maximum: 10_000 }),
     maxPendingTxs: Type.Integer({ minimum: 1, maximum: 10_000_000 }),
+    relayHoldMs: Type.Integer({ minimum: 0, maximum: 1000 }),
     workers: Type.Integer({ minimum: 1, maximum: 256 }),
     logLevel: Type.Union(["fatal", "error", "warn", "info", "debug", "trace", "silent"].map((l) => Type.Literal(l))),
     orderer: Type.Union([
@@ -104,6 +105,11 @@ export interface NodeConfig {
   batchMaxTxs: number;
   batchMaxWaitMs: number;
   maxPendingTxs: number;
+  /**
+   * On an etcd network, how long the batching relay (node/relay.ts) holds txs for company while it is busy, in ms.
+   * 0 turns the relay off: every node orders its own batches.
+   */
+  relayHoldMs: number;
   workers: number;
   logLevel: string;
   orderer: OrdererConfig;
@@ -123,6 +129,7 @@ export const DEFAULT_CONFIG: NodeConfig = {
   batchMaxTxs: 500,
   batchMaxWaitMs: 5,
   maxPendingTxs: 100_000,
+  relayHoldMs: 20,
   workers: 2,
   logLevel: "info",
   orderer: { kind: "embedded" },
@@ -139,13 +146,21 @@ const ENV_KEYS: Record<string, keyof NodeConfig> = {
   CARELEDGER_BATCH_MAX_TXS: "batchMaxTxs",
   CARELEDGER_BATCH_MAX_WAIT_MS: "batchMaxWaitMs",
   CARELEDGER_MAX_PENDING_TXS: "maxPendingTxs",
+  CARELEDGER_RELAY_HOLD_MS: "relayHoldMs",
   CARELEDGER_WORKERS: "workers",
   CARELEDGER_LOG_LEVEL: "logLevel",
   CARELEDGER_ORDERER: "orderer",
   CARELEDGER_ADVERTISE_URL: "advertiseUrl",
 };
 
-const NUMERIC = new Set<keyof NodeConfig>(["port", "batchMaxTxs", "batchMaxWaitMs", "maxPendingTxs", "workers"]);
+const NUMERIC = new Set<keyof NodeConfig>([
+  "port",
+  "batchMaxTxs",
+  "batchMaxWaitMs",
+  "maxPendingTxs",
+  "relayHoldMs",
+  "workers",
+]);
 
 /**
  * Configuration: defaults < the data dir's config.json < CARELEDGER_* environment < command-line flags. Validated

@@ -13,6 +13,7 @@ import { type BlockInput, type BuiltBlock, buildBlock } from "./block-builder.ts
 import { NodeError } from "./errors.ts";
 import type { Logger } from "./logger.ts";
 import { Metrics } from "./metrics.ts";
+import type { BatchRelay } from "./relay.ts";
 import type { VerifyPool } from "./verify-pool.ts";
 
 /**
@@ -44,6 +45,8 @@ export interface NodeOptions {
    * the node is back in step (it caught up from a peer) and delivery should resume; false halts the node.
    */
   recover?: (error: unknown, signal: AbortSignal) => Promise<boolean>;
+  /** Where this node's batches go on a network with a batching relay (see relay.ts); without one it orders them. */
+  relay?: BatchRelay;
 }
 
 /** What a client is told about its tx once the block holding it is durable. */
@@ -90,6 +93,12 @@ export class LedgerNode extends EventEmitter {
   private inflight = 0;
   private batchesInFlight = 0;
   private cutSoon = false;
+  /** The relay holds its queue until this timer fires (or the queue fills a batch), even when a batch comes back. */
+  private holding = false;
+  private lastCutAt = -Infinity;
+  /** Txs forwarded to the relay and not yet seen committed, id → when (oldest first: a Map keeps insertion order). */
+  private readonly forwarded = new Map<Hex32, { tx: SignedTx; at: number }>();
+  private forwardSweep: NodeJS.Timeout | undefined;
   /** Highest block known to be on disk. */
   private durableHeight = -1;
   private closing = false;
@@ -319,7 +328,13 @@ export class LedgerNode extends EventEmitter {
       this.queueIds.push(id);
     });
     if (this.queue.length >= this.options.batchMaxTxs) this.cut();
-    else if (this.batchesInFlight === 0 && !this.cutSoon) {
+    else if (this.holding) {
+      // The relay's queue is gathering txs for one batch.
+    } else if (this.relayShouldHold()) {
+      this.holding = true;
+      if (this.queueTimer) clearTimeout(this.queueTimer);
+      this.queueTimer = setTimeout(() => this.cut(), this.options.relay?.holdMs);
+    } else if (this.batchesInFlight === 0 && !this.cutSoon) {
       // Nothing is being ordered: waiting for company would only add latency. Cut once the caller's whole request
       // is queued (a microtask), so one request's txs still share a batch.
       this.cutSoon = true;
@@ -343,24 +358,91 @@ export class LedgerNode extends EventEmitter {
       clearTimeout(this.queueTimer);
       this.queueTimer = undefined;
     }
+    this.holding = false;
     while (this.queue.length > 0 && this.batchesInFlight < MAX_BATCHES_IN_FLIGHT) {
       const txs = this.queue.splice(0, this.options.batchMaxTxs);
       const ids = this.queueIds.splice(0, txs.length);
       this.batchesInFlight++;
-      const ordering = performance.now();
-      this.orderer
-        .submit(this.key.keyId, txs)
-        .then(() => this.metrics.observe("careledger_batch_order_ms", performance.now() - ordering))
-        .catch((error: Error) => {
-          this.log.error({ err: error.message }, "the orderer refused a batch");
-          const failure = new NodeError("ordering", 503, `could not order the batch: ${error.message}`);
-          for (const id of ids) this.settle(id, undefined, failure);
-        })
-        .finally(() => {
-          this.batchesInFlight--;
-          if (this.queue.length > 0) this.cut();
-        });
+      this.lastCutAt = performance.now();
+      const sent =
+        this.options.relay?.role() === "forward" && !this.closing ? this.forward(txs, ids) : this.order(txs, ids);
+      sent.finally(() => {
+        this.batchesInFlight--;
+        if (this.queue.length > 0 && !this.holding) this.cut();
+      });
     }
+  }
+
+  /** Has the orderer order txs; a refusal fails their waiters (clients may resubmit). */
+  private order(txs: SignedTx[], ids: Hex32[]): Promise<void> {
+    const ordering = performance.now();
+    return this.orderer
+      .submit(this.key.keyId, txs)
+      .then(() => this.metrics.observe("careledger_batch_order_ms", performance.now() - ordering))
+      .catch((error: Error) => {
+        this.log.error({ err: error.message }, "the orderer refused a batch");
+        const failure = new NodeError("ordering", 503, `could not order the batch: ${error.message}`);
+        for (const id of ids) this.settle(id, undefined, failure);
+      });
+  }
+
+  /** Hands txs to the batching relay; if it does not take them, orders them here. */
+  private async forward(txs: SignedTx[], ids: Hex32[]): Promise<void> {
+    const relay = this.options.relay as BatchRelay;
+    try {
+      await relay.forward(txs);
+    } catch (error) {
+      this.metrics.inc("careledger_relay_forward_failed_total");
+      this.log.debug({ err: (error as Error).message }, "forward to the batching relay failed; ordering here");
+      return this.order(txs, ids);
+    }
+    this.metrics.inc("careledger_relay_forwarded_txs_total", txs.length);
+    const now = performance.now();
+    txs.forEach((tx, i) => {
+      const id = ids[i] as Hex32;
+      // Committed (or failed) while the forward was answered: nothing left to watch.
+      if (this.waiters.has(id)) this.forwarded.set(id, { tx, at: now });
+    });
+    if (!this.forwardSweep && this.forwarded.size > 0) {
+      this.forwardSweep = setInterval(() => this.sweepForwarded(), Math.max(50, relay.commitDeadlineMs / 4));
+      this.forwardSweep.unref();
+    }
+  }
+
+  /** Forwarded txs not seen committed in time are ordered here (a tx ordered twice is skipped the second time). */
+  private sweepForwarded(): void {
+    const relay = this.options.relay as BatchRelay;
+    const due = performance.now() - relay.commitDeadlineMs;
+    const late: { tx: SignedTx; id: Hex32 }[] = [];
+    for (const [id, entry] of this.forwarded) {
+      if (entry.at > due) break;
+      this.forwarded.delete(id);
+      if (this.waiters.has(id)) late.push({ tx: entry.tx, id });
+    }
+    if (this.forwarded.size === 0 && this.forwardSweep) {
+      clearInterval(this.forwardSweep);
+      this.forwardSweep = undefined;
+    }
+    if (late.length === 0) return;
+    this.metrics.inc("careledger_relay_late_txs_total", late.length);
+    relay.passOver(`${late.length} forwarded txs not committed within ${relay.commitDeadlineMs} ms`);
+    for (let i = 0; i < late.length; i += this.options.batchMaxTxs) {
+      const part = late.slice(i, i + this.options.batchMaxTxs);
+      void this.order(
+        part.map((p) => p.tx),
+        part.map((p) => p.id),
+      );
+    }
+  }
+
+  /**
+   * The relay gathers while it is busy (a batch of its own being ordered, or one cut within the hold): idle, it
+   * orders at once like any node, so a quiet network pays no hold.
+   */
+  private relayShouldHold(): boolean {
+    const relay = this.options.relay;
+    if (relay === undefined || this.closing || relay.role() !== "relay") return false;
+    return this.batchesInFlight > 0 || performance.now() - this.lastCutAt < relay.holdMs;
   }
 
   private async onBatch(batch: Batch): Promise<void> {
@@ -426,6 +508,7 @@ export class LedgerNode extends EventEmitter {
 
   private settle(id: Hex32, result: CommitResult | undefined, error?: Error): void {
     this.checkedHere.delete(id);
+    this.forwarded.delete(id);
     const list = this.waiters.get(id);
     if (!list) return;
     this.waiters.delete(id);
@@ -574,6 +657,9 @@ export class LedgerNode extends EventEmitter {
     }
     this.unsubscribe?.();
     this.unsubscribe = undefined;
+    if (this.forwardSweep) clearInterval(this.forwardSweep);
+    this.forwardSweep = undefined;
+    this.forwarded.clear();
     const error = new NodeError("closing", 503, "the node is shutting down");
     for (const list of this.waiters.values()) for (const w of list) w.reject(error);
     this.waiters.clear();

@@ -30,6 +30,7 @@ import { LedgerNode } from "./ledger-node.ts";
 import { createLogger, type Logger } from "./logger.ts";
 import { networkIdOf } from "./network.ts";
 import { type PeerRegistry, StaticPeerRegistry } from "./peer-registry.ts";
+import { type BatchRelay, PeerRelay } from "./relay.ts";
 import { VerifyPool } from "./verify-pool.ts";
 
 export interface RunningNode {
@@ -57,6 +58,8 @@ export interface OpenOptions {
   registry?: PeerRegistry;
   /** Where nodes publish tree heads for fork detection (default: etcd on an etcd network, else none). */
   board?: HeadBoard;
+  /** Where batches go (default: a `PeerRelay` on an etcd network unless `relayHoldMs` is 0, else ordered here). */
+  relay?: BatchRelay;
 }
 
 export interface ExtensionContext {
@@ -149,6 +152,7 @@ export async function openNode(dir: string, options: OpenOptions = {}): Promise<
   const ownPool = options.pool === undefined;
   const pool = options.pool ?? new VerifyPool(config.workers);
   const cleanup = async () => {
+    ownRelay?.close();
     if (ownPool) await pool.close();
     if (ownOrderer) await orderer.close();
     if (!options.registry) await registry.close();
@@ -162,6 +166,18 @@ export async function openNode(dir: string, options: OpenOptions = {}): Promise<
     const urls = [...config.peers, ...announced.filter((p) => p.keyId !== key.keyId).map((p) => p.url)];
     return [...new Set(urls)].filter((u) => u !== selfUrl);
   };
+  // Only nodes that serve HTTP take part: the relay is reached at its announced URL.
+  const ownRelay =
+    !options.relay && ordererConfig.kind === "etcd" && config.relayHoldMs > 0 && options.listen !== false
+      ? new PeerRelay({
+          selfKeyId: key.keyId,
+          registry,
+          dispatcher: peerDispatcher,
+          holdMs: config.relayHoldMs,
+          log: log.child({ part: "relay" }),
+        })
+      : undefined;
+  const relay: BatchRelay | undefined = options.relay ?? ownRelay;
   let node: LedgerNode;
   try {
     checkStoreAtStart(store, genesisHash);
@@ -182,6 +198,7 @@ export async function openNode(dir: string, options: OpenOptions = {}): Promise<
       batchMaxTxs: config.batchMaxTxs,
       batchMaxWaitMs: config.batchMaxWaitMs,
       maxPendingTxs: config.maxPendingTxs,
+      ...(relay ? { relay } : {}),
       recover: async (error, signal) => {
         // Only "the orderer no longer holds what we need" is mended by peers; anything else halts the node.
         if (!(error instanceof OrdererError) || error.code !== "compacted" || !("resumeAfter" in orderer)) return false;
@@ -237,6 +254,7 @@ export async function openNode(dir: string, options: OpenOptions = {}): Promise<
     const org = orgOfNodeKey(node, key.keyId);
     if (org) await registry.announce({ keyId: key.keyId, org, url: selfUrl });
     else log.warn({}, "this node's key is not registered on the network yet: peers will not find it");
+    ownRelay?.start();
   }
   const board: HeadBoard | undefined =
     options.board ??
