@@ -7,6 +7,7 @@ import { createServer, type Server } from "node:http";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { txId } from "../src/ledger/tx.ts";
+import { FORWARD_BELOW_TXS } from "../src/node/ledger-node.ts";
 import { silentLogger } from "../src/node/logger.ts";
 import { initJoin } from "../src/node/network.ts";
 import { StaticPeerRegistry } from "../src/node/peer-registry.ts";
@@ -122,6 +123,19 @@ describe("the batching relay", () => {
     await p.orderer.idle();
     const got = await call(p.relay.app, "GET", `/ledger/tx/${txId(tx)}`);
     assert.equal(got.status, 200);
+  });
+
+  test("a batch as large as FORWARD_BELOW_TXS is ordered by the node that took it in, not forwarded", async () => {
+    const p = await pair("large");
+    const txs = Array.from({ length: FORWARD_BELOW_TXS }, () => accessLogTx(p.net, p.patient));
+    const answer = await call(p.forwarder.app, "POST", "/ledger/txs", txs);
+    assert.equal(answer.status, 200, answer.text);
+    const batches = new Set(txs.flatMap((tx) => batchOf(p.orderer, txId(tx))));
+    assert.deepEqual(
+      [...batches].map((b) => b.proposer),
+      [p.forwarder.node.key.keyId],
+    );
+    assert.equal(await counter(p.forwarder, "careledger_relay_forwarded_txs_total"), 0);
   });
 
   test("a tx with a bad signature is refused by the forwarder before it is forwarded", async () => {
