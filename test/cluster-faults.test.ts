@@ -155,6 +155,57 @@ describe("faults on a three-node etcd network", () => {
     await cluster.converged(before.size + 10);
   });
 
+  test("the batching relay killed -9 under small requests: the others order for themselves, each tx commits once", async () => {
+    const before = await cluster.converged();
+    const byKey = [0, 1, 2].sort((a, b) =>
+      (cluster.orgs[a]?.nodeKeyId ?? "").localeCompare(cluster.orgs[b]?.nodeKeyId ?? ""),
+    );
+    const [relay, ...others] = byKey as [number, number, number];
+    const metric = async (i: number, name: string) => {
+      const text = await (await fetch(`${(cluster.nodes[i] as { url: string }).url}/metrics`)).text();
+      return Number(new RegExp(`^${name} (\\d+)$`, "m").exec(text)?.[1] ?? 0);
+    };
+    const forwarded = (i: number) => metric(i, "careledger_relay_forwarded_txs_total");
+    // Small requests to the others go through the relay (each node reads the registry every second).
+    let warm = 0;
+    for (let attempt = 0; attempt < 20 && (await forwarded(others[0])) === 0; attempt++) {
+      assert.equal((await cluster.submit(others[0], cluster.enrolTxs(others[0], 5))).status, 200);
+      warm += 5;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    assert.ok((await forwarded(others[0])) > 0, "the node forwarded to the relay");
+    // Three requests from each of the others reach the relay alive, the next seven find it dead.
+    let killed: Promise<void> | undefined;
+    let sentBeforeKill = 0;
+    const load = others.map(async (i) => {
+      const results = [];
+      for (let k = 0; k < 10; k++) {
+        if (k === 3) {
+          if (++sentBeforeKill === others.length) killed = cluster.stopNode(relay, "SIGKILL");
+          while (!killed) await new Promise((r) => setTimeout(r, 5));
+          await killed;
+        }
+        results.push(await cluster.submit(i, cluster.enrolTxs(i, 10)));
+      }
+      return results;
+    });
+    for (const r of (await Promise.all(load)).flat()) assert.equal(r.status, 200, JSON.stringify(r.body).slice(0, 300));
+    const counters = await Promise.all(
+      others.map(
+        async (i) =>
+          (await metric(i, "careledger_relay_forward_failed_total")) +
+          (await metric(i, "careledger_relay_late_txs_total")),
+      ),
+    );
+    assert.ok(
+      counters.some((c) => c > 0),
+      `a forwarder fell back to ordering itself (${counters})`,
+    );
+    await cluster.start(relay);
+    const head = await cluster.converged(before.size + warm + 200, 60_000);
+    assert.equal(head.size, before.size + warm + 200, "every tx once");
+  });
+
   test("hostile batches written straight into etcd are skipped identically by every node", async () => {
     const before = await cluster.converged();
     const existing = await etcd.getAll().prefix(`${PREFIX}b/`).limit(1).buffers();

@@ -15,6 +15,8 @@ export interface ClusterOrg {
   orgId: string;
   admin: KeyPair;
   dir: string;
+  /** The key id of the org's node (the batching relay is the running node with the smallest). */
+  nodeKeyId: string;
 }
 
 export interface Head {
@@ -82,7 +84,7 @@ export async function startTestCluster(
           ...options.config,
         },
       });
-      return { orgId: org.orgId, admin: org.admin, dir };
+      return { orgId: org.orgId, admin: org.admin, dir, nodeKeyId: org.node.keyId };
     });
     const cluster: TestCluster = {
       dir: work.path,
