@@ -106,6 +106,25 @@ describe("the batching relay", () => {
     assert.equal(await roleOf("k0", entries), "forward", "not listed: nobody can reach it, so it forwards");
     assert.equal(await roleOf("k1", []), "direct", "nothing listed yet");
     assert.equal(await roleOf("k1", entries.slice(0, 1)), "forward");
+    // Only active node keys of the network may be chosen: a listed stranger with a smaller key id is passed by.
+    const strangerFirst = [{ keyId: "k0", org: "o", url: "http://stranger" }, ...entries];
+    const relay = new PeerRelay({
+      selfKeyId: "k2",
+      registry: new StaticPeerRegistry(strangerFirst),
+      eligible: (keyId) => keyId !== "k0",
+      log: silentLogger,
+    });
+    await relay.refresh();
+    assert.equal(relay.role(), "forward");
+    assert.equal(await roleOf("k1", strangerFirst), "forward", "without the filter the stranger would be chosen");
+    const self = new PeerRelay({
+      selfKeyId: "k1",
+      registry: new StaticPeerRegistry(strangerFirst),
+      eligible: (keyId) => keyId !== "k0",
+      log: silentLogger,
+    });
+    await self.refresh();
+    assert.equal(self.role(), "relay");
   });
 
   test("a forwarder's txs are ordered by the relay, checked there, and commit on both nodes", async () => {

@@ -33,6 +33,12 @@ export interface BatchRelay {
 export interface RelayOptions {
   selfKeyId: string;
   registry: PeerRegistry;
+  /**
+   * Whether a listed key may be the relay: an active node key on the ledger. The registry is only a hint — an entry
+   * that is not a node of the network would take forwards and order nothing (its batches are skipped), costing every
+   * forwarded tx the commit deadline.
+   */
+  eligible?: (keyId: string) => boolean;
   /** TLS agent trusting the network's CA, when nodes serve HTTPS. */
   dispatcher?: Dispatcher;
   log: Logger;
@@ -46,7 +52,7 @@ export interface RelayOptions {
   forwardTimeoutMs?: number;
 }
 
-/** The live node with the smallest key id, or undefined when none is listed. */
+/** The listed node with the smallest key id, or undefined when none is listed. */
 export function chooseRelay(entries: PeerEntry[]): PeerEntry | undefined {
   let best: PeerEntry | undefined;
   for (const e of entries) if (best === undefined || e.keyId < best.keyId) best = e;
@@ -88,7 +94,8 @@ export class PeerRelay implements BatchRelay {
       .then((entries) => {
         this.selfListed = entries.some((e) => e.keyId === this.options.selfKeyId);
         const previous = this.target?.keyId;
-        this.target = chooseRelay(entries);
+        const eligible = this.options.eligible;
+        this.target = chooseRelay(eligible ? entries.filter((e) => eligible(e.keyId)) : entries);
         if (this.target?.keyId !== previous) {
           this.options.log.info(
             { relay: this.target?.keyId.slice(0, 12), self: this.target?.keyId === this.options.selfKeyId },

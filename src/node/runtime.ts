@@ -174,6 +174,7 @@ export async function openNode(dir: string, options: OpenOptions = {}): Promise<
           registry,
           dispatcher: peerDispatcher,
           holdMs: config.relayHoldMs,
+          eligible: (keyId) => (nodeRef ? isActiveNodeKey(nodeRef, keyId) : false),
           log: log.child({ part: "relay" }),
         })
       : undefined;
