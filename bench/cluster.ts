@@ -12,7 +12,8 @@ import { Agent, request } from "undici";
 import { type ClusterState, clusterDown, clusterUp, isAlive, readEtcdSpecs } from "../src/cli/cluster.ts";
 import { AUDIT_INDEX_THREAD } from "../src/fhir/service/audit.ts";
 import type { SignedTx } from "../src/ledger/types.ts";
-import { readKeyFile } from "../src/node/datadir.ts";
+import { DEFAULT_CONFIG, readKeyFile } from "../src/node/datadir.ts";
+import { FORWARD_BELOW_TXS } from "../src/node/ledger-node.ts";
 import { newKey, signNew } from "../src/node/network.ts";
 import { SIGNATURE_THREAD } from "../src/node/verify-pool.ts";
 import { etcdClient } from "../src/ordering/etcd-client.ts";
@@ -305,6 +306,10 @@ export async function run(options: { quick?: boolean; log?: (line: string) => vo
           tx: "access.log, 1 entry, signed by one org's node key, sent round-robin to the 3 nodes",
           batch_max_txs: 500,
           batch_max_wait_ms: 5,
+          // The nodes inherit this process's environment (careledger cluster up), so CARELEDGER_RELAY_HOLD_MS=0 runs
+          // the same bench without the batching relay.
+          relay_hold_ms: Number(process.env.CARELEDGER_RELAY_HOLD_MS || DEFAULT_CONFIG.relayHoldMs),
+          relay_forwards_batches_below_txs: FORWARD_BELOW_TXS,
           cpu_us_per_tx:
             "per load phase, CPU µs per committed tx over the measured window: the nodes' threads by name (summed over the nodes), etcd's members, the load process; two_core_capacity_tx_per_s is two cores over that total",
           requests:
