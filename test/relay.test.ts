@@ -7,6 +7,7 @@ import { createServer, type Server } from "node:http";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { txId } from "../src/ledger/tx.ts";
+import { readKeyFile } from "../src/node/datadir.ts";
 import { FORWARD_BELOW_TXS } from "../src/node/ledger-node.ts";
 import { silentLogger } from "../src/node/logger.ts";
 import { initJoin } from "../src/node/network.ts";
@@ -50,7 +51,7 @@ async function pair(
   initJoin(relayDir, join(net.dir, "genesis.json"));
   const orderer = new ScriptedOrderer();
   const relayRegistry = new StaticPeerRegistry();
-  const relayKey = (await import("../src/node/datadir.ts")).readKeyFile(join(relayDir, "node.key"));
+  const relayKey = readKeyFile(join(relayDir, "node.key"));
   const relaysOwn = new PeerRelay({
     selfKeyId: relayKey.keyId,
     registry: relayRegistry,

@@ -52,6 +52,8 @@ export interface RelayOptions {
   forwardTimeoutMs?: number;
 }
 
+let undiciRequest: Promise<typeof import("undici").request> | undefined;
+
 /** The listed node with the smallest key id, or undefined when none is listed. */
 export function chooseRelay(entries: PeerEntry[]): PeerEntry | undefined {
   let best: PeerEntry | undefined;
@@ -131,7 +133,9 @@ export class PeerRelay implements BatchRelay {
   async forward(txs: SignedTx[]): Promise<void> {
     const target = this.target;
     if (target === undefined) throw new Error("no relay");
-    const { request } = await import("undici");
+    // Loaded once, on the first forward: nodes that never forward (the embedded orderer, every CLI command) skip it.
+    undiciRequest ??= import("undici").then((m) => m.request);
+    const request = await undiciRequest;
     const timeout = this.options.forwardTimeoutMs ?? 2000;
     try {
       const response = await request(`${target.url}/ledger/txs?wait=false`, {
