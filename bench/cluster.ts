@@ -18,6 +18,7 @@ import { newKey, signNew } from "../src/node/network.ts";
 import { SIGNATURE_THREAD } from "../src/node/verify-pool.ts";
 import { etcdClient } from "../src/ordering/etcd-client.ts";
 import { CHECKPOINT_THREAD } from "../src/store/checkpointer.ts";
+import { killOnInterrupt, onInterrupt, removeOnInterrupt } from "./interrupt.ts";
 import { runLoad } from "./ledger.ts";
 import { cpuSecondsOfAll, machineLimits, verifyRatios } from "./limits.ts";
 
@@ -120,6 +121,8 @@ export async function run(options: { quick?: boolean; log?: (line: string) => vo
   const log = options.log ?? (() => {});
   const work = mkdtempSync(join(tmpdir(), "careledger-bench-cluster-"));
   const dir = join(work, "cluster");
+  const releaseWork = removeOnInterrupt(work);
+  const releaseCluster = onInterrupt(() => stopCluster(dir));
   let state: ClusterState | undefined;
   try {
     log("measuring this machine's limits (Ed25519 verify on one core, fsync)…");
@@ -260,6 +263,7 @@ export async function run(options: { quick?: boolean; log?: (line: string) => vo
         stdio: ["ignore", "ignore", "inherit"],
         env: { ...process.env, CARELEDGER_LOG_LEVEL: "warn" },
       });
+      killOnInterrupt(child);
       let caughtUpMs = Number.NaN;
       try {
         for (;;) {
@@ -320,7 +324,26 @@ export async function run(options: { quick?: boolean; log?: (line: string) => vo
       await agent.close();
     }
   } finally {
+    releaseCluster();
     if (state) await clusterDown({ dir, print: () => {} }).catch(() => undefined);
     rmSync(work, { recursive: true, force: true, maxRetries: 10, retryDelay: 50 });
+    releaseWork();
+  }
+}
+
+/**
+ * Stops the bench's cluster on an interrupt, whatever point its start-up reached: `cluster up` records each process
+ * as it spawns it, and one spawned while the first pass ran is caught by the next.
+ */
+async function stopCluster(dir: string): Promise<void> {
+  for (let pass = 0; pass < 3; pass++) {
+    let state: ClusterState | undefined;
+    try {
+      state = JSON.parse(readFileSync(join(dir, "cluster.json"), "utf8")) as ClusterState;
+    } catch {
+      return; // interrupted before the first process started
+    }
+    if (!state.processes.some((p) => isAlive(p.pid))) return;
+    await clusterDown({ dir, print: () => {} }).catch(() => undefined);
   }
 }

@@ -17,6 +17,7 @@ import type { BlockEntry } from "../src/ledger/types.ts";
 import { readKeyFile, writeKeyFile } from "../src/node/datadir.ts";
 import { newKey, signNew } from "../src/node/network.ts";
 import { BENCH_SEED, CLI, initDataDir, runImportCli, writeNdjson } from "./import.ts";
+import { killOnInterrupt, removeOnInterrupt } from "./interrupt.ts";
 import { machineLimits } from "./limits.ts";
 
 const REPO = new URL("..", import.meta.url).pathname;
@@ -54,6 +55,7 @@ async function startNode(dir: string, profileDir?: string): Promise<{ child: Chi
     env: { ...process.env, CARELEDGER_LOG_LEVEL: "warn" },
     stdio: ["ignore", "pipe", "inherit"],
   });
+  killOnInterrupt(child);
   const url = await new Promise<string>((resolve, reject) => {
     let out = "";
     child.stdout?.setEncoding("utf8").on("data", (d: string) => {
@@ -175,6 +177,7 @@ async function runLoad(args: Record<string, unknown>): Promise<LoadResult> {
   const child = spawn(process.execPath, [join(REPO, "bench/fhir-load.ts"), JSON.stringify(args)], {
     stdio: ["ignore", "pipe", "inherit"],
   });
+  killOnInterrupt(child);
   let out = "";
   child.stdout.setEncoding("utf8").on("data", (d: string) => (out += d));
   const [code] = await once(child, "exit");
@@ -199,6 +202,7 @@ export async function run(options: {
   const profileDir = options.profileDir ?? process.env.CARELEDGER_BENCH_CPU_PROF;
   const work = mkdtempSync(join(tmpdir(), "careledger-bench-fhir-"));
   const dir = join(work, "node");
+  const releaseWork = removeOnInterrupt(work);
   try {
     log("measuring this machine's limits (Ed25519 verify on one core, fsync)…");
     const limits = machineLimits(work);
@@ -318,5 +322,6 @@ export async function run(options: {
     }
   } finally {
     rmSync(work, { recursive: true, force: true, maxRetries: 10, retryDelay: 50 });
+    releaseWork();
   }
 }

@@ -13,6 +13,7 @@ import type { Bundle } from "@medplum/fhirtypes";
 import { generatePatients } from "../src/fhir/generate.ts";
 import { LOOKUP_KEY_FILE, LookupKey } from "../src/fhir/service/patients.ts";
 import { initNetwork } from "../src/node/network.ts";
+import { killOnInterrupt, removeOnInterrupt } from "./interrupt.ts";
 import { machineLimits } from "./limits.ts";
 
 const REPO = new URL("..", import.meta.url).pathname;
@@ -64,6 +65,7 @@ export async function runImportCli(dir: string, files: readonly string[]): Promi
     env: { ...process.env, CARELEDGER_LOG_LEVEL: "warn" },
     stdio: ["ignore", "ignore", "pipe"],
   });
+  killOnInterrupt(child);
   let stderr = "";
   child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d));
   const [code] = (await once(child, "exit")) as [number | null];
@@ -120,6 +122,7 @@ export async function run(options: { quick?: boolean; log?: (line: string) => vo
   const log = options.log ?? (() => {});
   const patients = options.patients ?? (options.quick ? 50 : 1000);
   const work = mkdtempSync(join(tmpdir(), "careledger-bench-import-"));
+  const releaseWork = removeOnInterrupt(work);
   try {
     log("measuring this machine's limits (Ed25519 verify on one core, fsync)…");
     const limits = machineLimits(work);
@@ -202,5 +205,6 @@ export async function run(options: { quick?: boolean; log?: (line: string) => vo
     };
   } finally {
     rmSync(work, { recursive: true, force: true, maxRetries: 10, retryDelay: 50 });
+    releaseWork();
   }
 }

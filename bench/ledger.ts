@@ -8,6 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { readKeyFile } from "../src/node/datadir.ts";
 import { initNetwork, newKey, signNew } from "../src/node/network.ts";
+import { killOnInterrupt, removeOnInterrupt } from "./interrupt.ts";
 import { machineLimits, verifyRatios } from "./limits.ts";
 
 const REPO = new URL("..", import.meta.url).pathname;
@@ -18,6 +19,7 @@ async function startNode(dir: string) {
     env: { ...process.env, CARELEDGER_LOG_LEVEL: "warn" },
     stdio: ["ignore", "pipe", "inherit"],
   });
+  killOnInterrupt(child);
   const url = await new Promise<string>((resolve, reject) => {
     let out = "";
     child.stdout.setEncoding("utf8").on("data", (d: string) => {
@@ -35,6 +37,7 @@ export async function runLoad(args: Record<string, unknown>): Promise<Record<str
   const child = spawn(process.execPath, [join(REPO, "bench/ledger-load.ts"), JSON.stringify(args)], {
     stdio: ["ignore", "pipe", "inherit"],
   });
+  killOnInterrupt(child);
   let out = "";
   child.stdout.setEncoding("utf8").on("data", (d: string) => (out += d));
   const [code] = await once(child, "exit");
@@ -46,6 +49,7 @@ export async function run(options: { quick?: boolean; log?: (line: string) => vo
   const log = options.log ?? (() => {});
   const work = mkdtempSync(join(tmpdir(), "careledger-bench-ledger-"));
   const dir = join(work, "node");
+  const releaseWork = removeOnInterrupt(work);
   try {
     log("measuring this machine's limits (Ed25519 verify on one core, fsync)…");
     const limits = machineLimits(work);
@@ -103,5 +107,6 @@ export async function run(options: { quick?: boolean; log?: (line: string) => vo
     }
   } finally {
     rmSync(work, { recursive: true, force: true, maxRetries: 10, retryDelay: 50 });
+    releaseWork();
   }
 }

@@ -31,6 +31,7 @@ import { openNode } from "../src/node/runtime.ts";
 import { verifyStore } from "../src/node/verify.ts";
 import { VerifyPool } from "../src/node/verify-pool.ts";
 import { LedgerStore } from "../src/store/ledger-store.ts";
+import { removeOnInterrupt } from "./interrupt.ts";
 import { machineLimits, percentile } from "./limits.ts";
 import type { SignAnswer, SignPlan, SignRequest } from "./verify-sign.ts";
 
@@ -101,6 +102,7 @@ export async function run(options: VerifyBenchOptions = {}): Promise<Record<stri
   );
 
   const work = mkdtempSync(join(tmpdir(), "careledger-bench-verify-"));
+  const releaseWork = options.keep ? () => {} : removeOnInterrupt(work);
   const dir = join(work, "node");
   const phases: Record<string, number> = {};
   const phase = async <T>(name: string, body: () => Promise<T> | T): Promise<T> => {
@@ -237,6 +239,7 @@ export async function run(options: VerifyBenchOptions = {}): Promise<Record<stri
     };
   } finally {
     if (!options.keep) rmSync(work, { recursive: true, force: true, maxRetries: 10, retryDelay: 50 });
+    releaseWork();
   }
 }
 

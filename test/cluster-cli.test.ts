@@ -38,6 +38,10 @@ test("cluster up starts 3 etcd members and 3 TLS nodes in the background; down s
   const state = readClusterState(dir) as ClusterState;
   assert.equal(state.processes.length, 6);
   for (const p of state.processes) assert.ok(isAlive(p.pid), `${p.name} runs`);
+  // The members share this machine with the nodes: one Go scheduler thread each (GOMAXPROCS is not set here).
+  for (const p of state.processes.filter((q) => q.kind === "etcd")) {
+    assert.match(readFileSync(`/proc/${p.pid}/environ`, "utf8"), /(^|\0)GOMAXPROCS=1(\0|$)/, p.name);
+  }
   const agent = new Agent({ connect: { ca: readFileSync(join(dir, "network", "ca", "ca.pem")) } });
   try {
     const nodes = state.processes.filter((p) => p.kind === "node");

@@ -68,6 +68,16 @@ export function readClusterState(dir: string): ClusterState | undefined {
   }
 }
 
+/**
+ * The members of a local cluster share one machine with the nodes: each runs Go's scheduler on one thread (unless the
+ * caller set GOMAXPROCS), which saves the context switches of three runtimes each spreading its goroutines over every
+ * core (measured: −0.01 to −0.03 cores of etcd at 35 puts a second, bench/RESULTS.md, session 15). Members on
+ * machines of their own are started by their operators, not by this command.
+ */
+function etcdEnv(): NodeJS.ProcessEnv {
+  return { ...process.env, GOMAXPROCS: process.env.GOMAXPROCS ?? "1" };
+}
+
 function spawnDetached(command: string, args: string[], log: string, env: NodeJS.ProcessEnv = process.env) {
   const out = openSync(log, "a");
   const child = spawn(command, args, { detached: true, stdio: ["ignore", out, out], env });
@@ -153,7 +163,7 @@ export async function clusterUp(options: ClusterUpOptions): Promise<ClusterState
   const etcdChildren: ChildProcess[] = [];
   for (const spec of specs) {
     const log = join(logs, `${spec.name}.log`);
-    const child = spawnDetached(etcdBinary(), etcdArgs(spec, specs, "careledger-local"), log);
+    const child = spawnDetached(etcdBinary(), etcdArgs(spec, specs, "careledger-local"), log, etcdEnv());
     etcdChildren.push(child);
     state.processes.push({
       name: spec.name,
