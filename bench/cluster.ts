@@ -9,7 +9,14 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Agent, request } from "undici";
-import { type ClusterState, clusterDown, clusterUp, isAlive, readEtcdSpecs } from "../src/cli/cluster.ts";
+import {
+  type ClusterState,
+  clusterDown,
+  clusterUp,
+  isAlive,
+  readEtcdSpecs,
+  stopStartedCluster,
+} from "../src/cli/cluster.ts";
 import { AUDIT_INDEX_THREAD } from "../src/fhir/service/audit.ts";
 import type { SignedTx } from "../src/ledger/types.ts";
 import { DEFAULT_CONFIG, readKeyFile } from "../src/node/datadir.ts";
@@ -122,7 +129,7 @@ export async function run(options: { quick?: boolean; log?: (line: string) => vo
   const work = mkdtempSync(join(tmpdir(), "careledger-bench-cluster-"));
   const dir = join(work, "cluster");
   const releaseWork = removeOnInterrupt(work);
-  const releaseCluster = onInterrupt(() => stopCluster(dir));
+  const releaseCluster = onInterrupt(() => stopStartedCluster(dir));
   let state: ClusterState | undefined;
   try {
     log("measuring this machine's limits (Ed25519 verify on one core, fsync)…");
@@ -328,22 +335,5 @@ export async function run(options: { quick?: boolean; log?: (line: string) => vo
     if (state) await clusterDown({ dir, print: () => {} }).catch(() => undefined);
     rmSync(work, { recursive: true, force: true, maxRetries: 10, retryDelay: 50 });
     releaseWork();
-  }
-}
-
-/**
- * Stops the bench's cluster on an interrupt, whatever point its start-up reached: `cluster up` records each process
- * as it spawns it, and one spawned while the first pass ran is caught by the next.
- */
-async function stopCluster(dir: string): Promise<void> {
-  for (let pass = 0; pass < 3; pass++) {
-    let state: ClusterState | undefined;
-    try {
-      state = JSON.parse(readFileSync(join(dir, "cluster.json"), "utf8")) as ClusterState;
-    } catch {
-      return; // interrupted before the first process started
-    }
-    if (!state.processes.some((p) => isAlive(p.pid))) return;
-    await clusterDown({ dir, print: () => {} }).catch(() => undefined);
   }
 }

@@ -4,7 +4,7 @@
 // network cert, init --orderer etcds://…, start) run a network across machines; see README "A local cluster".
 
 import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync, mkdirSync, openSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { ConfigError, writeFileAtomic } from "../node/datadir.ts";
 import { etcdClient } from "../ordering/etcd-client.ts";
@@ -17,6 +17,7 @@ import {
   freeServerPort,
 } from "../ordering/etcd-launcher.ts";
 import { initCommand } from "./init.ts";
+import { interruptible } from "./interruptible.ts";
 import { networkCreateCommand } from "./network.ts";
 import { issueCertificate } from "./pki.ts";
 
@@ -287,6 +288,41 @@ export async function clusterDown(options: { dir: string; print?: (line: string)
   }
   if (state.processes.every((p) => !isAlive(p.pid)))
     print(`cluster in ${dir} is down (data kept; cluster up starts it again)`);
+}
+
+/**
+ * Stops whatever a cluster start-up in `dir` has spawned so far, at any point of it: `cluster up` records each process
+ * as it spawns it, and one spawned while a pass ran is caught by the next.
+ */
+export async function stopStartedCluster(dir: string): Promise<void> {
+  for (let pass = 0; pass < 3; pass++) {
+    const state = readClusterState(resolve(dir));
+    if (!state?.processes.some((p) => isAlive(p.pid))) return;
+    await clusterDown({ dir, print: () => {} }).catch(() => undefined);
+  }
+}
+
+/**
+ * `careledger cluster up` as a command: Ctrl-C (or SIGTERM) during start-up stops the members and nodes started so
+ * far — they run detached, so they would outlive the command — and removes the directory's contents if this start-up
+ * was creating the cluster (a half-made cluster cannot be started again); a stopped cluster being started again keeps
+ * its data. Once up, the cluster runs on after the command exits, as intended.
+ */
+export async function clusterUpCommand(options: ClusterUpOptions): Promise<void> {
+  const dir = resolve(options.dir);
+  const creating = readClusterState(dir) === undefined && (!existsSync(dir) || readdirSync(dir).length === 0);
+  await interruptible(
+    "cluster up",
+    () => clusterUp(options),
+    async () => {
+      await stopStartedCluster(dir);
+      if (!creating) return `stopped; the data stays in ${dir}`;
+      for (const entry of existsSync(dir) ? readdirSync(dir) : []) {
+        rmSync(join(dir, entry), { recursive: true, force: true, maxRetries: 10, retryDelay: 50 });
+      }
+      return `stopped, and removed what it had written to ${dir}`;
+    },
+  );
 }
 
 export function clusterStatus(options: { dir: string }): void {

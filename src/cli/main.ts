@@ -83,7 +83,7 @@ function program(): Command {
     .option("--base-port <port>", "first HTTP port for the nodes", parsePort, 7700)
     .action(async (options: { dir: string; orgs: number; basePort: number }) => {
       if (options.orgs < 1 || options.orgs > 9) throw new ConfigError("--orgs must be from 1 to 9");
-      await (await import("./cluster.ts")).clusterUp(options);
+      await (await import("./cluster.ts")).clusterUpCommand(options);
     });
   cluster
     .command("down")

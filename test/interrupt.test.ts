@@ -1,9 +1,10 @@
-// `careledger bench cluster` interrupted as a user would (SIGINT to the command alone: the cluster it started runs
-// detached from the terminal, so nothing else stops it): every etcd member, node and load process it started is
-// gone, its temp dir is removed, and it exits as SIGINT would.
+// `careledger bench cluster` and `careledger cluster up` interrupted as a user would (SIGINT to the command alone: the
+// cluster they start runs detached from the terminal, so nothing else stops it): every etcd member, node and load
+// process they started is gone, what they wrote is removed, and they exit as SIGINT would.
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { readdirSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
 import { test } from "node:test";
 import { CLI, tempDir } from "./helpers.ts";
 
@@ -46,8 +47,8 @@ test("an interrupted bench cluster stops its cluster and load, removes its files
     assert.ok(started.length >= 7, started.join("\n"));
     bench.kill("SIGINT");
     assert.equal(await exited, 130, stderr);
-    assert.match(stderr, /bench cluster: SIGINT; stopping the processes it started/);
-    assert.match(stderr, /bench cluster: stopped\n/);
+    assert.match(stderr, /bench cluster: SIGINT; stopping what it started/);
+    assert.match(stderr, /bench cluster: stopped the processes it started and removed its files\n/);
     assert.deepEqual(processesUnder(tmp.path), []);
     // (Node's own compile cache may live there too.)
     assert.deepEqual(
@@ -56,6 +57,40 @@ test("an interrupted bench cluster stops its cluster and load, removes its files
     );
   } finally {
     // Whatever this test's failure left running goes too.
+    for (const line of processesUnder(tmp.path)) process.kill(Number(line.split(":")[0]), "SIGKILL");
+    tmp.remove();
+  }
+});
+
+test("cluster up interrupted while its nodes start stops the etcd members and nodes it started and removes the new cluster", {
+  timeout: 120_000,
+}, async () => {
+  const tmp = tempDir("cluster-up-interrupt");
+  const dir = join(tmp.path, "cluster");
+  try {
+    const up = spawn(process.execPath, [CLI, "cluster", "up", "--dir", dir, "--orgs", "3", "--base-port", "0"], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stdout = "";
+    let stderr = "";
+    up.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d));
+    const exited = new Promise<number | null>((resolve) => up.once("exit", (code) => resolve(code)));
+    // etcd is up and the first node is starting.
+    await new Promise<void>((resolve, reject) => {
+      up.stdout.setEncoding("utf8").on("data", (d: string) => {
+        stdout += d;
+        if (/etcd: 3 members/.test(stdout)) resolve();
+      });
+      up.once("exit", () => reject(new Error(`cluster up ended first:\n${stdout}${stderr}`)));
+    });
+    assert.ok(processesUnder(dir).length >= 3, processesUnder(dir).join("\n"));
+    up.kill("SIGINT");
+    assert.equal(await exited, 130, stderr);
+    assert.match(stderr, /cluster up: SIGINT; stopping what it started/);
+    assert.match(stderr, /cluster up: stopped, and removed what it had written to /);
+    assert.deepEqual(processesUnder(tmp.path), []);
+    assert.ok(!existsSync(dir) || readdirSync(dir).length === 0, readdirSync(dir).join(", "));
+  } finally {
     for (const line of processesUnder(tmp.path)) process.kill(Number(line.split(":")[0]), "SIGKILL");
     tmp.remove();
   }
