@@ -5,7 +5,7 @@ import { readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, test } from "node:test";
 import { Agent, request } from "undici";
-import { type ClusterState, isAlive, readClusterState } from "../src/cli/cluster.ts";
+import { type ClusterProcess, type ClusterState, isAlive, readClusterState } from "../src/cli/cluster.ts";
 import { readKeyFile } from "../src/node/datadir.ts";
 import { newKey, signNew } from "../src/node/network.ts";
 import { runCli, tempDir } from "./helpers.ts";
@@ -105,10 +105,29 @@ test("cluster up starts 3 etcd members and 3 TLS nodes in the background; down s
       const blocked = await runCli(["cluster", "up", "--dir", dir]);
       assert.equal(blocked.code, 2, blocked.stdout);
       assert.match(blocked.stderr, /etcd-3 exited during start-up; see .*etcd-3\.log/);
+      // All or nothing: the members that did start are stopped again.
+      assert.match(blocked.stderr, /the members and nodes it had started are stopped again/);
+      for (const p of (readClusterState(dir) as ClusterState).processes) assert.equal(isAlive(p.pid), false, p.name);
     } finally {
       rmSync(etcd3);
       renameSync(`${etcd3}.moved`, etcd3);
     }
+    // A node dir not made yet (a first start that failed before reaching it) is made by the next `up`, and the node
+    // catches up with the others.
+    const remade = state2.processes.find((p) => p.kind === "node" && p.name !== first.name) as ClusterProcess;
+    rmSync(remade.dir, { recursive: true });
+    const continued = await runCli(["cluster", "up", "--dir", dir]);
+    assert.equal(continued.code, 0, continued.stderr);
+    const state3 = readClusterState(dir) as ClusterState;
+    let after3 = await heads(state3, agent);
+    for (let i = 0; i < 100 && !after3.every((h) => h.size === 2 && h.hash === all[0]?.hash); i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      after3 = await heads(state3, agent);
+    }
+    assert.ok(
+      after3.every((h) => h.size === 2 && h.hash === all[0]?.hash),
+      JSON.stringify(after3),
+    );
     assert.equal((await runCli(["cluster", "down", "--dir", dir])).code, 0);
   } finally {
     await agent.close();

@@ -195,9 +195,7 @@ export async function clusterUp(options: ClusterUpOptions): Promise<ClusterState
   for (const [i, child] of etcdChildren.entries()) {
     if (child.exitCode !== null || child.signalCode !== null) {
       const name = specs[i]?.name ?? `etcd-${i + 1}`;
-      throw new ConfigError(
-        `${name} exited during start-up; see ${join(logs, `${name}.log`)} (stop the rest with: careledger cluster down --dir ${dir})`,
-      );
+      throw new ConfigError(`${name} exited during start-up; see ${join(logs, `${name}.log`)}`);
     }
   }
   print(`etcd: ${specs.length} members, clients at ${state.etcd.join(", ")}`);
@@ -209,7 +207,8 @@ export async function clusterUp(options: ClusterUpOptions): Promise<ClusterState
   let port = options.basePort ?? 7700;
   for (const org of orgDirs) {
     const nodeDir = join(dir, "nodes", org);
-    if (fresh) {
+    // Each node dir is made on the first start that reaches it (a first start that failed part-way is continued).
+    if (!existsSync(join(nodeDir, "config.json"))) {
       const nodePort = port === 0 ? 0 : await freePortFrom(port);
       if (port !== 0) port = nodePort + 1;
       await silently(() =>
@@ -303,17 +302,36 @@ export async function stopStartedCluster(dir: string): Promise<void> {
 }
 
 /**
- * `careledger cluster up` as a command: Ctrl-C (or SIGTERM) during start-up stops the members and nodes started so
- * far — they run detached, so they would outlive the command — and removes the directory's contents if this start-up
- * was creating the cluster (a half-made cluster cannot be started again); a stopped cluster being started again keeps
- * its data. Once up, the cluster runs on after the command exits, as intended.
+ * `careledger cluster up` as a command. A start-up that fails stops the members and nodes it had started (they run
+ * detached, so they would outlive the command) and keeps the data and logs; Ctrl-C (or SIGTERM) meanwhile does the same
+ * and also removes the directory's contents if this start-up was creating the cluster; a stopped cluster being started
+ * again keeps its data. Once up, the cluster runs on after the command exits, as intended.
  */
 export async function clusterUpCommand(options: ClusterUpOptions): Promise<void> {
   const dir = resolve(options.dir);
-  const creating = readClusterState(dir) === undefined && (!existsSync(dir) || readdirSync(dir).length === 0);
+  const previous = readClusterState(dir);
+  // Already running: `clusterUp` says so, and nothing here may stop that cluster.
+  if (previous?.processes.some((p) => isAlive(p.pid))) {
+    await clusterUp(options);
+    return;
+  }
+  const creating = previous === undefined && (!existsSync(dir) || readdirSync(dir).length === 0);
+  const anyRunning = () => readClusterState(dir)?.processes.some((p) => isAlive(p.pid)) === true;
   await interruptible(
     "cluster up",
-    () => clusterUp(options),
+    async () => {
+      try {
+        await clusterUp(options);
+      } catch (error) {
+        // All or nothing: what started before the failure is stopped, and the data (logs included) kept; `cluster up`
+        // again continues once the cause is fixed.
+        if (anyRunning()) {
+          await stopStartedCluster(dir);
+          if (error instanceof Error) error.message += "; the members and nodes it had started are stopped again";
+        }
+        throw error;
+      }
+    },
     async () => {
       await stopStartedCluster(dir);
       if (!creating) return `stopped; the data stays in ${dir}`;
