@@ -133,7 +133,7 @@ export async function run(options: { quick?: boolean; log?: (line: string) => vo
   let state: ClusterState | undefined;
   try {
     log("measuring this machine's limits (Ed25519 verify on one core, fsync)…");
-    const limits = machineLimits(work);
+    const limits = machineLimits(work, log);
     log("starting 3 etcd members and 3 nodes (careledger cluster up)…");
     state = await clusterUp({ dir, orgs: 3, basePort: 17700, print: log });
     const ca = join(dir, "network", "ca", "ca.pem");

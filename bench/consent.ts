@@ -14,6 +14,7 @@ export interface ConsentBenchOptions {
   /** Overrides (for tests). */
   patients?: number;
   decisions?: number;
+  log?: (line: string) => void;
 }
 
 const START = Date.UTC(2025, 0, 6, 9, 0, 0);
@@ -38,6 +39,7 @@ export async function run(opts: ConsentBenchOptions = {}): Promise<Record<string
   const patients = opts.patients ?? (opts.quick === true ? 10_000 : 100_000);
   const decisions = Math.max(opts.decisions ?? 200_000, 1);
   const rulesPerPatient = 10;
+  const limits = machineLimits(undefined, opts.log);
 
   // ---- build ----
   const { meta, txs } = createScenario({
@@ -136,7 +138,7 @@ export async function run(opts: ConsentBenchOptions = {}): Promise<Record<string
   const pct = (q: number) => (lat[Math.min(decisions - 1, Math.floor(q * decisions))] as number) / 1000;
 
   return {
-    ...machineLimits(),
+    ...limits,
     decisions_per_s: Math.round(decisions / (wallNs / 1e9)),
     p50_us: round(pct(0.5)),
     p99_us: round(pct(0.99)),

@@ -205,7 +205,7 @@ export async function run(options: {
   const releaseWork = removeOnInterrupt(work);
   try {
     log("measuring this machine's limits (Ed25519 verify on one core, fsync)…");
-    const limits = machineLimits(work);
+    const limits = machineLimits(work, log);
 
     const { orgId } = initDataDir(dir, "Bench Hospital");
     const file = join(work, "patients.ndjson");

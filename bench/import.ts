@@ -125,7 +125,7 @@ export async function run(options: { quick?: boolean; log?: (line: string) => vo
   const releaseWork = removeOnInterrupt(work);
   try {
     log("measuring this machine's limits (Ed25519 verify on one core, fsync)…");
-    const limits = machineLimits(work);
+    const limits = machineLimits(work, log);
 
     log(`generating ${patients} patients as NDJSON…`);
     const file = join(work, "patients.ndjson");

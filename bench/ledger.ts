@@ -52,7 +52,7 @@ export async function run(options: { quick?: boolean; log?: (line: string) => vo
   const releaseWork = removeOnInterrupt(work);
   try {
     log("measuring this machine's limits (Ed25519 verify on one core, fsync)…");
-    const limits = machineLimits(work);
+    const limits = machineLimits(work, log);
     const created = initNetwork(dir, { orgName: "Bench Hospital" });
     const admin = readKeyFile(join(dir, "keys", "admin.key"));
     const node = await startNode(dir);

@@ -3,7 +3,7 @@
 
 import { generateKeyPairSync, sign, verify } from "node:crypto";
 import { closeSync, fdatasyncSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import { keyPairFromSeed, signBytes, verifyBytes } from "../src/ledger/keys.ts";
 
@@ -60,12 +60,52 @@ export function fsyncPerSecond(dir: string = tmpdir(), ms = 1000): number {
   return Math.round((count / (now - start)) * 1000);
 }
 
-export function machineLimits(dir?: string) {
+/** Busy jiffies (everything but idle and iowait) and all jiffies of the machine so far, from /proc/stat's first line. */
+function machineJiffies(): { busy: number; total: number } | undefined {
+  try {
+    const fields = (readFileSync("/proc/stat", "utf8").split("\n")[0] as string).trim().split(/\s+/).slice(1, 9);
+    const [user, nice, system, idle, iowait, irq, softirq, steal] = fields.map(Number) as number[];
+    const busy = (user ?? 0) + (nice ?? 0) + (system ?? 0) + (irq ?? 0) + (softirq ?? 0) + (steal ?? 0);
+    return { busy, total: busy + (idle ?? 0) + (iowait ?? 0) };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Cores that other processes kept busy over `ms` while this one slept (undefined off Linux). A benchmark started
+ * beside other work — a cluster left running, a build — measures that work too; this says so in its figures.
+ */
+export function busyCoresElsewhere(ms = 1000): number | undefined {
+  const before = machineJiffies();
+  const own = process.cpuUsage();
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+  const after = machineJiffies();
+  if (!before || !after || after.total === before.total) return undefined;
+  const ownUsed = process.cpuUsage(own);
+  const cores = availableParallelism();
+  const busyShare = (after.busy - before.busy) / (after.total - before.total);
+  const ownCores = (ownUsed.user + ownUsed.system) / 1000 / ms;
+  return Number(Math.max(0, busyShare * cores - ownCores).toFixed(2));
+}
+
+/** Above this many cores busy elsewhere at the start, a benchmark says its figures are not this machine's own. */
+export const BUSY_ELSEWHERE_WARN_CORES = 0.25;
+
+export function machineLimits(dir?: string, log?: (line: string) => void) {
+  const busy = busyCoresElsewhere();
+  if (busy !== undefined && busy > BUSY_ELSEWHERE_WARN_CORES && log) {
+    log(
+      `warning: other processes keep ${busy} cores busy on this machine; the figures will count their load ` +
+        "(look for a cluster left running: careledger cluster status, or ps)",
+    );
+  }
   return {
     ed25519_verify_per_s_1core: ed25519VerifyPerSecond(),
     ledger_verify_per_s_1core: ledgerVerifyPerSecond(),
     fsync_per_s: fsyncPerSecond(dir),
     cores: (globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator?.hardwareConcurrency ?? 0,
+    busy_cores_elsewhere_at_start: busy ?? null,
   };
 }
 

@@ -116,7 +116,7 @@ export async function run(options: VerifyBenchOptions = {}): Promise<Record<stri
   try {
     log(`bench verify: ${total} txs, ${patientCount} patients, chunks of ${chunkSize}, ${inflight} in flight`);
     log("measuring this machine's limits (Ed25519 verify on one core, fsync)…");
-    const limitsBefore = await phase("limits_s", () => machineLimits(work));
+    const limitsBefore = await phase("limits_s", () => machineLimits(work, log));
     log(`  ${JSON.stringify(limitsBefore)}`);
 
     const created = initNetwork(dir, { orgName: "Bench Hospital" });
