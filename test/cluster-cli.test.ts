@@ -28,6 +28,19 @@ async function heads(state: ClusterState, agent: Agent): Promise<{ size: number;
   );
 }
 
+/** Waits (≤ 10 s) until every node's head has `size` txs and one hash (`hash`, when given); asserts it. */
+async function headsAt(state: ClusterState, agent: Agent, size: number, hash?: string) {
+  const done = (hs: { size: number; hash: string }[]) =>
+    hs.every((h) => h.size === size && h.hash === (hash ?? hs[0]?.hash));
+  let all = await heads(state, agent);
+  for (let i = 0; i < 100 && !done(all); i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    all = await heads(state, agent);
+  }
+  assert.ok(done(all), JSON.stringify(all));
+  return all;
+}
+
 test("cluster up starts 3 etcd members and 3 TLS nodes in the background; down stops them all; up continues", async () => {
   const up = await runCli(["cluster", "up", "--dir", dir, "--orgs", "3", "--base-port", "0"]);
   assert.equal(up.code, 0, up.stderr);
@@ -62,15 +75,7 @@ test("cluster up starts 3 etcd members and 3 TLS nodes in the background; down s
       dispatcher: agent,
     });
     assert.equal(response.statusCode, 200, await response.body.text());
-    let all = await heads(state, agent);
-    for (let i = 0; i < 50 && !all.every((h) => h.size === 2 && h.hash === all[0]?.hash); i++) {
-      await new Promise((r) => setTimeout(r, 100));
-      all = await heads(state, agent);
-    }
-    assert.ok(
-      all.every((h) => h.size === 2 && h.hash === all[0]?.hash),
-      JSON.stringify(all),
-    );
+    const all = await headsAt(state, agent, 2);
     // Without the network's CA, a client refuses the nodes' certificates.
     await assert.rejects(request(`${first.url}/ledger/head`), /certificate/i);
 
@@ -119,15 +124,7 @@ test("cluster up starts 3 etcd members and 3 TLS nodes in the background; down s
     const continued = await runCli(["cluster", "up", "--dir", dir]);
     assert.equal(continued.code, 0, continued.stderr);
     const state3 = readClusterState(dir) as ClusterState;
-    let after3 = await heads(state3, agent);
-    for (let i = 0; i < 100 && !after3.every((h) => h.size === 2 && h.hash === all[0]?.hash); i++) {
-      await new Promise((r) => setTimeout(r, 100));
-      after3 = await heads(state3, agent);
-    }
-    assert.ok(
-      after3.every((h) => h.size === 2 && h.hash === all[0]?.hash),
-      JSON.stringify(after3),
-    );
+    await headsAt(state3, agent, 2, all[0]?.hash);
     assert.equal((await runCli(["cluster", "down", "--dir", dir])).code, 0);
   } finally {
     await agent.close();
