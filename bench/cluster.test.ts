@@ -1,6 +1,7 @@
 // Smoke test of `careledger bench cluster --quick`: 3 etcd members and 3 nodes from `cluster up`, the load process,
 // the catch-up of a stopped node — end to end, reporting the documented fields as sane numbers.
 import assert from "node:assert/strict";
+import { readdirSync, readFileSync } from "node:fs";
 import { test } from "node:test";
 import { run } from "./cluster.ts";
 
@@ -21,7 +22,21 @@ interface LoadResult {
 test("bench cluster (quick): full load, the goal rate in 25- and 100-tx requests, catch-up", {
   timeout: 300_000,
 }, async () => {
-  const r = await run({ quick: true });
+  const lines: string[] = [];
+  const r = await run({ quick: true, log: (line) => lines.push(line) });
+  // Nothing it started outlives it: no process runs from its temp dir (named in `cluster up`'s progress lines).
+  const work = /\(data (\S+?)\/cluster\/nodes\//.exec(lines.join("\n"))?.[1];
+  assert.ok(work, lines.join("\n"));
+  const left = readdirSync("/proc")
+    .filter((e) => /^\d+$/.test(e))
+    .filter((pid) => {
+      try {
+        return readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(work);
+      } catch {
+        return false;
+      }
+    });
+  assert.deepEqual(left, []);
   const load = (value: unknown) => value as LoadResult;
   const atGoal = load(r.at_goal_rate);
   for (const k of [

@@ -9,14 +9,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Agent, request } from "undici";
-import {
-  type ClusterState,
-  clusterDown,
-  clusterUp,
-  isAlive,
-  readEtcdSpecs,
-  stopStartedCluster,
-} from "../src/cli/cluster.ts";
+import { type ClusterState, clusterUp, isAlive, readEtcdSpecs, stopStartedCluster } from "../src/cli/cluster.ts";
 import { AUDIT_INDEX_THREAD } from "../src/fhir/service/audit.ts";
 import type { SignedTx } from "../src/ledger/types.ts";
 import { DEFAULT_CONFIG, readKeyFile } from "../src/node/datadir.ts";
@@ -130,12 +123,11 @@ export async function run(options: { quick?: boolean; log?: (line: string) => vo
   const dir = join(work, "cluster");
   const releaseWork = removeOnInterrupt(work);
   const releaseCluster = onInterrupt(() => stopStartedCluster(dir));
-  let state: ClusterState | undefined;
   try {
     log("measuring this machine's limits (Ed25519 verify on one core, fsync)…");
     const limits = machineLimits(work, log);
     log("starting 3 etcd members and 3 nodes (careledger cluster up)…");
-    state = await clusterUp({ dir, orgs: 3, basePort: 17700, print: log });
+    const state = await clusterUp({ dir, orgs: 3, basePort: 17700, print: log });
     const ca = join(dir, "network", "ca", "ca.pem");
     const agent = new Agent({ connect: { ca: readFileSync(ca) } });
     const nodes = state.processes.filter((p) => p.kind === "node");
@@ -162,7 +154,7 @@ export async function run(options: { quick?: boolean; log?: (line: string) => vo
      * other nodes still applying, WAL checkpoints, etcd compaction.
      */
     const settle = async (nodeUrls: string[]) => {
-      const pids = (state as ClusterState).processes.map((p) => p.pid);
+      const pids = state.processes.map((p) => p.pid);
       const cpu = () => cpuSecondsOfAll(pids);
       const started = performance.now();
       let quietSeconds = 0;
@@ -209,7 +201,7 @@ export async function run(options: { quick?: boolean; log?: (line: string) => vo
         cpuPids: Object.fromEntries(state.processes.map((p) => [p.name, p.pid])),
         cpuThreadsOf: nodes.map((n) => n.name),
       };
-      const parts = (state as ClusterState).processes.map((p) => ({ name: p.name, kind: p.kind }));
+      const parts = state.processes.map((p) => ({ name: p.name, kind: p.kind }));
       // The per-thread figures, summed into parts: where the CPU went, per committed tx.
       const withCpuPerTx = (phase: Record<string, unknown>) => {
         const { cpu_cores_by_thread: _raw, ...rest } = phase;
@@ -332,7 +324,8 @@ export async function run(options: { quick?: boolean; log?: (line: string) => vo
     }
   } finally {
     releaseCluster();
-    if (state) await clusterDown({ dir, print: () => {} }).catch(() => undefined);
+    // Also what a start-up that failed part-way left running.
+    await stopStartedCluster(dir);
     rmSync(work, { recursive: true, force: true, maxRetries: 10, retryDelay: 50 });
     releaseWork();
   }

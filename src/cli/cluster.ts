@@ -6,7 +6,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { ConfigError, writeFileAtomic } from "../node/datadir.ts";
+import { ConfigError, dataPaths, writeFileAtomic } from "../node/datadir.ts";
 import { etcdClient } from "../ordering/etcd-client.ts";
 import {
   canBind,
@@ -111,7 +111,7 @@ export async function clusterUp(options: ClusterUpOptions): Promise<ClusterState
   const dir = resolve(options.dir);
   const print = options.print ?? ((line: string) => process.stdout.write(`${line}\n`));
   const previous = readClusterState(dir);
-  if (previous?.processes.some((p) => isAlive(p.pid))) {
+  if (anyAlive(previous)) {
     throw new ConfigError(
       `a cluster is already running from ${dir}; stop it with: careledger cluster down --dir ${dir}`,
     );
@@ -208,7 +208,7 @@ export async function clusterUp(options: ClusterUpOptions): Promise<ClusterState
   for (const org of orgDirs) {
     const nodeDir = join(dir, "nodes", org);
     // Each node dir is made on the first start that reaches it (a first start that failed part-way is continued).
-    if (!existsSync(join(nodeDir, "config.json"))) {
+    if (!existsSync(dataPaths(nodeDir).config)) {
       const nodePort = port === 0 ? 0 : await freePortFrom(port);
       if (port !== 0) port = nodePort + 1;
       await silently(() =>
@@ -289,16 +289,22 @@ export async function clusterDown(options: { dir: string; print?: (line: string)
     print(`cluster in ${dir} is down (data kept; cluster up starts it again)`);
 }
 
+/** Whether any process of a cluster's recorded state still runs. */
+function anyAlive(state: ClusterState | undefined): boolean {
+  return state?.processes.some((p) => isAlive(p.pid)) === true;
+}
+
 /**
  * Stops whatever a cluster start-up in `dir` has spawned so far, at any point of it: `cluster up` records each process
- * as it spawns it, and one spawned while a pass ran is caught by the next.
+ * as it spawns it, and one spawned while a pass ran is caught by the next. Says whether anything was running.
  */
-export async function stopStartedCluster(dir: string): Promise<void> {
-  for (let pass = 0; pass < 3; pass++) {
-    const state = readClusterState(resolve(dir));
-    if (!state?.processes.some((p) => isAlive(p.pid))) return;
+export async function stopStartedCluster(dir: string): Promise<boolean> {
+  let stopped = false;
+  for (let pass = 0; pass < 3 && anyAlive(readClusterState(resolve(dir))); pass++) {
+    stopped = true;
     await clusterDown({ dir, print: () => {} }).catch(() => undefined);
   }
+  return stopped;
 }
 
 /**
@@ -311,12 +317,11 @@ export async function clusterUpCommand(options: ClusterUpOptions): Promise<void>
   const dir = resolve(options.dir);
   const previous = readClusterState(dir);
   // Already running: `clusterUp` says so, and nothing here may stop that cluster.
-  if (previous?.processes.some((p) => isAlive(p.pid))) {
+  if (anyAlive(previous)) {
     await clusterUp(options);
     return;
   }
   const creating = previous === undefined && (!existsSync(dir) || readdirSync(dir).length === 0);
-  const anyRunning = () => readClusterState(dir)?.processes.some((p) => isAlive(p.pid)) === true;
   await interruptible(
     "cluster up",
     async () => {
@@ -325,9 +330,8 @@ export async function clusterUpCommand(options: ClusterUpOptions): Promise<void>
       } catch (error) {
         // All or nothing: what started before the failure is stopped, and the data (logs included) kept; `cluster up`
         // again continues once the cause is fixed.
-        if (anyRunning()) {
-          await stopStartedCluster(dir);
-          if (error instanceof Error) error.message += "; the members and nodes it had started are stopped again";
+        if ((await stopStartedCluster(dir)) && error instanceof Error) {
+          error.message += "; the members and nodes it had started are stopped again";
         }
         throw error;
       }

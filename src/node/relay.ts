@@ -11,6 +11,7 @@
 // send txs round in a circle.
 import type { Dispatcher } from "undici";
 import type { SignedTx } from "../ledger/types.ts";
+import { DEFAULT_CONFIG } from "./datadir.ts";
 import type { Logger } from "./logger.ts";
 import type { PeerEntry, PeerRegistry } from "./peer-registry.ts";
 
@@ -75,7 +76,7 @@ export class PeerRelay implements BatchRelay {
 
   constructor(options: RelayOptions) {
     this.options = options;
-    this.holdMs = options.holdMs ?? 20;
+    this.holdMs = options.holdMs ?? DEFAULT_CONFIG.relayHoldMs;
     this.commitDeadlineMs = options.commitDeadlineMs ?? 3000;
   }
 
