@@ -1,7 +1,9 @@
 // Worker thread of the FHIR audit index (audit.ts): follows the node's ledger database read-only and indexes new
 // blocks into the index database whenever the node is quiet (no new block since its last look), a query waits for it
-// (`wake`), or the oldest block not yet indexed has waited `maxLagMs`, at the lowest CPU priority the system allows.
+// (`wake`), or the oldest block not yet indexed has waited `maxLagMs`, at the lowest CPU priority the system allows
+// (SCHED_IDLE on Linux).
 
+import { execFileSync } from "node:child_process";
 import { readlinkSync } from "node:fs";
 import { setPriority } from "node:os";
 import { parentPort, workerData } from "node:worker_threads";
@@ -29,6 +31,8 @@ export type AuditWorkerReport =
 /** Time per transaction while catching up, so that `stop`, progress reports and new blocks are never far off. */
 const SLICE_MS = 20;
 const NICEST = 19;
+/** util-linux's `chrt` (Debian: essential). Absolute paths: what runs must not depend on the caller's PATH. */
+const CHRT_PATHS = ["/usr/bin/chrt", "/bin/chrt"];
 /** Pause after each slice of an overdue catch-up on a busy node: at most a fifth of a core goes to it. */
 const OVERDUE_PAUSE_MS = 4 * SLICE_MS;
 
@@ -36,13 +40,30 @@ const { auditPath, ledgerPath, pollMs, maxLagMs } = workerData as AuditWorkerDat
 const port = parentPort;
 if (!port) throw new Error("audit-index-worker runs as a worker thread");
 
-/** Linux: this thread only (a thread id names one thread for setpriority); elsewhere a no-op. */
+/**
+ * Linux: this thread only (a thread id names one thread for setpriority and sched_setscheduler). SCHED_IDLE where
+ * `chrt` allows it: any other thread that wakes takes the core from this one at once, where at nice 19 it could
+ * wait out the rest of this thread's time slice — under sustained load the index's catch-up slices delayed every
+ * commit (bench/RESULTS.md, session 16). Under SCHED_IDLE it still gets a small share of a full machine, so it
+ * never stops. Nice 19 stays as the fallback. Elsewhere a no-op.
+ */
 function lowerOwnPriority(): void {
+  let tid: number;
   try {
-    const tid = Number(readlinkSync("/proc/thread-self").split("/").pop());
-    if (Number.isSafeInteger(tid) && tid > 0) setPriority(tid, NICEST);
+    tid = Number(readlinkSync("/proc/thread-self").split("/").pop());
+    if (!Number.isSafeInteger(tid) || tid <= 0) return;
+    setPriority(tid, NICEST);
   } catch {
     // No /proc or not permitted: index at normal priority.
+    return;
+  }
+  for (const chrt of CHRT_PATHS) {
+    try {
+      execFileSync(chrt, ["--idle", "-p", "0", String(tid)], { stdio: "ignore", timeout: 5000 });
+      return;
+    } catch {
+      // Not there, or refused: try the next, else stay at nice 19.
+    }
   }
 }
 
