@@ -9,6 +9,7 @@ import { catchUpFrom } from "../src/node/catch-up.ts";
 import { silentLogger } from "../src/node/logger.ts";
 import { initJoin } from "../src/node/network.ts";
 import type { RunningNode } from "../src/node/runtime.ts";
+import { NODE_INLINE_MAX_TXS, VerifyPool } from "../src/node/verify-pool.ts";
 import { tempDir } from "./helpers.ts";
 import { enrolTx, newNetwork, openTestNode, type TestNet } from "./support-net.ts";
 
@@ -38,10 +39,10 @@ after(async () => {
 });
 
 /** A fresh node of the same network that has only the genesis. */
-async function freshNode(name: string): Promise<RunningNode> {
+async function freshNode(name: string, pool?: VerifyPool): Promise<RunningNode> {
   const dir = join(work.path, name);
   initJoin(dir, join(net.dir, "genesis.json"));
-  return openTestNode(dir);
+  return openTestNode(dir, pool ? { pool } : {});
 }
 
 /** A peer that serves the real peer's block pages with each block passed through `alter` first. */
@@ -66,15 +67,20 @@ async function lyingPeer(alter: (block: { height: number; txs: { result: unknown
 }
 
 test("a node with only the genesis applies a peer's blocks and reaches its exact head", async () => {
-  const node = await freshNode("fresh");
+  const pool = new VerifyPool(2, { inlineMaxTxs: NODE_INLINE_MAX_TXS });
+  const node = await freshNode("fresh", pool);
   try {
     // The embedded orderer has no etcd positions to give: the blocks are applied, then the position is refused.
     await assert.rejects(catchUpFrom(node.node, peer.url, { peers: () => [], log: silentLogger }), /404/);
     assert.equal(node.node.height, peer.node.height);
     assert.equal(node.node.store.head()?.hash, peer.node.store.head()?.hash);
     assert.equal(node.node.store.head()?.stateDigest, peer.node.store.head()?.stateDigest);
+    // A catch-up is throughput work: its small blocks are checked on the workers, in parallel, not on this thread.
+    assert.equal(pool.checked.inline, 0);
+    assert.ok(pool.checked.onWorkers >= 30, `${pool.checked.onWorkers} txs checked on workers`);
   } finally {
     await node.close();
+    await pool.close();
   }
 });
 

@@ -31,7 +31,7 @@ import { createLogger, type Logger } from "./logger.ts";
 import { networkIdOf } from "./network.ts";
 import { type PeerRegistry, StaticPeerRegistry } from "./peer-registry.ts";
 import { type BatchRelay, PeerRelay } from "./relay.ts";
-import { VerifyPool } from "./verify-pool.ts";
+import { NODE_INLINE_MAX_TXS, VerifyPool } from "./verify-pool.ts";
 
 export interface RunningNode {
   node: LedgerNode;
@@ -150,7 +150,7 @@ export async function openNode(dir: string, options: OpenOptions = {}): Promise<
       : (options.registry ?? new StaticPeerRegistry());
   const peerDispatcher = tls ? new (await import("undici")).Agent({ connect: { ca: tls.ca } }) : undefined;
   const ownPool = options.pool === undefined;
-  const pool = options.pool ?? new VerifyPool(config.workers);
+  const pool = options.pool ?? new VerifyPool(config.workers, { inlineMaxTxs: NODE_INLINE_MAX_TXS });
   const cleanup = async () => {
     ownRelay?.close();
     if (ownPool) await pool.close();

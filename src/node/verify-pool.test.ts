@@ -52,6 +52,37 @@ test("malformed fields fail alone: they cannot shift the answers of the txs afte
   assert.deepEqual(await pool.verify([]), []);
 });
 
+test("a pool with inlineMaxTxs checks jobs that small on the calling thread, larger ones on workers: same answers", async () => {
+  const inline = new VerifyPool(2, { inlineMaxTxs: 10 });
+  try {
+    const items = Array.from({ length: 30 }, (_, i) => tx(2000 + i));
+    // Every 4th signed by another key over the same id.
+    for (let i = 0; i < items.length; i += 4) {
+      const item = items[i] as { tx: SignedTx; id: string };
+      item.tx = { ...item.tx, sig: signTx({ ...item.tx, signer: other.keyId }, other).sig };
+    }
+    const expected = items.map((_, i) => i % 4 !== 0);
+    const small = items.slice(0, 10);
+    assert.deepEqual(await inline.verify(small), expected.slice(0, 10));
+    assert.deepEqual(inline.checked, { inline: 10, onWorkers: 0 });
+    assert.deepEqual(await inline.verify(items), expected);
+    assert.deepEqual(inline.checked, { inline: 10, onWorkers: 30 });
+    // Throughput work asks for the workers whatever its size.
+    assert.deepEqual(await inline.verify(small, { inline: false }), expected.slice(0, 10));
+    assert.deepEqual(inline.checked, { inline: 10, onWorkers: 40 });
+    // Malformed fields fail alone on this thread too.
+    const odd = Array.from({ length: 3 }, (_, i) => tx(3000 + i));
+    const broken = odd[1] as { tx: SignedTx; id: string };
+    broken.tx = { ...broken.tx, sig: "not base64url!" };
+    assert.deepEqual(await inline.verify(odd), [true, false, true]);
+    // The default pool sends every job to its workers.
+    assert.deepEqual(await pool.verify(small), expected.slice(0, 10));
+    assert.equal(pool.checked.inline, 0);
+  } finally {
+    await inline.close();
+  }
+});
+
 /** Runs `lines` as an ES module in a child process (importing the pool) and reports how it ended. */
 async function runChild(
   lines: string[],

@@ -1,5 +1,6 @@
 import { availableParallelism } from "node:os";
 import { Worker } from "node:worker_threads";
+import { verifyTxSignature } from "../ledger/tx.ts";
 import type { SignedTx } from "../ledger/types.ts";
 import type { VerifyAnswer, VerifyJob } from "./verify-worker.ts";
 
@@ -21,6 +22,21 @@ interface PooledWorker {
  */
 const MIN_SLICE = 8;
 
+/**
+ * What a node's own pool checks on the calling thread: jobs up to this many txs (at ~60 µs a check, the event loop is
+ * held at most ~6 ms). A hand-off to a worker and back is two thread wake-ups, each waiting for a core when the
+ * machine is busy; on the benchmark machine that cost more than the checks themselves. Checking a 25-tx request, a
+ * forwarded batch and a block's foreign txs on the main thread cut the cluster's CPU at 3,000 tx/s by ~0.1 cores and
+ * its p99 by about a third (bench/RESULTS.md, session 16). Larger jobs, and throughput work (replay, verify, blocks
+ * of a catch-up), still go to the workers, where they run in parallel.
+ */
+export const NODE_INLINE_MAX_TXS = 100;
+
+export interface VerifyPoolOptions {
+  /** Jobs of at most this many txs are checked on the calling thread (default 0: every job goes to a worker). */
+  inlineMaxTxs?: number;
+}
+
 /** The OS name of the pool's threads (`/proc/PID/task/TID/comm`). */
 export const SIGNATURE_THREAD = "sig-check";
 
@@ -29,8 +45,12 @@ export class VerifyPool {
   private readonly workers: PooledWorker[] = [];
   private nextJob = 1;
   private closed = false;
+  private readonly inlineMaxTxs: number;
+  /** Txs checked on the calling thread and on the workers, since the pool was made. */
+  readonly checked = { inline: 0, onWorkers: 0 };
 
-  constructor(size: number = availableParallelism()) {
+  constructor(size: number = availableParallelism(), options: VerifyPoolOptions = {}) {
+    this.inlineMaxTxs = Math.max(0, Math.floor(options.inlineMaxTxs ?? 0));
     const count = Math.max(1, Math.floor(size));
     for (let i = 0; i < count; i++) this.workers.push(this.spawn());
   }
@@ -69,10 +89,19 @@ export class VerifyPool {
     if (index >= 0 && !this.closed) this.workers[index] = this.spawn();
   }
 
-  /** Verifies each tx's signature over its id; the answer is in input order. */
-  async verify(items: { id: string; tx: SignedTx }[]): Promise<boolean[]> {
+  /**
+   * Verifies each tx's signature over its id; the answer is in input order. A job no larger than the pool's
+   * `inlineMaxTxs` is checked on the calling thread, unless `inline` is false (throughput work that the workers do in
+   * parallel).
+   */
+  async verify(items: { id: string; tx: SignedTx }[], options: { inline?: boolean } = {}): Promise<boolean[]> {
     if (this.closed) throw new Error("the signature pool is closed");
     if (items.length === 0) return [];
+    if (items.length <= this.inlineMaxTxs && options.inline !== false) {
+      this.checked.inline += items.length;
+      return items.map((item) => verifyTxSignature(item.tx, item.id));
+    }
+    this.checked.onWorkers += items.length;
     const slices = Math.min(this.workers.length, Math.ceil(items.length / MIN_SLICE));
     if (slices <= 1) return this.send(this.leastLoaded(), items);
     const per = Math.ceil(items.length / slices);

@@ -1,0 +1,65 @@
+// Where a node checks signatures: small live jobs on its own thread (a request's txs, the foreign txs of a block
+// ordered just now), catch-up work on the pool's workers (old blocks from the orderer, blocks from a peer), so that
+// live traffic skips two thread hand-offs and a catch-up still checks in parallel.
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { after, describe, test } from "node:test";
+import { readKeyFile } from "../src/node/datadir.ts";
+import { initJoin } from "../src/node/network.ts";
+import type { RunningNode } from "../src/node/runtime.ts";
+import { NODE_INLINE_MAX_TXS, VerifyPool } from "../src/node/verify-pool.ts";
+import { tempDir } from "./helpers.ts";
+import { accessLogTx, call, newNetwork, openTestNode, registerTx } from "./support-net.ts";
+import { ScriptedOrderer } from "./support-orderer.ts";
+
+const work = tempDir("verify-inline");
+const opened: RunningNode[] = [];
+const pools: VerifyPool[] = [];
+after(async () => {
+  for (const node of opened) await node.close();
+  for (const pool of pools) await pool.close();
+  work.remove();
+});
+
+const nodePool = () => {
+  const pool = new VerifyPool(2, { inlineMaxTxs: NODE_INLINE_MAX_TXS });
+  pools.push(pool);
+  return pool;
+};
+
+describe("where a node checks signatures", () => {
+  test("live: a request and a just-ordered block's foreign txs on the node's thread; old blocks on the workers", async () => {
+    const net = newNetwork(join(work.path, "a"), "Inline practice");
+    const orderer = new ScriptedOrderer();
+    const poolA = nodePool();
+    const a = await openTestNode(net.dir, { orderer, pool: poolA });
+    opened.push(a);
+    const registered = registerTx(net);
+    assert.equal((await call(a.app, "POST", "/ledger/tx", registered.tx)).status, 200);
+    const txs = Array.from({ length: 5 }, () => accessLogTx(net, registered.patient));
+    assert.equal((await call(a.app, "POST", "/ledger/txs", txs)).status, 200);
+    // Checked at intake, each once: the blocks holding them are not checked again.
+    assert.deepEqual(poolA.checked, { inline: 6, onWorkers: 0 });
+
+    // Another node's txs, ordered now: checked when the block comes, on this thread.
+    const bDir = join(work.path, "b");
+    initJoin(bDir, join(net.dir, "genesis.json"));
+    const bKey = readKeyFile(join(bDir, "node.key"));
+    const foreign = Array.from({ length: 3 }, () => accessLogTx(net, registered.patient));
+    orderer.append(orderer.next(bKey.keyId, foreign));
+    await orderer.idle();
+    assert.deepEqual(poolA.checked, { inline: 9, onWorkers: 0 });
+
+    // A node that opens later replays every block from the orderer: old batches, a catch-up, checked on workers.
+    await new Promise((resolve) => setTimeout(resolve, 2100));
+    const poolB = nodePool();
+    const b = await openTestNode(bDir, { orderer, pool: poolB });
+    opened.push(b);
+    await orderer.idle();
+    assert.equal(b.node.height, a.node.height);
+    assert.equal(poolB.checked.inline, 0);
+    assert.ok(poolB.checked.onWorkers >= 9, `${poolB.checked.onWorkers} txs checked on workers`);
+    const heads = await Promise.all([a, b].map((n) => call(n.app, "GET", "/ledger/head")));
+    assert.equal(heads[0]?.json.hash, heads[1]?.json.hash);
+  });
+});
