@@ -15,7 +15,7 @@ import type { SignedTx } from "../src/ledger/types.ts";
 import { DEFAULT_CONFIG, readKeyFile } from "../src/node/datadir.ts";
 import { FORWARD_BELOW_TXS } from "../src/node/ledger-node.ts";
 import { newKey, signNew } from "../src/node/network.ts";
-import { SIGNATURE_THREAD } from "../src/node/verify-pool.ts";
+import { NODE_INLINE_MAX_TXS, SIGNATURE_THREAD } from "../src/node/verify-pool.ts";
 import { etcdClient } from "../src/ordering/etcd-client.ts";
 import { CHECKPOINT_THREAD } from "../src/store/checkpointer.ts";
 import { killOnInterrupt, onInterrupt, removeOnInterrupt } from "./interrupt.ts";
@@ -313,8 +313,9 @@ export async function run(options: { quick?: boolean; log?: (line: string) => vo
           // the same bench without the batching relay.
           relay_hold_ms: Number(process.env.CARELEDGER_RELAY_HOLD_MS || DEFAULT_CONFIG.relayHoldMs),
           relay_forwards_batches_below_txs: FORWARD_BELOW_TXS,
+          signature_checks_on_main_thread_up_to_txs: NODE_INLINE_MAX_TXS,
           cpu_us_per_tx:
-            "per load phase, CPU µs per committed tx over the measured window: the nodes' threads by name (summed over the nodes), etcd's members, the load process; two_core_capacity_tx_per_s is two cores over that total",
+            "per load phase, CPU µs per committed tx over the measured window: the nodes' threads by name (summed over the nodes), etcd's members, the load process; two_core_capacity_tx_per_s is two cores over that total. signature_checks is the signature threads only: jobs of up to NODE_INLINE_MAX_TXS txs are checked on the main threads",
           requests:
             "full load: 250 txs each, 12 in flight; at_goal_rate: 25 txs each, open loop (the goal's figure); at_goal_rate_100_tx_requests: 100 txs each, open loop",
         },
