@@ -26,8 +26,8 @@ const MIN_SLICE = 8;
  * What a node's own pool checks on the calling thread: jobs up to this many txs (at ~60 µs a check, the event loop is
  * held at most ~6 ms). A hand-off to a worker and back is two thread wake-ups, each waiting for a core when the
  * machine is busy; on the benchmark machine that cost more than the checks themselves. Checking a 25-tx request, a
- * forwarded batch and a block's foreign txs on the main thread cut the cluster's CPU at 3,000 tx/s by ~0.1 cores and
- * its p99 by about a third (bench/RESULTS.md, session 16). Larger jobs, and throughput work (replay, verify, blocks
+ * forwarded batch and a block's foreign txs on the main thread lowered the cluster's p99 at 3,000 tx/s in nine of ten
+ * pairs, by up to two thirds, and its CPU by 0.05–0.25 cores (bench/RESULTS.md, session 16). Larger jobs, and throughput work (replay, verify, blocks
  * of a catch-up), still go to the workers, where they run in parallel.
  */
 export const NODE_INLINE_MAX_TXS = 100;
