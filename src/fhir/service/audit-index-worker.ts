@@ -28,7 +28,7 @@ export type AuditWorkerReport =
   | { integrity: { height: number; message: string } }
   | { error: string };
 
-/** Time per transaction while catching up, so that `stop`, progress reports and new blocks are never far off. */
+/** Time per slice of reading and checking blocks while catching up, so that `stop` and new blocks are never far off. */
 const SLICE_MS = 20;
 const NICEST = 19;
 /** util-linux's `chrt` (Debian: essential). Absolute paths: what runs must not depend on the caller's PATH. */

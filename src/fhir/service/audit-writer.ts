@@ -1,5 +1,6 @@
-// The writing side of the FHIR audit index (audit.ts): its SQLite schema, and the indexing of stored blocks, which runs
-// on the index's own worker thread (audit-worker.ts) with its own connections, so the node's main thread never pays it.
+// The writing side of the FHIR audit index (audit.ts): its SQLite schema, and the indexing of stored blocks, which
+// runs on the index's own worker thread (audit-index-worker.ts) with its own connections, so the node's main thread
+// never pays it.
 
 import { closeSync, openSync, rmSync } from "node:fs";
 import { DatabaseSync, type StatementSync } from "node:sqlite";
@@ -14,8 +15,14 @@ const SCHEMA_VERSION = "2";
 /** The txs that change a patient's consent: their history is part of what the GDPR export gives the patient. */
 const CONSENT_TX_TYPES: ReadonlySet<string> = new Set(["consent.set", "consent.revoke", "optout.set"]);
 
-/** Blocks per transaction at most: each commit writes every index page it dirtied, so fuller commits write less. */
-const BLOCKS_PER_TRANSACTION = 500;
+/**
+ * Rows (access-log entries and consent changes) checked but not yet written, at most, before they are written in one
+ * transaction. Each commit writes every index page it dirtied, and the two secondary indexes (by patient, by
+ * custodian) take each row to the page of its patient: a commit of a few hundred rows writes a page or two per row.
+ * Written a 20-ms slice at a time under load, the index wrote ~8 KB a tx, more than the ledger itself, and the
+ * kernel's writeback of it is not at the worker's idle priority (bench/RESULTS.md, session 17).
+ */
+const DEFAULT_WRITE_ROWS = 20_000;
 
 /** What indexing needs of the ledger (store/block-reader.ts has it). */
 export interface BlockSource {
@@ -98,9 +105,15 @@ export class AuditWriter {
   private indexedHeight: number;
   /** Hash of the block at `indexedHeight`, once read: the next block must link to it. */
   private lastHash: string | undefined;
+  /** Blocks above `indexedHeight` checked and turned into rows, not yet written (lost when the writer closes). */
+  private pending: Pending | undefined;
 
-  constructor(db: DatabaseSync) {
+  private readonly writeRows: number;
+
+  /** `writeRows`: rows checked before they are written in one transaction (tests set it small). */
+  constructor(db: DatabaseSync, options: { writeRows?: number } = {}) {
     this.db = db;
+    this.writeRows = options.writeRows ?? DEFAULT_WRITE_ROWS;
     this.stmts = {
       insert: db.prepare(
         "INSERT OR IGNORE INTO entries (block, pos, n, patient, custodian, time, tx, entry) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -123,14 +136,16 @@ export class AuditWriter {
 
   /**
    * Indexes the stored blocks above the indexed height up to `upTo` (and forgets any above the ledger's newest block:
-   * a lost tail), one transaction per BLOCKS_PER_TRANSACTION blocks; returns false when `budgetMs` ran out first (at
-   * least one block is indexed per call). Each block is checked as the node checks a block it serves — txs against their
-   * ids and the header's txRoot, the header against its hash and its link to the block before — and one that fails
-   * throws `AuditIntegrityError`, indexing nothing of it.
+   * a lost tail); returns false when `budgetMs` ran out first. Blocks are read and checked within the budget (at least
+   * one per call) and their rows kept until `writeRows` of them wait or `upTo` is reached, then written in one
+   * transaction, which the budget does not cut short: `indexed` moves only then. Each block is checked as the node
+   * checks a block it serves — txs against their ids and the header's txRoot, the header against its hash and its
+   * link to the block before — and one that fails throws `AuditIntegrityError`, indexing nothing of it.
    */
   catchUp(source: BlockSource, budgetMs = Number.POSITIVE_INFINITY, upTo = Number.POSITIVE_INFINITY): boolean {
     const started = performance.now();
     const latest = Math.max(0, source.latestHeight());
+    if (this.pending && this.pending.height > latest) this.pending = undefined;
     if (this.indexedHeight > latest) this.dropAbove(latest);
     const head = Math.min(latest, upTo);
     if (this.lastHash === undefined && this.indexedHeight > 0) {
@@ -143,30 +158,31 @@ export class AuditWriter {
         this.dropAbove(0);
       }
     }
-    while (this.indexedHeight < head) {
-      const last = Math.min(head, this.indexedHeight + BLOCKS_PER_TRANSACTION);
-      let to = this.indexedHeight;
-      let hash = this.lastHash ?? source.blockRow(to)?.hash;
-      this.transaction(() => {
-        do {
-          to++;
-          const row = source.blockRow(to);
-          if (!row) throw new Error(`block ${to} is missing from the ledger store`);
-          const block = { ...(JSON.parse(row.header) as BlockHeader), txs: JSON.parse(row.txs) as BlockEntry[] };
-          // `hash` is undefined only when the block before is missing: "" then never links.
-          const problem = storedBlockProblem(block, row.hash, hash ?? "");
-          if (problem) throw new AuditIntegrityError(to, problem);
-          this.insertBlock(block);
-          hash = row.hash;
-        } while (to < last && performance.now() - started <= budgetMs);
-        this.stmts.setHeight.run(String(to));
-        if (hash !== undefined) this.stmts.setHash.run(hash);
-      });
-      this.indexedHeight = to;
-      this.lastHash = hash;
-      // Checked after a transaction, not before: a call always moves on however short its budget.
-      if (this.indexedHeight < head && performance.now() - started > budgetMs) return false;
+    let checked = this.pending?.height ?? this.indexedHeight;
+    while (checked < head) {
+      const height = checked + 1;
+      const row = source.blockRow(height);
+      if (!row) throw new Error(`block ${height} is missing from the ledger store`);
+      const block = { ...(JSON.parse(row.header) as BlockHeader), txs: JSON.parse(row.txs) as BlockEntry[] };
+      // The hash before is undefined only when that block is missing: "" then never links.
+      const problem = storedBlockProblem(
+        block,
+        row.hash,
+        this.pending?.hash ?? this.lastHash ?? source.blockRow(checked)?.hash ?? "",
+      );
+      if (problem) {
+        this.pending = undefined;
+        throw new AuditIntegrityError(height, problem);
+      }
+      this.pending ??= { entries: [], consents: [], height, hash: row.hash };
+      addRows(this.pending, block);
+      this.pending.height = height;
+      this.pending.hash = row.hash;
+      checked = height;
+      if (this.pending.entries.length + this.pending.consents.length >= this.writeRows) this.write();
+      if (checked < head && performance.now() - started > budgetMs) return false;
     }
+    if (this.pending) this.write();
     return true;
   }
 
@@ -183,28 +199,83 @@ export class AuditWriter {
     });
     this.indexedHeight = height;
     this.lastHash = undefined;
+    this.pending = undefined;
   }
 
-  private insertBlock(block: Block): void {
-    const { height, time } = block;
-    block.txs.forEach((e, pos) => {
-      if (!e.result.valid) return;
-      if (CONSENT_TX_TYPES.has(e.tx.type)) {
-        const patient = (e.tx.payload as { patient?: unknown }).patient;
-        if (typeof patient === "string") {
-          this.stmts.insertConsent.run(height, pos, patient, e.tx.type, time, e.id, JSON.stringify(e.tx.payload));
-        }
-        return;
+  /** The rows waiting, with the height and hash they reach, in one transaction. */
+  private write(): void {
+    const pending = this.pending;
+    if (!pending) return;
+    this.transaction(() => {
+      for (const r of pending.entries) {
+        this.stmts.insert.run(r.block, r.pos, r.n, r.patient, r.custodian, r.time, r.tx, r.entry);
       }
-      if (e.tx.type !== "access.log") return;
-      const entries = (e.tx.payload as { entries?: AccessEntry[] }).entries ?? [];
-      entries.forEach((entry, n) => {
-        this.stmts.insert.run(height, pos, n, entry.patient, entry.custodian, time, e.id, JSON.stringify(entry));
-      });
+      for (const r of pending.consents) {
+        this.stmts.insertConsent.run(r.block, r.pos, r.patient, r.type, r.time, r.tx, r.payload);
+      }
+      this.stmts.setHeight.run(String(pending.height));
+      this.stmts.setHash.run(pending.hash);
     });
+    this.indexedHeight = pending.height;
+    this.lastHash = pending.hash;
+    this.pending = undefined;
   }
 
   private transaction(fn: () => void): void {
     inWriteTransaction(this.db, fn);
   }
+}
+
+interface Pending {
+  entries: {
+    block: number;
+    pos: number;
+    n: number;
+    patient: string;
+    custodian: string;
+    time: number;
+    tx: string;
+    entry: string;
+  }[];
+  consents: { block: number; pos: number; patient: string; type: string; time: number; tx: string; payload: string }[];
+  /** The last block checked, and its hash. */
+  height: number;
+  hash: string;
+}
+
+/** A block's rows: the entries of its valid `access.log` txs, and its valid consent changes. */
+function addRows(pending: Pending, block: Block): void {
+  const { height: blockHeight, time } = block;
+  block.txs.forEach((e, pos) => {
+    if (!e.result.valid) return;
+    if (CONSENT_TX_TYPES.has(e.tx.type)) {
+      const patient = (e.tx.payload as { patient?: unknown }).patient;
+      if (typeof patient === "string") {
+        pending.consents.push({
+          block: blockHeight,
+          pos,
+          patient,
+          type: e.tx.type,
+          time,
+          tx: e.id,
+          payload: JSON.stringify(e.tx.payload),
+        });
+      }
+      return;
+    }
+    if (e.tx.type !== "access.log") return;
+    const entries = (e.tx.payload as { entries?: AccessEntry[] }).entries ?? [];
+    entries.forEach((entry, n) => {
+      pending.entries.push({
+        block: blockHeight,
+        pos,
+        n,
+        patient: entry.patient,
+        custodian: entry.custodian,
+        time,
+        tx: e.id,
+        entry: JSON.stringify(entry),
+      });
+    });
+  });
 }

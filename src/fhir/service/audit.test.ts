@@ -172,7 +172,7 @@ describe("AuditEvent", () => {
     assert.equal(auditEventsFor(kit.ctx, kit.audit, alice.patient).length, before + 1);
   });
 
-  it("indexes in budgeted slices (each at least one block) to the same entries as in full", async () => {
+  it("checks blocks in budgeted slices (each at least one block) and writes their rows in few transactions, to the same entries as in full", async () => {
     const p = await kit.principalFor(doc.key);
     for (let i = 0; i < 12; i++) {
       await call(read, kit.ctx, request(p, { type: "Observation", id: seenIds[i % 2] as string }));
@@ -180,14 +180,26 @@ describe("AuditEvent", () => {
     }
     const reader = BlockReader.open(kit.running.node.store.path);
     const sliced = new AuditWriter(openAuditDb(join(kit.dir, "audit-slices.db"), false));
+    const bounded = new AuditWriter(openAuditDb(join(kit.dir, "audit-bounded.db"), false), { writeRows: 5 });
     const full = new AuditWriter(openAuditDb(join(kit.dir, "audit-full.db"), false));
+    const head = kit.running.node.height;
     try {
       let slices = 1;
-      while (!sliced.catchUp(reader, 0)) slices++;
-      assert.equal(slices, kit.running.node.height, "a budget of 0 ms indexes one block per call");
+      while (!sliced.catchUp(reader, 0)) {
+        slices++;
+        // Checked, not yet written: one transaction at the head, however many slices it took to get there.
+        assert.equal(sliced.indexed, 0, "nothing written before the head");
+      }
+      assert.equal(slices, head, "a budget of 0 ms checks one block per call");
+      // A bound on the rows waiting: written as soon as it is reached, each time after a whole block.
+      const heights: number[] = [];
+      while (!bounded.catchUp(reader, 0)) heights.push(bounded.indexed);
+      const distinct = [...new Set(heights.filter((h) => h > 0))];
+      assert.ok(distinct.length >= 2, `written at heights ${distinct.join(", ")}`);
       assert.equal(full.catchUp(reader), true);
-      assert.equal(sliced.indexed, kit.running.node.height);
-      assert.equal(full.indexed, kit.running.node.height);
+      assert.equal(sliced.indexed, head);
+      assert.equal(bounded.indexed, head);
+      assert.equal(full.indexed, head);
       const rows = (file: string) => {
         const db = openAuditDb(join(kit.dir, file), false);
         try {
@@ -199,8 +211,17 @@ describe("AuditEvent", () => {
       const entries = rows("audit-slices.db");
       assert.ok(entries.length >= 12, `${entries.length} entries`);
       assert.deepEqual(entries, rows("audit-full.db"));
+      assert.deepEqual(rows("audit-bounded.db"), entries);
+      // The bounded writer wrote at most a block's rows more than its bound each time.
+      const perHeight = (height: number) => entries.filter((e) => (e as { block: number }).block <= height).length;
+      let before = 0;
+      for (const h of distinct) {
+        assert.ok(perHeight(h) - before >= 5, `${perHeight(h) - before} rows written at height ${h}`);
+        before = perHeight(h);
+      }
     } finally {
       sliced.close();
+      bounded.close();
       full.close();
       reader.close();
     }
