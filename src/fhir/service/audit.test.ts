@@ -172,6 +172,41 @@ describe("AuditEvent", () => {
     assert.equal(auditEventsFor(kit.ctx, kit.audit, alice.patient).length, before + 1);
   });
 
+  it("rebuilds an index file of an older schema at open, and a writer refuses it", async () => {
+    const path = join(kit.dir, "audit-v2.db");
+    const old = new DatabaseSync(path);
+    old.exec(`
+      CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+      INSERT INTO meta (key, value) VALUES ('schema', '2'), ('height', '1');
+      CREATE TABLE entries (
+        block INTEGER NOT NULL, pos INTEGER NOT NULL, n INTEGER NOT NULL,
+        patient TEXT NOT NULL, custodian TEXT NOT NULL, time INTEGER NOT NULL, tx TEXT NOT NULL, entry TEXT NOT NULL,
+        PRIMARY KEY (block, pos, n)
+      ) WITHOUT ROWID;
+      CREATE INDEX entries_custodian ON entries (custodian, patient, block, pos, n);
+    `);
+    old.close();
+    assert.throws(() => openAuditDb(path, false), /unsupported audit index schema/);
+    const index = AuditIndex.open(path, kit.running.node);
+    try {
+      await index.ready();
+      await kit.audit.ready();
+      const all = { offset: 0, count: 1000 };
+      assert.equal(index.byPatient(alice.patient, all).total, kit.audit.byPatient(alice.patient, all).total);
+      const db = new DatabaseSync(path, { readOnly: true });
+      try {
+        const sql = db.prepare("SELECT sql FROM sqlite_master WHERE name = 'entries_custodian'").get() as {
+          sql: string;
+        };
+        assert.match(sql.sql, /\(custodian, block, pos, n\)/);
+      } finally {
+        db.close();
+      }
+    } finally {
+      await index.close();
+    }
+  });
+
   it("checks blocks in budgeted slices (each at least one block) and writes their rows in few transactions, to the same entries as in full", async () => {
     const p = await kit.principalFor(doc.key);
     for (let i = 0; i < 12; i++) {

@@ -233,7 +233,9 @@ export class AuditIndex {
     this.assertOpen();
     return page.patient === undefined
       ? this.page("custodian = ?", [custodian], page)
-      : this.page("custodian = ? AND patient = ?", [custodian, page.patient], page);
+      : // One patient's entries by the patient index, filtered (the unary + keeps the custodian index, which would
+        // walk all of the custodian's entries, out of the plan).
+        this.page("patient = ? AND +custodian = ?", [page.patient, custodian], page);
   }
 
   private page(where: string, args: string[], page: { offset: number; count: number }): AuditPage {
