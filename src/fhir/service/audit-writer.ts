@@ -108,8 +108,11 @@ export class AuditWriter {
   private indexedHeight: number;
   /** Hash of the block at `indexedHeight`, once read: the next block must link to it. */
   private lastHash: string | undefined;
-  /** Blocks above `indexedHeight` checked and turned into rows, not yet written (lost when the writer closes). */
-  private pending: Pending | undefined;
+  /**
+   * The write transaction left open between calls: blocks above `indexedHeight` checked and their rows inserted, not
+   * yet committed (the last block in it, its hash, and the rows so far).
+   */
+  private open: { height: number; hash: string; rows: number } | undefined;
 
   private readonly writeRows: number;
 
@@ -139,19 +142,26 @@ export class AuditWriter {
 
   /**
    * Indexes the stored blocks above the indexed height up to `upTo` (and forgets any above the ledger's newest block:
-   * a lost tail); returns false when `budgetMs` ran out first. Blocks are read and checked within the budget (at least
-   * one per call) and their rows kept until `writeRows` of them wait or `upTo` is reached, then written in one
-   * transaction, which the budget does not cut short: `indexed` moves only then. Each block is checked as the node
+   * a lost tail); returns false when `budgetMs` ran out first (at least one block is indexed per call). Rows go into
+   * one write transaction, committed once `writeRows` rows are in it and — unless `commit` is false — when `upTo` is
+   * reached: `indexed` moves only then. With `commit` false the transaction stays open across calls, so a follower of a
+   * busy ledger spreads its work over many short calls and still commits rarely. Each block is checked as the node
    * checks a block it serves — txs against their ids and the header's txRoot, the header against its hash and its
-   * link to the block before — and one that fails throws `AuditIntegrityError`, indexing nothing of it.
+   * link to the block before — and one that fails throws `AuditIntegrityError` (what was checked before it is
+   * committed, nothing of it).
    */
-  catchUp(source: BlockSource, budgetMs = Number.POSITIVE_INFINITY, upTo = Number.POSITIVE_INFINITY): boolean {
+  catchUp(
+    source: BlockSource,
+    budgetMs = Number.POSITIVE_INFINITY,
+    upTo = Number.POSITIVE_INFINITY,
+    { commit = true }: { commit?: boolean } = {},
+  ): boolean {
     const started = performance.now();
     const latest = Math.max(0, source.latestHeight());
-    if (this.pending && this.pending.height > latest) this.pending = undefined;
+    if (this.open && this.open.height > latest) this.rollback();
     if (this.indexedHeight > latest) this.dropAbove(latest);
     const head = Math.min(latest, upTo);
-    if (this.lastHash === undefined && this.indexedHeight > 0) {
+    if (this.lastHash === undefined && this.indexedHeight > 0 && !this.open) {
       // The ledger's block at the indexed height is no longer the one indexed (its tail was lost and committed
       // again differently while the index was closed): start again from the beginning.
       const indexedHash = this.db.prepare("SELECT value FROM meta WHERE key = 'hash'").get() as
@@ -161,39 +171,73 @@ export class AuditWriter {
         this.dropAbove(0);
       }
     }
-    let checked = this.pending?.height ?? this.indexedHeight;
+    let checked = this.open?.height ?? this.indexedHeight;
     while (checked < head) {
       const height = checked + 1;
       const row = source.blockRow(height);
       if (!row) throw new Error(`block ${height} is missing from the ledger store`);
       const block = { ...(JSON.parse(row.header) as BlockHeader), txs: JSON.parse(row.txs) as BlockEntry[] };
       // The hash before is undefined only when that block is missing: "" then never links.
-      const problem = storedBlockProblem(
-        block,
-        row.hash,
-        this.pending?.hash ?? this.lastHash ?? source.blockRow(checked)?.hash ?? "",
-      );
+      const before = this.open?.hash ?? this.lastHash ?? source.blockRow(checked)?.hash ?? "";
+      const problem = storedBlockProblem(block, row.hash, before);
       if (problem) {
-        this.pending = undefined;
+        this.commit();
         throw new AuditIntegrityError(height, problem);
       }
-      this.pending ??= { entries: [], consents: [], height, hash: row.hash };
-      addRows(this.pending, block);
-      this.pending.height = height;
-      this.pending.hash = row.hash;
+      if (!this.open) {
+        this.db.exec("BEGIN IMMEDIATE");
+        this.open = { height, hash: row.hash, rows: 0 };
+      }
+      try {
+        this.open.rows += this.insertBlock(block);
+      } catch (error) {
+        this.rollback();
+        throw error;
+      }
+      this.open.height = height;
+      this.open.hash = row.hash;
       checked = height;
-      if (this.pending.entries.length + this.pending.consents.length >= this.writeRows) this.write();
+      if (this.open.rows >= this.writeRows) this.commit();
       if (checked < head && performance.now() - started > budgetMs) return false;
     }
-    if (this.pending) this.write();
+    if (commit) this.commit();
     return true;
   }
 
+  /** Commits what is checked, then closes the database. */
   close(): void {
-    this.db.close();
+    try {
+      this.commit();
+    } finally {
+      this.db.close();
+    }
+  }
+
+  /** Commits the open transaction, if any, with the height and hash it reaches. */
+  private commit(): void {
+    const open = this.open;
+    if (!open) return;
+    try {
+      this.stmts.setHeight.run(String(open.height));
+      this.stmts.setHash.run(open.hash);
+      this.db.exec("COMMIT");
+    } catch (error) {
+      this.rollback();
+      throw error;
+    }
+    this.open = undefined;
+    this.indexedHeight = open.height;
+    this.lastHash = open.hash;
+  }
+
+  private rollback(): void {
+    if (!this.open) return;
+    this.open = undefined;
+    if (this.db.isTransaction) this.db.exec("ROLLBACK");
   }
 
   private dropAbove(height: number): void {
+    this.rollback();
     this.transaction(() => {
       this.stmts.dropAbove.run(height);
       this.stmts.dropConsentAbove.run(height);
@@ -202,83 +246,33 @@ export class AuditWriter {
     });
     this.indexedHeight = height;
     this.lastHash = undefined;
-    this.pending = undefined;
   }
 
-  /** The rows waiting, with the height and hash they reach, in one transaction. */
-  private write(): void {
-    const pending = this.pending;
-    if (!pending) return;
-    this.transaction(() => {
-      for (const r of pending.entries) {
-        this.stmts.insert.run(r.block, r.pos, r.n, r.patient, r.custodian, r.time, r.tx, r.entry);
+  /** Inserts a block's rows: the entries of its valid `access.log` txs, and its valid consent changes; returns how many. */
+  private insertBlock(block: Block): number {
+    const { height, time } = block;
+    let rows = 0;
+    block.txs.forEach((e, pos) => {
+      if (!e.result.valid) return;
+      if (CONSENT_TX_TYPES.has(e.tx.type)) {
+        const patient = (e.tx.payload as { patient?: unknown }).patient;
+        if (typeof patient === "string") {
+          this.stmts.insertConsent.run(height, pos, patient, e.tx.type, time, e.id, JSON.stringify(e.tx.payload));
+          rows++;
+        }
+        return;
       }
-      for (const r of pending.consents) {
-        this.stmts.insertConsent.run(r.block, r.pos, r.patient, r.type, r.time, r.tx, r.payload);
-      }
-      this.stmts.setHeight.run(String(pending.height));
-      this.stmts.setHash.run(pending.hash);
+      if (e.tx.type !== "access.log") return;
+      const entries = (e.tx.payload as { entries?: AccessEntry[] }).entries ?? [];
+      entries.forEach((entry, n) => {
+        this.stmts.insert.run(height, pos, n, entry.patient, entry.custodian, time, e.id, JSON.stringify(entry));
+        rows++;
+      });
     });
-    this.indexedHeight = pending.height;
-    this.lastHash = pending.hash;
-    this.pending = undefined;
+    return rows;
   }
 
   private transaction(fn: () => void): void {
     inWriteTransaction(this.db, fn);
   }
-}
-
-interface Pending {
-  entries: {
-    block: number;
-    pos: number;
-    n: number;
-    patient: string;
-    custodian: string;
-    time: number;
-    tx: string;
-    entry: string;
-  }[];
-  consents: { block: number; pos: number; patient: string; type: string; time: number; tx: string; payload: string }[];
-  /** The last block checked, and its hash. */
-  height: number;
-  hash: string;
-}
-
-/** A block's rows: the entries of its valid `access.log` txs, and its valid consent changes. */
-function addRows(pending: Pending, block: Block): void {
-  const { height: blockHeight, time } = block;
-  block.txs.forEach((e, pos) => {
-    if (!e.result.valid) return;
-    if (CONSENT_TX_TYPES.has(e.tx.type)) {
-      const patient = (e.tx.payload as { patient?: unknown }).patient;
-      if (typeof patient === "string") {
-        pending.consents.push({
-          block: blockHeight,
-          pos,
-          patient,
-          type: e.tx.type,
-          time,
-          tx: e.id,
-          payload: JSON.stringify(e.tx.payload),
-        });
-      }
-      return;
-    }
-    if (e.tx.type !== "access.log") return;
-    const entries = (e.tx.payload as { entries?: AccessEntry[] }).entries ?? [];
-    entries.forEach((entry, n) => {
-      pending.entries.push({
-        block: blockHeight,
-        pos,
-        n,
-        patient: entry.patient,
-        custodian: entry.custodian,
-        time,
-        tx: e.id,
-        entry: JSON.stringify(entry),
-      });
-    });
-  });
 }

@@ -423,6 +423,32 @@ describe("AuditEvent", () => {
     }
   });
 
+  it("under blocks that never pause, the indexer follows them and commits every writeRows rows, long before maxLagMs", async () => {
+    // A look a second while blocks of access logs come every few ms: every look finds the node busy, and the backlog
+    // never gets 60 s old. Only following the node, a slice a look, commits anything within the deadline.
+    const follower = AuditIndex.open(join(kit.dir, "audit-follow.db"), kit.running.node, {
+      pollMs: 1000,
+      maxLagMs: 60_000,
+      writeRows: 3,
+    });
+    try {
+      await follower.ready();
+      const start = follower.height;
+      const p = await kit.principalFor(doc.key);
+      const deadline = performance.now() + 15_000;
+      let seen = start;
+      while (performance.now() < deadline && seen <= start + 3) {
+        await call(read, kit.ctx, request(p, { type: "Observation", id: seenIds[0] as string }));
+        await kit.accessLog.flush();
+        seen = follower.height;
+      }
+      assert.ok(seen > start + 3, `committed to ${seen} while blocks kept coming (from ${start})`);
+      assert.ok(seen <= kit.running.node.height);
+    } finally {
+      await follower.close();
+    }
+  });
+
   it("a query wakes the indexer, and answers 503 when it cannot get there in time", async () => {
     // Polling once a minute: after its first catch-up the worker looks again only when a query asks (or, on a busy
     // machine, when its first catch-up was still running as the new blocks came). Without the wake, ready() would

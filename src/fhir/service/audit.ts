@@ -79,6 +79,8 @@ export interface AuditIndexOptions {
   maxLagMs?: number;
   /** How long a query waits for the index to reach the node's height before it answers 503 (default 30 s). */
   queryWaitMs?: number;
+  /** Rows the indexer inserts into one transaction at most (default 20,000; tests set it small). */
+  writeRows?: number;
 }
 
 /** The OS name of the index's worker thread (for `top -H` and the benchmarks). */
@@ -132,6 +134,7 @@ export class AuditIndex {
         ledgerPath: source.store.path,
         pollMs: options.pollMs ?? DEFAULT_POLL_MS,
         maxLagMs: options.maxLagMs ?? DEFAULT_MAX_LAG_MS,
+        ...(options.writeRows === undefined ? {} : { writeRows: options.writeRows }),
       } satisfies AuditWorkerData,
     });
     this.worker.on("message", (report: AuditWorkerReport) => this.onReport(report));
