@@ -73,8 +73,8 @@ export interface AuditIndexOptions {
   /** How often the worker looks for new blocks by itself (default 250 ms; a query wakes it at once). */
   pollMs?: number;
   /**
-   * Under a load that never pauses, how long a committed block may wait to be indexed (default 10 s): the worker then
-   * indexes the backlog in one go, so a query never waits for more than about this much of the ledger.
+   * Under a load that never pauses, how long a committed block may wait to be committed to the index (default 10 s):
+   * the worker then indexes the rest of the backlog in one go, so a query never waits for more than about this much.
    */
   maxLagMs?: number;
   /** How long a query waits for the index to reach the node's height before it answers 503 (default 30 s). */
@@ -100,12 +100,12 @@ interface Waiter {
 
 /**
  * New blocks are indexed on a worker thread of their own (audit-index-worker.ts), at the lowest CPU priority, with
- * its own connections, whenever the node is quiet (no block since the worker's last look, every 250 ms), a query
- * waits, or — under a load that never pauses — the oldest block not indexed has waited `maxLagMs` (then at most a
- * fifth of a core): the node's commit path and main thread pay nothing for it (indexing on the main thread cost the
- * ledger benchmark up to a third of its throughput, or ~30 s of main thread after each busy spell when deferred to
- * quiet times). Queries read the index file on the main thread once it has reached the node's height at the time of
- * the query (`ready`).
+ * its own connections: while blocks keep coming, a short slice each look (every 250 ms) into a transaction committed
+ * every `writeRows` rows; all of them, committed, whenever the node is quiet (no block since the worker's last look),
+ * a query waits, or the oldest block not committed has waited `maxLagMs` (then at most a fifth of a core). The
+ * node's main thread pays nothing for it (indexing on the main thread cost the ledger benchmark up to a third of its
+ * throughput, or ~30 s of main thread after each busy spell when deferred to quiet times). Queries read the index file
+ * on the main thread once it has reached the node's height at the time of the query (`ready`).
  */
 export class AuditIndex {
   private readonly db: DatabaseSync;
