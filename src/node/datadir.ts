@@ -62,6 +62,11 @@ export type OrdererConfig =
       leaseTtlSeconds?: number;
       /** How often the compacting node looks for batches every live node has applied (default 5 s). */
       compactIntervalMs?: number;
+      /**
+       * Write batches deflated (default true; every node reads both). False on every node while a network still has
+       * nodes from before 2026-11-28, which read plain batches only.
+       */
+      compressBatches?: boolean;
     };
 
 const ConfigSchema = Type.Object(
@@ -87,6 +92,7 @@ const ConfigSchema = Type.Object(
           tls: Type.Optional(TlsFilesSchema),
           leaseTtlSeconds: Type.Optional(Type.Integer({ minimum: 2, maximum: 3600 })),
           compactIntervalMs: Type.Optional(Type.Integer({ minimum: 100, maximum: 3_600_000 })),
+          compressBatches: Type.Optional(Type.Boolean()),
         },
         { additionalProperties: false },
       ),

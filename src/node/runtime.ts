@@ -126,6 +126,7 @@ export async function openNode(dir: string, options: OpenOptions = {}): Promise<
             acceptProposer: (keyId) => (nodeRef ? isActiveNodeKey(nodeRef, keyId) : false),
             ...(ordererConfig.leaseTtlSeconds ? { leaseTtlSeconds: ordererConfig.leaseTtlSeconds } : {}),
             ...(ordererConfig.compactIntervalMs ? { compaction: { intervalMs: ordererConfig.compactIntervalMs } } : {}),
+            ...(ordererConfig.compressBatches === undefined ? {} : { compressBatches: ordererConfig.compressBatches }),
             log,
           })
         : // The orderer's log shares the ledger's database and WAL (one flush per block covers both); a data dir
