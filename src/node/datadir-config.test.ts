@@ -26,6 +26,9 @@ test("an etcd orderer may turn compressed batches off; anything but a boolean is
     assert.equal((loadConfig(dir, {}, {}).orderer as { compressBatches?: boolean }).compressBatches, undefined);
   });
   withConfig({ orderer: { ...orderer, compressBatches: "yes" } }, (dir) => {
-    assert.throws(() => loadConfig(dir, {}, {}), (error: Error) => error.message.includes("config.json"));
+    assert.throws(
+      () => loadConfig(dir, {}, {}),
+      (error: Error) => error.message.includes("config.json"),
+    );
   });
 });
