@@ -142,7 +142,7 @@ export class AuditWriter {
 
   /**
    * Indexes the stored blocks above the indexed height up to `upTo` (and forgets any above the ledger's newest block:
-   * a lost tail); returns false when `budgetMs` ran out first (at least one block is indexed per call). Rows go into
+   * a lost tail); returns false when `budgetMs` ran out first (at least one block is checked per call). Rows go into
    * one write transaction, committed once `writeRows` rows are in it and — unless `commit` is false — when `upTo` is
    * reached: `indexed` moves only then. With `commit` false the transaction stays open across calls, so a follower of a
    * busy ledger spreads its work over many short calls and still commits rarely. Each block is checked as the node

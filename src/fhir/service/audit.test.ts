@@ -11,7 +11,7 @@ import type { Principal } from "../auth/bearer.ts";
 import { OperationOutcomeError } from "../outcome.ts";
 import { validateResource } from "../validate.ts";
 import { AUDIT_INDEX_THREAD, AuditIndex, auditEventSearch, auditEventSearchWith, auditEventsFor } from "./audit.ts";
-import { AuditIntegrityError, AuditWriter, type BlockSource, openAuditDb } from "./audit-writer.ts";
+import { AuditIntegrityError, AuditWriter, type BlockSource, indexedHeightOf, openAuditDb } from "./audit-writer.ts";
 import { read } from "./read.ts";
 import {
   call,
@@ -258,6 +258,46 @@ describe("AuditEvent", () => {
       sliced.close();
       bounded.close();
       full.close();
+      reader.close();
+    }
+  });
+
+  it("following without committing: a lost tail drops the open rows above it, and close commits what was checked", async () => {
+    // Two blocks of access logs: the last one is lost, the one before it stays.
+    const p = await kit.principalFor(doc.key);
+    for (let i = 0; i < 2; i++) {
+      await call(read, kit.ctx, request(p, { type: "Observation", id: seenIds[i] as string }));
+      await kit.accessLog.flush();
+    }
+    const reader = BlockReader.open(kit.running.node.store.path);
+    const path = join(kit.dir, "audit-follow-tail.db");
+    const head = reader.latestHeight();
+    assert.ok(reader.blockRow(head)?.txs.includes('"type":"access.log"'), "the last block holds an access log");
+    const committed = () => {
+      const db = openAuditDb(path, false);
+      try {
+        return {
+          height: indexedHeightOf(db),
+          entries: (db.prepare("SELECT count(*) AS n FROM entries").get() as { n: number }).n,
+          maxBlock: (db.prepare("SELECT max(block) AS b FROM entries").get() as { b: number | null }).b ?? 0,
+        };
+      } finally {
+        db.close();
+      }
+    };
+    try {
+      const follower = new AuditWriter(openAuditDb(path, false));
+      assert.equal(follower.catchUp(reader, Number.POSITIVE_INFINITY, head, { commit: false }), true);
+      assert.equal(follower.indexed, 0, "checked to the head, nothing committed");
+      // The ledger loses its last block while the rows are open: they are dropped, and what is left is indexed.
+      const shortened: BlockSource = { latestHeight: () => head - 1, blockRow: (h) => reader.blockRow(h) };
+      follower.catchUp(shortened, Number.POSITIVE_INFINITY, head - 1, { commit: false });
+      follower.close();
+      const after = committed();
+      assert.equal(after.height, head - 1, "close committed what was checked");
+      assert.ok(after.entries > 0);
+      assert.ok(after.maxBlock <= head - 1, `an entry of block ${after.maxBlock} survived the lost tail`);
+    } finally {
       reader.close();
     }
   });
