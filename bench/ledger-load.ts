@@ -9,6 +9,7 @@ import { accessLogPayload } from "../src/contract/fixtures.ts";
 import type { SignedTx } from "../src/ledger/types.ts";
 import { readKeyFile } from "../src/node/datadir.ts";
 import { signNew } from "../src/node/network.ts";
+import { DiskStallMonitor } from "./disk.ts";
 import { cpuSecondsOf, threadCpuSecondsOf } from "./limits.ts";
 
 interface LoadArgs {
@@ -39,6 +40,8 @@ interface LoadArgs {
   cpuPids?: Record<string, number>;
   /** Of `cpuPids`, those whose CPU is also reported by thread name (`cpu_cores_by_thread`). */
   cpuThreadsOf?: string[];
+  /** A directory on the nodes' disk: its stalls over the measured window are reported (`disk_stalls`). */
+  diskDir?: string;
 }
 
 const args = JSON.parse(process.argv[2] ?? "{}") as LoadArgs;
@@ -128,8 +131,10 @@ const threadCpu = () => threadPids.map(([, pid]) => threadCpuSecondsOf(pid));
 let cpuAtMeasure:
   | { own: NodeJS.CpuUsage; others: (number | undefined)[]; threads: ReturnType<typeof threadCpu> }
   | undefined;
+const disk = args.diskDir ? new DiskStallMonitor(args.diskDir) : undefined;
 const startMeasuring = () => {
   loopDelay.reset();
+  disk?.start();
   cpuAtMeasure = { own: process.cpuUsage(), others: cpuPids.map(([, pid]) => cpuSecondsOf(pid)), threads: threadCpu() };
 };
 if (warmupSeconds > 0) setTimeout(startMeasuring, warmupSeconds * 1000).unref();
@@ -160,6 +165,7 @@ if (args.mode === "full") {
   await Promise.all(inflight);
 }
 const elapsedS = (performance.now() - measureFrom) / 1000;
+const diskStalls = disk?.stop();
 const cpuCores: Record<string, number> = {};
 const cpuCoresByThread: Record<string, Record<string, number>> = {};
 if (cpuAtMeasure) {
@@ -206,5 +212,6 @@ process.stdout.write(
     load_loop_delay_max_ms: Number((loopDelay.max / 1e6).toFixed(2)),
     cpu_cores: cpuCores,
     ...(threadPids.length > 0 ? { cpu_cores_by_thread: cpuCoresByThread } : {}),
+    ...(diskStalls ? { disk_stalls: diskStalls } : {}),
   })}\n`,
 );
