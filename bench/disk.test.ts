@@ -5,11 +5,13 @@ import { join } from "node:path";
 import { test } from "node:test";
 import {
   blockDeviceOf,
+  clearOfStalls,
   type DiskSample,
   DiskStallMonitor,
   diskCountersOf,
   fsyncLatency,
   measureFsyncLatency,
+  stallSpans,
   stallsIn,
 } from "./disk.ts";
 
@@ -44,6 +46,28 @@ test("stalls: an interval counts when I/O was waiting at its start and none comp
   assert.deepEqual(stallsIn(samples, 50), { stalled_ms: 160, longest_stall_ms: 100, stalls: 2, sample_ms: 50 });
   assert.deepEqual(stallsIn([sample(0, 5, 9)], 50), { stalled_ms: 0, longest_stall_ms: 0, stalls: 0, sample_ms: 50 });
   assert.deepEqual(stallsIn([], 50), { stalled_ms: 0, longest_stall_ms: 0, stalls: 0, sample_ms: 50 });
+});
+
+test("stall spans: each spell from one interval before its first stalled sample to its last; requests clear of them", () => {
+  const samples = [
+    sample(0, 100, 2),
+    sample(50, 100, 1), // stalled
+    sample(100, 100, 1), // stalled
+    sample(150, 120, 0),
+    sample(200, 121, 1),
+    sample(260, 121, 0), // stalled, a second spell
+    sample(300, 125, 0),
+  ];
+  const spans = stallSpans(samples, 50);
+  assert.deepEqual(spans, [
+    [-50, 100],
+    [150, 260],
+  ]);
+  // Requests as (start, duration): inside a spell, straddling its end, between spells, after the last one.
+  const starts = [10, 90, 110, 140, 270];
+  const durations = [20, 30, 5, 20, 500];
+  assert.deepEqual(clearOfStalls(starts, durations, spans), [5, 500]);
+  assert.deepEqual(clearOfStalls(starts, durations, []), durations, "no stalls: every request is clear");
 });
 
 test("the block device of a directory: named as in /proc/diskstats on a disk, none on tmpfs", (t) => {

@@ -166,6 +166,46 @@ export function stallsIn(samples: readonly DiskSample[], sampleMs: number): Disk
   };
 }
 
+/**
+ * The spells of `stallsIn` as [from, to] times, each widened by one sample interval before its first stalled sample:
+ * the request that was waiting may have been issued up to an interval before it was seen waiting.
+ */
+export function stallSpans(samples: readonly DiskSample[], sampleMs: number): [number, number][] {
+  const spans: [number, number][] = [];
+  let open: [number, number] | undefined;
+  for (let i = 1; i < samples.length; i++) {
+    const before = samples[i - 1] as DiskSample;
+    const after = samples[i] as DiskSample;
+    if (before.inFlight > 0 && after.completed === before.completed) {
+      if (open) open[1] = after.at;
+      else {
+        open = [before.at - sampleMs, after.at];
+        spans.push(open);
+      }
+    } else {
+      open = undefined;
+    }
+  }
+  return spans;
+}
+
+/**
+ * Of requests given as start times and durations (ms, the clock of the spans), those that overlapped no stall: the
+ * tail of these is the system's own, the rest waited out the disk.
+ */
+export function clearOfStalls(
+  starts: readonly number[],
+  durations: readonly number[],
+  spans: readonly [number, number][],
+): number[] {
+  const clear: number[] = [];
+  starts.forEach((start, i) => {
+    const end = start + (durations[i] as number);
+    if (!spans.some(([from, to]) => start < to && end > from)) clear.push(durations[i] as number);
+  });
+  return clear;
+}
+
 /** Samples the disk under `dir` every `sampleMs` from `start()` to `stop()` (all undefined where it cannot). */
 export class DiskStallMonitor {
   private readonly device: string | undefined;
@@ -191,6 +231,11 @@ export class DiskStallMonitor {
     this.timer = undefined;
     this.sample();
     return stallsIn(this.samples, this.sampleMs);
+  }
+
+  /** The stalls seen so far as spans on `performance.now()`'s clock (see `stallSpans`). */
+  spans(): [number, number][] {
+    return stallSpans(this.samples, this.sampleMs);
   }
 
   private sample(): void {
