@@ -3,24 +3,12 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import { initNetwork } from "../src/node/network.ts";
 import { etcdClient } from "../src/ordering/etcd-client.ts";
-import { type LocalEtcdCluster, startLocalEtcdCluster } from "../src/ordering/etcd-launcher.ts";
-import { tempDir } from "./helpers.ts";
-import { commitOne } from "./support-commit.ts";
+import { commitOne, etcdForThisFile } from "./support-commit.ts";
 
-const work = tempDir("etcd-compress-config");
-let etcd: LocalEtcdCluster;
-
-before(async () => {
-  etcd = await startLocalEtcdCluster(join(work.path, "etcd"), 1);
-});
-
-after(async () => {
-  await etcd?.stop();
-  work.remove();
-});
+const work = etcdForThisFile("etcd-compress-config");
 
 /** Commits one tx through a node whose config has `compressBatches` as given; returns the first bytes of its batches. */
 async function batchesWritten(name: string, compressBatches: boolean | undefined): Promise<number[]> {
@@ -31,14 +19,14 @@ async function batchesWritten(name: string, compressBatches: boolean | undefined
     config: {
       orderer: {
         kind: "etcd",
-        endpoints: etcd.endpoints,
+        endpoints: work.etcd().endpoints,
         prefix,
         ...(compressBatches === undefined ? {} : { compressBatches }),
       },
     },
   });
   await commitOne(dir);
-  const client = etcdClient(etcd.endpoints);
+  const client = etcdClient(work.etcd().endpoints);
   try {
     const values = await client.getAll().prefix(`${prefix}b/`).buffers();
     return Object.values(values).map((value) => value[0] as number);

@@ -4,31 +4,19 @@
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import { initNetwork } from "../src/node/network.ts";
 import { DeliveryCursor } from "../src/ordering/etcd-cursor.ts";
-import { type LocalEtcdCluster, startLocalEtcdCluster } from "../src/ordering/etcd-launcher.ts";
-import { tempDir } from "./helpers.ts";
-import { commitOne, seqsOf } from "./support-commit.ts";
+import { commitOne, etcdForThisFile, seqsOf } from "./support-commit.ts";
 
-const work = tempDir("etcd-cursor-place");
-let etcd: LocalEtcdCluster;
-
-before(async () => {
-  etcd = await startLocalEtcdCluster(join(work.path, "etcd"), 1);
-});
-
-after(async () => {
-  await etcd?.stop();
-  work.remove();
-});
+const work = etcdForThisFile("etcd-cursor-place");
 
 function initEtcdNode(name: string): string {
   const dir = join(work.path, name);
   initNetwork(dir, {
     orgName: `Cursor ${name}`,
     // Each dir is its own network: its own prefix in the one etcd.
-    config: { orderer: { kind: "etcd", endpoints: etcd.endpoints, prefix: `/careledger/cursor-${name}/` } },
+    config: { orderer: { kind: "etcd", endpoints: work.etcd().endpoints, prefix: `/careledger/cursor-${name}/` } },
   });
   return dir;
 }

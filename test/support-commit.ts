@@ -1,14 +1,40 @@
-// For tests of where a node keeps its logs: commit one tx through a node opened in process, and read a table's
-// integer column from a database file.
+// For tests of where a node keeps its logs and what it writes: commit one tx through a node opened in process, read a
+// table's integer column from a database file, and a one-member etcd for a test file.
 
 import { randomUUID } from "node:crypto";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
+import { after, before } from "node:test";
 import { accessLogPayload } from "../src/contract/fixtures.ts";
 import { parseSignedTx } from "../src/ledger/tx.ts";
 import { readKeyFile } from "../src/node/datadir.ts";
 import { signNew } from "../src/node/network.ts";
 import { openNode } from "../src/node/runtime.ts";
+import { type LocalEtcdCluster, startLocalEtcdCluster } from "../src/ordering/etcd-launcher.ts";
+import { tempDir } from "./helpers.ts";
+
+/**
+ * A temp dir and a one-member etcd in it for the tests of this file: started before them, stopped and removed after.
+ * `etcd()` is the running member (called from inside a test).
+ */
+export function etcdForThisFile(name: string): { path: string; etcd: () => LocalEtcdCluster } {
+  const work = tempDir(name);
+  let etcd: LocalEtcdCluster | undefined;
+  before(async () => {
+    etcd = await startLocalEtcdCluster(join(work.path, "etcd"), 1);
+  });
+  after(async () => {
+    await etcd?.stop();
+    work.remove();
+  });
+  return {
+    path: work.path,
+    etcd: () => {
+      if (!etcd) throw new Error("etcd is not started yet");
+      return etcd;
+    },
+  };
+}
 
 /** Opens the node of `dir`, commits one access-log tx signed by its node key, closes it; returns the tx's height. */
 export async function commitOne(dir: string): Promise<number> {
