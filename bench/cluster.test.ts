@@ -2,9 +2,11 @@
 // the catch-up of a stopped node — end to end, reporting the documented fields as sane numbers.
 import assert from "node:assert/strict";
 import { readdirSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { test } from "node:test";
 import { NODE_INLINE_MAX_TXS } from "../src/node/verify-pool.ts";
 import { run } from "./cluster.ts";
+import { blockDeviceOf } from "./disk.ts";
 
 interface LoadResult {
   mode: string;
@@ -18,6 +20,7 @@ interface LoadResult {
   cpu_us_per_tx: Record<string, number>;
   two_core_capacity_tx_per_s: number;
   cpu_cores_by_thread?: unknown;
+  disk_stalls?: { stalled_ms: number; longest_stall_ms: number; requests_overlapping: number };
 }
 
 test("bench cluster (quick): full load, the goal rate in 25- and 100-tx requests, catch-up", {
@@ -84,7 +87,18 @@ test("bench cluster (quick): full load, the goal rate in 25- and 100-tx requests
     assert.ok(total > 0 && Math.abs(sum - total) <= Object.keys(perTx).length, JSON.stringify(perTx));
     assert.equal(phase.two_core_capacity_tx_per_s, Math.round(2e6 / total));
     assert.equal(phase.cpu_cores_by_thread, undefined, "summed into parts, not reported raw");
+    // The data dirs' disk watched over the phase (the cluster lives in the temp dir; tmpfs has no disk to watch).
+    if (blockDeviceOf(tmpdir()) !== undefined) {
+      const stalls = phase.disk_stalls;
+      assert.ok(stalls, "disk stalls reported");
+      assert.ok(stalls.longest_stall_ms <= stalls.stalled_ms, JSON.stringify(stalls));
+      assert.ok(stalls.requests_overlapping >= 0 && stalls.requests_overlapping <= phase.committed / batch);
+    }
   }
+  // The disk's own commit latency, measured before the load against the goal's p99.
+  const fsync = r.fsync_latency as { p50_ms: number; p99_ms: number; max_ms: number; over_ms: number };
+  assert.ok(fsync.p50_ms > 0 && fsync.p50_ms <= fsync.p99_ms && fsync.p99_ms <= fsync.max_ms, JSON.stringify(fsync));
+  assert.equal(fsync.over_ms, 75);
   assert.equal(
     r.goal_met,
     (r.tx_per_s as number) >= r.goal_tx_per_s && atGoal.tx_per_s >= r.goal_tx_per_s * 0.97 && atGoal.p99_ms <= 75,
