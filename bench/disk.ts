@@ -136,42 +136,12 @@ export interface DiskStalls {
 }
 
 /**
- * Stalls in a run of samples: an interval counts as stalled when I/O was in flight at its start and none completed
- * by its end. A healthy disk completes something within a few ms, so at 50 ms sampling a stalled interval is a spell
- * of at least that long with requests waiting.
+ * The stalled spells in a run of samples, as [from, to] times: an interval counts as stalled when I/O was in flight at
+ * its start and none completed by its end. A healthy disk completes something within a few ms, so at 50 ms sampling a
+ * stalled interval is a spell of at least that long with requests waiting.
  */
-export function stallsIn(samples: readonly DiskSample[], sampleMs: number): DiskStalls {
-  let stalled = 0;
-  let longest = 0;
-  let spell = 0;
-  let stalls = 0;
-  for (let i = 1; i < samples.length; i++) {
-    const before = samples[i - 1] as DiskSample;
-    const after = samples[i] as DiskSample;
-    if (before.inFlight > 0 && after.completed === before.completed) {
-      const ms = after.at - before.at;
-      if (spell === 0) stalls++;
-      spell += ms;
-      stalled += ms;
-      longest = Math.max(longest, spell);
-    } else {
-      spell = 0;
-    }
-  }
-  return {
-    stalled_ms: Math.round(stalled),
-    longest_stall_ms: Math.round(longest),
-    stalls,
-    sample_ms: sampleMs,
-  };
-}
-
-/**
- * The spells of `stallsIn` as [from, to] times, each widened by one sample interval before its first stalled sample:
- * the request that was waiting may have been issued up to an interval before it was seen waiting.
- */
-export function stallSpans(samples: readonly DiskSample[], sampleMs: number): [number, number][] {
-  const spans: [number, number][] = [];
+function spellsIn(samples: readonly DiskSample[]): [number, number][] {
+  const spells: [number, number][] = [];
   let open: [number, number] | undefined;
   for (let i = 1; i < samples.length; i++) {
     const before = samples[i - 1] as DiskSample;
@@ -179,19 +149,38 @@ export function stallSpans(samples: readonly DiskSample[], sampleMs: number): [n
     if (before.inFlight > 0 && after.completed === before.completed) {
       if (open) open[1] = after.at;
       else {
-        open = [before.at - sampleMs, after.at];
-        spans.push(open);
+        open = [before.at, after.at];
+        spells.push(open);
       }
     } else {
       open = undefined;
     }
   }
-  return spans;
+  return spells;
+}
+
+/** The stalls in a run of samples (see `spellsIn`): in all, the longest, how many. */
+export function stallsIn(samples: readonly DiskSample[], sampleMs: number): DiskStalls {
+  const lengths = spellsIn(samples).map(([from, to]) => to - from);
+  return {
+    stalled_ms: Math.round(lengths.reduce((a, b) => a + b, 0)),
+    longest_stall_ms: Math.round(Math.max(0, ...lengths)),
+    stalls: lengths.length,
+    sample_ms: sampleMs,
+  };
 }
 
 /**
- * Of requests given as start times and durations (ms, the clock of the spans), those that overlapped no stall: the
- * tail of these is the system's own, the rest waited out the disk.
+ * The stalled spells, each widened by one sample interval before its first stalled sample: the request that was
+ * waiting may have been issued up to an interval before it was seen waiting.
+ */
+export function stallSpans(samples: readonly DiskSample[], sampleMs: number): [number, number][] {
+  return spellsIn(samples).map(([from, to]) => [from - sampleMs, to]);
+}
+
+/**
+ * Of requests given as start times and durations (ms, the clock of the spans), the durations of those that overlapped
+ * no stall. The others waited out the disk; on a busy machine some of these still wait behind the backlog a stall left.
  */
 export function clearOfStalls(
   starts: readonly number[],
