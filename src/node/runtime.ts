@@ -28,10 +28,11 @@ import type { HeadBoard } from "./head-board.ts";
 import { buildHttpServer } from "./http.ts";
 import { LedgerNode } from "./ledger-node.ts";
 import { createLogger, type Logger } from "./logger.ts";
+import { MachineLoad } from "./machine-load.ts";
 import { networkIdOf } from "./network.ts";
 import { type PeerRegistry, StaticPeerRegistry } from "./peer-registry.ts";
 import { type BatchRelay, PeerRelay } from "./relay.ts";
-import { NODE_INLINE_MAX_TXS, VerifyPool } from "./verify-pool.ts";
+import { nodeVerifyPool, type VerifyPool } from "./verify-pool.ts";
 
 export interface RunningNode {
   node: LedgerNode;
@@ -151,9 +152,11 @@ export async function openNode(dir: string, options: OpenOptions = {}): Promise<
       : (options.registry ?? new StaticPeerRegistry());
   const peerDispatcher = tls ? new (await import("undici")).Agent({ connect: { ca: tls.ca } }) : undefined;
   const ownPool = options.pool === undefined;
-  const pool = options.pool ?? new VerifyPool(config.workers, { inlineMaxTxs: NODE_INLINE_MAX_TXS });
+  const machineLoad = ownPool ? new MachineLoad() : undefined;
+  const pool = options.pool ?? nodeVerifyPool(config.workers, machineLoad ?? { busy: true });
   const cleanup = async () => {
     ownRelay?.close();
+    machineLoad?.stop();
     if (ownPool) await pool.close();
     if (ownOrderer) await orderer.close();
     if (!options.registry) await registry.close();

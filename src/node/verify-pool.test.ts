@@ -8,7 +8,7 @@ import { after, test } from "node:test";
 import { keyPairFromSeed } from "../ledger/keys.ts";
 import { signTx, txId } from "../ledger/tx.ts";
 import type { SignedTx } from "../ledger/types.ts";
-import { VerifyPool } from "./verify-pool.ts";
+import { NODE_INLINE_MAX_TXS, nodeVerifyPool, VerifyPool } from "./verify-pool.ts";
 
 const pool = new VerifyPool(2);
 after(() => pool.close());
@@ -132,4 +132,28 @@ test("close() holds the process until the workers have ended, even with answers 
     'console.log("closed");',
   ]);
   assert.deepEqual([child.signal, child.code, child.out], [null, 0, "closed"], child.err);
+});
+
+test("a node's pool checks small jobs on its own thread only while the machine is busy; larger ones on workers", async () => {
+  const machine = { busy: true };
+  const nodePool = nodeVerifyPool(2, machine);
+  try {
+    const small = Array.from({ length: 25 }, (_, i) => tx(4000 + i));
+    const large = Array.from({ length: NODE_INLINE_MAX_TXS + 1 }, (_, i) => tx(5000 + i));
+    const all = (n: number) => Array.from({ length: n }, () => true);
+    assert.deepEqual(await nodePool.verify(small), all(25));
+    assert.deepEqual(nodePool.checked, { inline: 25, onWorkers: 0 });
+    assert.deepEqual(await nodePool.verify(large), all(large.length));
+    assert.deepEqual(nodePool.checked, { inline: 25, onWorkers: large.length });
+    // Cores idle: a hand-off waits for nothing and the workers check in parallel.
+    machine.busy = false;
+    assert.deepEqual(await nodePool.verify(small), all(25));
+    assert.deepEqual(nodePool.checked, { inline: 25, onWorkers: large.length + 25 });
+    // Asked again for each job.
+    machine.busy = true;
+    assert.deepEqual(await nodePool.verify(small), all(25));
+    assert.deepEqual(nodePool.checked, { inline: 50, onWorkers: large.length + 25 });
+  } finally {
+    await nodePool.close();
+  }
 });

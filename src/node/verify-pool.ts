@@ -28,13 +28,28 @@ const MIN_SLICE = 8;
  * machine is busy; on the benchmark machine that cost more than the checks themselves. Checking a 25-tx request, a
  * forwarded batch and a block's foreign txs on the main thread lowered the cluster's p99 at 3,000 tx/s in nine of ten
  * pairs, by up to two thirds, and its CPU by 0.05–0.25 cores (bench/RESULTS.md, session 16). Larger jobs, and throughput work (replay, verify, blocks
- * of a catch-up), still go to the workers, where they run in parallel.
+ * of a catch-up), still go to the workers, where they run in parallel. Only while the machine is busy (`MachineLoad`):
+ * with cores idle a hand-off waits for nothing, and checking every request on the main thread had raised a lone
+ * node's p99 at 5,000 tx/s from 9–16 to 16–100 ms (bench/RESULTS.md, session 18).
  */
 export const NODE_INLINE_MAX_TXS = 100;
+
+/**
+ * The pool a node opens for itself: jobs of up to `NODE_INLINE_MAX_TXS` checked on the node's thread while
+ * `machine.busy` (a `MachineLoad`), everything else on `workers` threads.
+ */
+export function nodeVerifyPool(workers: number, machine: { readonly busy: boolean }): VerifyPool {
+  return new VerifyPool(workers, { inlineMaxTxs: NODE_INLINE_MAX_TXS, inlineWhen: () => machine.busy });
+}
 
 export interface VerifyPoolOptions {
   /** Jobs of at most this many txs are checked on the calling thread (default 0: every job goes to a worker). */
   inlineMaxTxs?: number;
+  /**
+   * Asked for each such job: check it on the calling thread now? (Default: always.) A node answers "while the
+   * machine is busy": with idle cores the workers check in parallel and the calling thread stays free.
+   */
+  inlineWhen?: () => boolean;
 }
 
 /** The OS name of the pool's threads (`/proc/PID/task/TID/comm`). */
@@ -46,11 +61,13 @@ export class VerifyPool {
   private nextJob = 1;
   private closed = false;
   private readonly inlineMaxTxs: number;
+  private readonly inlineWhen: () => boolean;
   /** Txs checked on the calling thread and on the workers, since the pool was made. */
   readonly checked = { inline: 0, onWorkers: 0 };
 
   constructor(size: number = availableParallelism(), options: VerifyPoolOptions = {}) {
     this.inlineMaxTxs = Math.max(0, Math.floor(options.inlineMaxTxs ?? 0));
+    this.inlineWhen = options.inlineWhen ?? (() => true);
     const count = Math.max(1, Math.floor(size));
     for (let i = 0; i < count; i++) this.workers.push(this.spawn());
   }
@@ -91,13 +108,13 @@ export class VerifyPool {
 
   /**
    * Verifies each tx's signature over its id; the answer is in input order. A job no larger than the pool's
-   * `inlineMaxTxs` is checked on the calling thread, unless `inline` is false (throughput work that the workers do in
-   * parallel).
+   * `inlineMaxTxs` is checked on the calling thread when `inlineWhen` says so, unless `inline` is false (throughput
+   * work that the workers do in parallel).
    */
   async verify(items: { id: string; tx: SignedTx }[], options: { inline?: boolean } = {}): Promise<boolean[]> {
     if (this.closed) throw new Error("the signature pool is closed");
     if (items.length === 0) return [];
-    if (items.length <= this.inlineMaxTxs && options.inline !== false) {
+    if (items.length <= this.inlineMaxTxs && options.inline !== false && this.inlineWhen()) {
       this.checked.inline += items.length;
       return items.map((item) => verifyTxSignature(item.tx, item.id));
     }
