@@ -36,7 +36,7 @@ test("machine load: busy until measured, then by the last interval's share, with
   }
 });
 
-test("machine load: the machine's own CPU times add up, and its timer does not keep the process alive", async () => {
+test("machine load: the machine's own CPU times add up, its timer measures a share, and stop ends the sampling", async () => {
   const times = machineCpuTimes();
   assert.ok(times.total > 0 && times.busy >= 0 && times.busy <= times.total, JSON.stringify(times));
   const load = new MachineLoad({ intervalMs: 20 });

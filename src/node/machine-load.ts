@@ -41,9 +41,8 @@ export class MachineLoad {
   private readonly idleBelow: number;
   private last: CpuTimes;
   private timer: NodeJS.Timeout | undefined;
-  /** The share of the last interval (undefined before the first). */
-  share: number | undefined;
-  busy = true;
+  private lastShare: number | undefined;
+  private isBusy = true;
 
   constructor(options: MachineLoadOptions = {}) {
     this.sample = options.sample ?? machineCpuTimes;
@@ -54,15 +53,26 @@ export class MachineLoad {
     this.timer.unref();
   }
 
+  /** Busy (see the class). */
+  get busy(): boolean {
+    return this.isBusy;
+  }
+
+  /** The busy share of the last interval (undefined before the first). */
+  get share(): number | undefined {
+    return this.lastShare;
+  }
+
   /** Takes a sample now (the timer calls it every interval). */
   tick(): void {
     const now = this.sample();
     const total = now.total - this.last.total;
     if (total <= 0) return;
-    this.share = (now.busy - this.last.busy) / total;
+    const share = (now.busy - this.last.busy) / total;
+    this.lastShare = share;
     this.last = now;
-    if (this.busy && this.share < this.idleBelow) this.busy = false;
-    else if (!this.busy && this.share > this.busyAbove) this.busy = true;
+    if (this.isBusy && share < this.idleBelow) this.isBusy = false;
+    else if (!this.isBusy && share > this.busyAbove) this.isBusy = true;
   }
 
   stop(): void {
