@@ -59,6 +59,15 @@ async function adminWithAuditScope(): Promise<Principal> {
   return p;
 }
 
+/** Commits `blocks` blocks of one access log each: the clinician reads the two seen observations in turn. */
+async function accessLogBlocks(blocks: number): Promise<void> {
+  const p = await kit.principalFor(doc.key);
+  for (let i = 0; i < blocks; i++) {
+    await call(read, kit.ctx, request(p, { type: "Observation", id: seenIds[i % 2] as string }));
+    await kit.accessLog.flush();
+  }
+}
+
 describe("AuditEvent", () => {
   it("the patient sees every read and denial of their record, as valid R4 AuditEvents", async () => {
     const me = await kit.principalFor(alice.key, { patient: alice.patient });
@@ -208,11 +217,7 @@ describe("AuditEvent", () => {
   });
 
   it("checks blocks in budgeted slices (each at least one block) and writes their rows in few transactions, to the same entries as in full", async () => {
-    const p = await kit.principalFor(doc.key);
-    for (let i = 0; i < 12; i++) {
-      await call(read, kit.ctx, request(p, { type: "Observation", id: seenIds[i % 2] as string }));
-      await kit.accessLog.flush();
-    }
+    await accessLogBlocks(12);
     const reader = BlockReader.open(kit.running.node.store.path);
     const sliced = new AuditWriter(openAuditDb(join(kit.dir, "audit-slices.db"), false));
     const bounded = new AuditWriter(openAuditDb(join(kit.dir, "audit-bounded.db"), false), { writeRows: 5 });
@@ -264,11 +269,7 @@ describe("AuditEvent", () => {
 
   it("following without committing: a lost tail drops the open rows above it, and close commits what was checked", async () => {
     // Two blocks of access logs: the last one is lost, the one before it stays.
-    const p = await kit.principalFor(doc.key);
-    for (let i = 0; i < 2; i++) {
-      await call(read, kit.ctx, request(p, { type: "Observation", id: seenIds[i] as string }));
-      await kit.accessLog.flush();
-    }
+    await accessLogBlocks(2);
     const reader = BlockReader.open(kit.running.node.store.path);
     const path = join(kit.dir, "audit-follow-tail.db");
     const head = reader.latestHeight();
@@ -357,11 +358,7 @@ describe("AuditEvent", () => {
 
   it("stops at an altered block, indexing nothing of it, and says which", async () => {
     // Two blocks of access logs: the first is altered, the second follows it.
-    const p = await kit.principalFor(doc.key);
-    for (let i = 0; i < 2; i++) {
-      await call(read, kit.ctx, request(p, { type: "Observation", id: seenIds[i] as string }));
-      await kit.accessLog.flush();
-    }
+    await accessLogBlocks(2);
     const reader = BlockReader.open(kit.running.node.store.path);
     const alterAt = reader.latestHeight() - 1;
     assert.ok(reader.blockRow(alterAt)?.txs.includes('"type":"access.log"'));
@@ -498,11 +495,7 @@ describe("AuditEvent", () => {
       queryWaitMs: 20_000,
     });
     await lagging.ready();
-    const p = await kit.principalFor(doc.key);
-    for (let i = 0; i < 10; i++) {
-      await call(read, kit.ctx, request(p, { type: "Observation", id: seenIds[i % 2] as string }));
-      await kit.accessLog.flush();
-    }
+    await accessLogBlocks(10);
     await Promise.all([lagging.ready(), lagging.ready()]);
     assert.equal(lagging.height, kit.running.node.height);
     const page = { offset: 0, count: 1000 };
