@@ -43,9 +43,16 @@ test("stalls: an interval counts when I/O was waiting at its start and none comp
     sample(360, 131, 2), // stalled, a second spell
     sample(400, 140, 0),
   ];
-  assert.deepEqual(stallsIn(samples, 50), { stalled_ms: 160, longest_stall_ms: 100, stalls: 2, sample_ms: 50 });
-  assert.deepEqual(stallsIn([sample(0, 5, 9)], 50), { stalled_ms: 0, longest_stall_ms: 0, stalls: 0, sample_ms: 50 });
-  assert.deepEqual(stallsIn([], 50), { stalled_ms: 0, longest_stall_ms: 0, stalls: 0, sample_ms: 50 });
+  assert.deepEqual(stallsIn(samples, 50), {
+    stalled_ms: 160,
+    longest_stall_ms: 100,
+    stalls: 2,
+    sample_ms: 50,
+    samples: 9,
+  });
+  const none = { stalled_ms: 0, longest_stall_ms: 0, stalls: 0, sample_ms: 50 };
+  assert.deepEqual(stallsIn([sample(0, 5, 9)], 50), { ...none, samples: 1 });
+  assert.deepEqual(stallsIn([], 50), { ...none, samples: 0 });
 });
 
 test("stall spans: each spell from one interval before its first stalled sample to its last; requests clear of them", () => {
@@ -87,6 +94,8 @@ test("the stall monitor reports over the window it ran, and nothing where there 
   if (blockDeviceOf(tmpdir()) !== undefined) {
     assert.ok(stalls, "a disk was watched");
     assert.equal(stalls.sample_ms, 10);
+    // Sampled through the window (every 10 ms for 60 ms), not only at its ends.
+    assert.ok(stalls.samples >= 4, `${stalls.samples} samples`);
     assert.ok(stalls.stalled_ms >= 0 && stalls.longest_stall_ms <= stalls.stalled_ms);
   }
   assert.equal(onDisk.stop(), undefined, "stopped once");

@@ -95,7 +95,7 @@ export function blockDeviceOf(dir: string): string | undefined {
     // Linux's dev_t: major in bits 8–19 (and 32+), minor in bits 0–7 (and 20–31).
     const major = Math.floor(dev / 256) % 4096;
     const minor = (dev % 256) + (Math.floor(dev / 1048576) % 4096) * 256;
-    if (major === 0) return undefined;
+    // tmpfs and other virtual filesystems (major 0) have no entry here: undefined.
     return basename(realpathSync(`/sys/dev/block/${major}:${minor}`));
   } catch {
     return undefined;
@@ -133,6 +133,8 @@ export interface DiskStalls {
   /** Spells of at least one whole interval. */
   stalls: number;
   sample_ms: number;
+  /** Samples taken (fewer than the window over `sample_ms` when the sampling process was held up). */
+  samples: number;
 }
 
 /**
@@ -167,6 +169,7 @@ export function stallsIn(samples: readonly DiskSample[], sampleMs: number): Disk
     longest_stall_ms: Math.round(Math.max(0, ...lengths)),
     stalls: lengths.length,
     sample_ms: sampleMs,
+    samples: samples.length,
   };
 }
 
