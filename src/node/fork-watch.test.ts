@@ -527,6 +527,15 @@ test("publishing slows down as the network grows: at most once per publishPerNod
   assert.ok(mean >= 240, `gaps ${gaps.map(Math.round).join(", ")} ms`);
 });
 
+test("by default a node's heads go out at most once a second", async (t) => {
+  t.after(closeAll);
+  const net = makeNetwork();
+  const running = await open(net, "org-a", newOrderer("defaults"));
+  const defaults = new ForkWatch({ node: running.node, board: new MemoryHeadBoard(), log: silentLogger });
+  // Each publish is an etcd put on a real network: a raft round with a WAL fsync on every member.
+  assert.equal(defaults.publishIntervalMs, 1000);
+});
+
 test("a publish that fails is retried without waiting for a block; the watch keeps checking meanwhile", async (t) => {
   t.after(closeAll);
   const net = makeNetwork();

@@ -138,6 +138,11 @@ export function etcdArgs(
     String(options.quotaBytes ?? DEFAULT_QUOTA_BYTES),
     "--max-request-bytes",
     String(4 * 1024 * 1024),
+    // The backend (bbolt) commits once a second, not every 100 ms: each commit rewrites the pages it touched and
+    // fsyncs, on every member. A write is durable once the raft WAL holds it (fsynced before every commit); a member
+    // that restarts re-applies the WAL past its last backend commit.
+    "--backend-batch-interval",
+    "1s",
     "--logger",
     "zap",
     "--log-level",
