@@ -1,11 +1,11 @@
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, rmSync, statSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { test } from "node:test";
 import { Worker } from "node:worker_threads";
-import { Checkpointer } from "./checkpointer.ts";
+import { CHECKPOINTED_WRITER_PRAGMAS, Checkpointer, type CheckpointerOptions } from "./checkpointer.ts";
 
 /** A WAL database that never checkpoints by itself, with `pages` pages of rows written into its WAL. */
 function walOnly(path: string, pages: number): DatabaseSync {
@@ -117,6 +117,77 @@ test("stopBeforeClose waits for the worker to let go: the writer's close is the 
     }
   } finally {
     await hog.terminate();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+/**
+ * Commits a small row every few ms for `ms` (and at least `minCommits` times) while a checkpointer with `options` serves the database, and counts the
+ * WAL's rewinds: each writes a new header, with the checkpoint sequence number (bytes 12–15) one higher.
+ */
+async function rewindsUnderCommits(
+  dir: string,
+  name: string,
+  options: CheckpointerOptions,
+  ms: number,
+  minCommits = 0,
+): Promise<{ rewinds: number; commits: number; folded: boolean; maxWalBytes: number }> {
+  const path = join(dir, name);
+  const db = new DatabaseSync(path);
+  db.exec(`PRAGMA busy_timeout = 5000; ${CHECKPOINTED_WRITER_PRAGMAS} PRAGMA synchronous = NORMAL;`);
+  db.exec("CREATE TABLE t (x BLOB)");
+  const insert = db.prepare("INSERT INTO t VALUES (?)");
+  const sequence = () => readFileSync(`${path}-wal`).readUInt32BE(12);
+  const dbBytes = statSync(path).size;
+  const checkpointer = new Checkpointer(path, options);
+  let rewinds = 0;
+  let commits = 0;
+  let maxWalBytes = 0;
+  try {
+    insert.run(Buffer.alloc(2000, 1));
+    let last = sequence();
+    const end = performance.now() + ms;
+    while (performance.now() < end || commits < minCommits) {
+      insert.run(Buffer.alloc(2000, commits++));
+      const now = sequence();
+      if (now !== last) rewinds++;
+      last = now;
+      maxWalBytes = Math.max(maxWalBytes, statSync(`${path}-wal`).size);
+      await new Promise((r) => setTimeout(r, 3));
+    }
+    return { rewinds, commits, folded: statSync(path).size > dbBytes + 100 * 2000, maxWalBytes };
+  } finally {
+    checkpointer.stopBeforeClose(db);
+    db.close();
+  }
+}
+
+test("rewindOnlyAtBound: commits between checkpoints never rewind the WAL (no header sync in them), and are folded in", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "careledger-ckpt-"));
+  try {
+    const held = await rewindsUnderCommits(dir, "held.db", { rewindOnlyAtBound: true }, 1500);
+    assert.ok(held.commits > 150, `${held.commits} commits`);
+    assert.equal(held.rewinds, 0, "no commit rewound the WAL");
+    assert.ok(held.folded, "the worker's checkpoints copied the rows into the database file all the same");
+    // Without the option the same stream rewinds the WAL after nearly every checkpoint (every 250 ms).
+    const plain = await rewindsUnderCommits(dir, "plain.db", {}, 1500);
+    assert.ok(plain.rewinds >= 2, `${plain.rewinds} rewinds without the option`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("rewindOnlyAtBound: past the bound the worker lets the WAL rewind, so it does not grow without limit", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "careledger-ckpt-"));
+  try {
+    const bound = 3 * 1024 * 1024;
+    const options = { rewindOnlyAtBound: true, walBoundBytes: bound };
+    const run = await rewindsUnderCommits(dir, "bound.db", options, 2500, 900);
+    // Each commit appends a page or two: 3.6–7.4 MB of WAL over the run.
+    // Rewound past the bound: once or twice, not after every checkpoint (about 10 in 2.5 s without the option).
+    assert.ok(run.rewinds >= 1 && run.rewinds <= 3, `${run.rewinds} rewinds in ${run.commits} commits`);
+    assert.ok(run.maxWalBytes < 2 * bound, `the WAL file reached ${run.maxWalBytes} bytes`);
+  } finally {
     rmSync(dir, { recursive: true, force: true });
   }
 });

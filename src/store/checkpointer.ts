@@ -10,7 +10,7 @@ export const CHECKPOINTED_WRITER_PRAGMAS = `PRAGMA journal_mode = WAL; PRAGMA wa
 
 /** Messages to the checkpoint worker: start or stop checkpointing one database. */
 export type CheckpointMessage =
-  | { add: number; path: string }
+  | { add: number; path: string; rewindOnlyAtBound: boolean; walBoundBytes: number }
   /** `released`, when given, is set to 1 (and notified) once the worker has closed its connection to the database. */
   | { remove: number; released?: Int32Array }
   | "stop";
@@ -32,15 +32,29 @@ let nextId = 1;
  * checkpoints off (`PRAGMA wal_autocheckpoint = 0`), which otherwise run — with two fsyncs — inside whichever
  * COMMIT crosses the threshold, stalling the main thread for tens of milliseconds.
  */
+export interface CheckpointerOptions {
+  /**
+   * Keep the writer's commits from rewinding the WAL until it reaches the bound. SQLite rewinds (writes from the
+   * file's start again) in the first commit after a checkpoint that copied every frame, and that commit syncs the WAL
+   * header — an fsync on the writer's thread, up to several a second under load, each as slow as the disk is at that
+   * moment. The worker holds a read snapshot between its checkpoints, which makes SQLite skip the rewind; past the
+   * bound it lets go and the WAL rewinds once. Only for a writer that never runs a RESTART or TRUNCATE checkpoint
+   * itself while open (those wait for the snapshot): `stopBeforeClose` runs one only after the worker let go.
+   */
+  rewindOnlyAtBound?: boolean;
+  /** The WAL size past which the worker makes it rewind (default `WAL_BOUND_BYTES`). */
+  walBoundBytes?: number;
+}
+
 export class Checkpointer {
   private readonly id = nextId++;
   private stopped = false;
 
-  constructor(path: string) {
+  constructor(path: string, options: CheckpointerOptions = {}) {
     if (shared === undefined) {
       const worker = new Worker(new URL("./checkpoint-worker.ts", import.meta.url), {
         name: CHECKPOINT_THREAD,
-        workerData: { intervalMs: INTERVAL_MS, walBoundBytes: WAL_BOUND_BYTES },
+        workerData: { intervalMs: INTERVAL_MS },
       });
       // A failed checkpoint is retried at the next interval; the WAL only grows meanwhile. A worker that died is
       // replaced for the databases opened after it (those before it are checkpointed by their writers at close).
@@ -53,7 +67,12 @@ export class Checkpointer {
       shared = { worker, users: 0 };
     }
     shared.users++;
-    shared.worker.postMessage({ add: this.id, path } satisfies CheckpointMessage);
+    shared.worker.postMessage({
+      add: this.id,
+      path,
+      rewindOnlyAtBound: options.rewindOnlyAtBound ?? false,
+      walBoundBytes: options.walBoundBytes ?? WAL_BOUND_BYTES,
+    } satisfies CheckpointMessage);
   }
 
   stop(): void {

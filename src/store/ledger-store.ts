@@ -76,7 +76,7 @@ export class LedgerStore implements MerkleNodeReader {
     this.stmts = prepareStatements(db);
     this.sync = new GroupSync(path);
     this.sync.flushNow();
-    this.checkpointer = readOnly ? undefined : new Checkpointer(path);
+    this.checkpointer = readOnly ? undefined : new Checkpointer(path, { rewindOnlyAtBound: true });
     this.state = new SqliteState(this.stmts.stateGet, this.stmts.stateResourceKeys);
     this.headCache = this.readHead();
     for (const row of db.prepare("SELECT height, start FROM merkle_blocks ORDER BY height").iterate()) {

@@ -29,7 +29,7 @@ export class LogDatabase {
       this.sync = new GroupSync(path);
       // What a crashed process left in the WAL goes to disk before anything is read from it.
       this.sync.flushNow();
-      this.checkpointer = new Checkpointer(path);
+      this.checkpointer = new Checkpointer(path, { rewindOnlyAtBound: true });
     }
   }
 
