@@ -12,6 +12,7 @@ import { cpSync, existsSync, statSync, truncateSync } from "node:fs";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { after, before, describe, test } from "node:test";
+import { packTxs, txsText } from "../src/store/block-txs.ts";
 import { nonceKey } from "../src/store/ledger-store.ts";
 import { runCli, startNode, stopNode, tempDir } from "./helpers.ts";
 import { call, newNetwork, openTestNode, registerTx } from "./support-net.ts";
@@ -60,8 +61,8 @@ function withDb(dir: string, change: (db: DatabaseSync) => void): void {
 /** Replaces the Merkle nodes stored for block `height` with random bytes (whatever the store's layout). */
 /** Deletes the replay-protection row of the tx at `pos` in block `height`. */
 function deleteNonceRow(db: DatabaseSync, height: number, pos: number): void {
-  const row = db.prepare("SELECT txs FROM blocks WHERE height = ?").get(height) as { txs: string };
-  const tx = (JSON.parse(row.txs) as { tx: { signer: string; nonce: string } }[])[pos]?.tx;
+  const row = db.prepare("SELECT txs FROM blocks WHERE height = ?").get(height) as { txs: Uint8Array };
+  const tx = (JSON.parse(txsText(row.txs, height)) as { tx: { signer: string; nonce: string } }[])[pos]?.tx;
   assert.ok(tx);
   const deleted = db.prepare("DELETE FROM nonces WHERE key = ?").run(Buffer.from(nonceKey(tx.signer, tx.nonce), "hex"));
   assert.equal(deleted.changes, 1);
@@ -86,10 +87,10 @@ function editTxs(
   height: number,
   edit: (txs: { tx: { payload: Record<string, unknown> } }[]) => void,
 ) {
-  const row = db.prepare("SELECT txs FROM blocks WHERE height = ?").get(height) as { txs: string };
-  const txs = JSON.parse(row.txs);
+  const row = db.prepare("SELECT txs FROM blocks WHERE height = ?").get(height) as { txs: Uint8Array };
+  const txs = JSON.parse(txsText(row.txs, height));
   edit(txs);
-  db.prepare("UPDATE blocks SET txs = ? WHERE height = ?").run(JSON.stringify(txs), height);
+  db.prepare("UPDATE blocks SET txs = ? WHERE height = ?").run(packTxs(JSON.stringify(txs)), height);
 }
 
 interface Case {

@@ -1,5 +1,6 @@
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import type { Hex32 } from "../ledger/types.ts";
+import { txsText } from "./block-txs.ts";
 import { StoreError } from "./errors.ts";
 
 /** A stored block as the store keeps it: its hash and its header and txs as JSON. */
@@ -45,7 +46,8 @@ export class BlockReader {
   }
 
   blockRow(height: number): BlockRowData | undefined {
-    return this.get.get(height) as BlockRowData | undefined;
+    const row = this.get.get(height) as { hash: Hex32; header: string; txs: unknown } | undefined;
+    return row && { hash: row.hash, header: row.header, txs: txsText(row.txs, height) };
   }
 
   close(): void {

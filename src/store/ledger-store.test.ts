@@ -18,6 +18,8 @@ import {
 import { signTreeHead } from "../ledger/sth.ts";
 import { signTx, txId } from "../ledger/tx.ts";
 import type { Block, BlockEntry } from "../ledger/types.ts";
+import { BlockReader } from "./block-reader.ts";
+import { txsText } from "./block-txs.ts";
 import { LedgerStore, nonceKey, SqliteState, StoreError } from "./ledger-store.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "careledger-store-"));
@@ -138,6 +140,68 @@ test("a block that does not follow the head is refused and leaves nothing behind
   assert.equal(store.state.get("k/x"), undefined);
   assert.equal(store.getBlock(1), undefined);
   store.close();
+});
+
+test("a block's txs are stored zstd-compressed (a BLOB ~4× smaller) and read back as the same JSON", () => {
+  const path = join(dir, "packed.db");
+  const store = LedgerStore.open(path);
+  const entries = Array.from({ length: 40 }, (_, i) => entry(500 + i));
+  const b0 = makeBlock(0, "0".repeat(64), EMPTY_FRONTIER, entries);
+  store.commitBlock(b0.block, b0.hash, b0.nodes, b0.sth);
+  const json = JSON.stringify(entries);
+  assert.equal(store.blockRow(0)?.txs, json);
+  assert.deepEqual([...store.blocks(0)][0]?.block.txs, entries);
+  store.close();
+  const raw = new DatabaseSync(path, { readOnly: true });
+  const row = raw.prepare("SELECT txs FROM blocks WHERE height = 0").get() as { txs: unknown };
+  raw.close();
+  assert.ok(row.txs instanceof Uint8Array, "stored as bytes, not text");
+  assert.ok(row.txs.byteLength * 2.5 < Buffer.byteLength(json), `${row.txs.byteLength} bytes for ${json.length}`);
+  const reader = BlockReader.open(path);
+  assert.equal(reader.blockRow(0)?.txs, json, "the read-only reader of other threads decompresses too");
+  reader.close();
+});
+
+test("a schema-3 store (txs as JSON text) opens: its blocks read as before, new ones are compressed, it is marked 4", () => {
+  const path = join(dir, "schema3.db");
+  const store = LedgerStore.open(path);
+  const all = commitBlocks(store, 2, 3, 700);
+  const head = store.head();
+  store.close();
+  // As schema 3 wrote it.
+  const old = new DatabaseSync(path);
+  for (const row of old.prepare("SELECT height, txs FROM blocks").all() as { height: number; txs: Uint8Array }[]) {
+    old.prepare("UPDATE blocks SET txs = ? WHERE height = ?").run(txsText(row.txs, row.height), row.height);
+  }
+  old.prepare("UPDATE meta SET value = '3' WHERE key = 'schema'").run();
+  old.close();
+  const schema = () => {
+    const db = new DatabaseSync(path, { readOnly: true });
+    const value = (db.prepare("SELECT value FROM meta WHERE key = 'schema'").get() as { value: string }).value;
+    const kinds = db.prepare("SELECT typeof(txs) AS kind FROM blocks ORDER BY height").all() as { kind: string }[];
+    db.close();
+    return { value, kinds: kinds.map((k) => k.kind) };
+  };
+  const readOnly = LedgerStore.open(path, { readOnly: true });
+  assert.deepEqual(readOnly.getBlock(1)?.txs, all.slice(3, 6));
+  readOnly.close();
+  assert.deepEqual(schema(), { value: "3", kinds: ["text", "text"] }, "a read-only open changes nothing");
+  const reopened = LedgerStore.open(path);
+  assert.equal(reopened.head()?.hash, head?.hash);
+  assert.deepEqual(reopened.getBlock(0)?.txs, all.slice(0, 3));
+  const next = makeBlock(2, head?.hash as string, reopened.frontier(), [entry(800)]);
+  reopened.commitBlock(next.block, next.hash, next.nodes, next.sth);
+  assert.deepEqual(
+    [...reopened.blocks(0)].map((b) => b.block.txs.length),
+    [3, 3, 1],
+  );
+  reopened.close();
+  assert.deepEqual(schema(), { value: "4", kinds: ["text", "text", "blob"] });
+  // A schema this program does not know is still refused.
+  const future = new DatabaseSync(path);
+  future.prepare("UPDATE meta SET value = '5' WHERE key = 'schema'").run();
+  future.close();
+  assert.throws(() => LedgerStore.open(path), /unsupported store schema 5/);
 });
 
 test("opening something that is not a ledger store fails with a clear error", () => {

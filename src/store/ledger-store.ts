@@ -4,6 +4,7 @@ import type { StateStore } from "../contract/index.ts";
 import { fromHex } from "../ledger/encoding.ts";
 import { EMPTY_FRONTIER, type Frontier, type MerkleNodeReader } from "../ledger/merkle.ts";
 import type { Block, BlockEntry, BlockHeader, Hex32, SignedTreeHead } from "../ledger/types.ts";
+import { packTxs, txsText } from "./block-txs.ts";
 import { ScalableBloom } from "./bloom.ts";
 import { CHECKPOINTED_WRITER_PRAGMAS, Checkpointer } from "./checkpointer.ts";
 import { StoreError } from "./errors.ts";
@@ -34,13 +35,17 @@ export interface MerkleNodeRow {
   hash: Uint8Array;
 }
 
-const SCHEMA_VERSION = "3";
+/** 4: a block's txs are stored zstd-compressed (`block-txs.ts`); a schema-3 store opens and is marked 4. */
+const SCHEMA_VERSION = "4";
+/** A store whose rows hold txs as JSON text: read as it is, written from then on as schema 4. */
+const SCHEMA_TEXT_TXS = "3";
 /** How many txs the in-memory part of the tx index holds before it is written out, sorted, in one go. */
 const INDEX_FLUSH_TXS = 100_000;
 
 /**
  * SQLite persistence of blocks, the tx index, the Merkle log's perfect-subtree nodes and contract state. One block is
- * one SQLite transaction, committed with synchronous=FULL, so after a crash the store holds whole blocks only.
+ * one SQLite transaction (WAL, synchronous=NORMAL; `durable()` flushes the WAL), so after a crash the store holds
+ * whole blocks only.
  */
 export class LedgerStore implements MerkleNodeReader {
   readonly path: string;
@@ -190,7 +195,10 @@ export class LedgerStore implements MerkleNodeReader {
       if (!options.readOnly && !options.snapshot) createSchema(db);
       const version = (db.prepare("SELECT value FROM meta WHERE key = 'schema'").get() as { value: string } | undefined)
         ?.value;
-      if (version !== SCHEMA_VERSION) {
+      if (version === SCHEMA_TEXT_TXS && !options.readOnly && !options.snapshot) {
+        // Blocks written from now on are compressed: a program that only knows schema 3 must refuse the file.
+        db.prepare("UPDATE meta SET value = ? WHERE key = 'schema'").run(SCHEMA_VERSION);
+      } else if (version !== SCHEMA_VERSION && version !== SCHEMA_TEXT_TXS) {
         throw new StoreError("schema", `unsupported store schema ${version ?? "(none)"} in ${path}`);
       }
       // The first read after BEGIN fixes the snapshot every later read of this connection sees.
@@ -212,7 +220,7 @@ export class LedgerStore implements MerkleNodeReader {
   }
 
   private readHead(): StoreHead | undefined {
-    const row = this.stmts.lastBlock.get() as BlockRow | undefined;
+    const row = this.stmts.lastBlock.get() as StoredBlockRow | undefined;
     if (!row) return undefined;
     const header = JSON.parse(row.header) as BlockHeader;
     return {
@@ -279,8 +287,10 @@ export class LedgerStore implements MerkleNodeReader {
     return row.nodes;
   }
 
+  /** A block as stored: its hash, and its header and txs as JSON text. */
   blockRow(height: number): { hash: Hex32; header: string; txs: string } | undefined {
-    return this.stmts.blockGet.get(height) as BlockRow | undefined;
+    const row = this.stmts.blockGet.get(height) as StoredBlockRow | undefined;
+    return row && { hash: row.hash, header: row.header, txs: txsText(row.txs, height) };
   }
 
   getBlock(height: number): Block | undefined {
@@ -299,10 +309,11 @@ export class LedgerStore implements MerkleNodeReader {
   *blocks(fromHeight = 0): Generator<{ block: Block; hash: Hex32 }> {
     let next = fromHeight;
     for (;;) {
-      const rows = this.stmts.blockRange.all(next, 64) as unknown as BlockRow[];
+      const rows = this.stmts.blockRange.all(next, 64) as unknown as StoredBlockRow[];
       if (rows.length === 0) return;
       for (const row of rows) {
-        const block = { ...(JSON.parse(row.header) as BlockHeader), txs: JSON.parse(row.txs) as BlockEntry[] };
+        const txs = JSON.parse(txsText(row.txs, row.height)) as BlockEntry[];
+        const block = { ...(JSON.parse(row.header) as BlockHeader), txs };
         yield { block, hash: row.hash };
         next = block.height + 1;
       }
@@ -376,7 +387,7 @@ export class LedgerStore implements MerkleNodeReader {
     let written = NOTHING_WRITTEN;
     this.db.exec("BEGIN IMMEDIATE");
     try {
-      s.blockPut.run(block.height, hash, JSON.stringify(header), JSON.stringify(txs));
+      s.blockPut.run(block.height, hash, JSON.stringify(header), packTxs(JSON.stringify(txs)));
       if (packed.length > 0) s.merklePut.run(block.height, start, packed);
       this.state.flush(s.statePut, s.stateDel);
       if (sth) s.metaPut.run("sth", JSON.stringify(sth));
@@ -563,11 +574,12 @@ interface RecentTx {
   valid: boolean;
 }
 
-interface BlockRow {
+interface StoredBlockRow {
   height: number;
   hash: Hex32;
   header: string;
-  txs: string;
+  /** zstd-compressed JSON (schema 4) or JSON text (schema 3): see `txsText`. */
+  txs: Uint8Array | string;
 }
 
 function createSchema(db: DatabaseSync): void {

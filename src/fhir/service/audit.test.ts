@@ -7,6 +7,7 @@ import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { after, before, describe, it } from "node:test";
 import { BlockReader, type BlockRowData } from "../../store/block-reader.ts";
+import { packTxs, txsText } from "../../store/block-txs.ts";
 import type { Principal } from "../auth/bearer.ts";
 import { OperationOutcomeError } from "../outcome.ts";
 import { validateResource } from "../validate.ts";
@@ -543,9 +544,12 @@ describe("AuditEvent on a node whose store was altered", () => {
       const altered = node.height - 1;
       // Behind the node's back: one access log of an already committed block names another resource.
       const db = new DatabaseSync(node.store.path);
+      const stored = db.prepare("SELECT txs FROM blocks WHERE height = ?").get(altered) as { txs: Uint8Array };
+      const text = txsText(stored.txs, altered);
+      assert.ok(text.includes(record.id as string));
       const changed = db
-        .prepare("UPDATE blocks SET txs = replace(txs, ?, ?) WHERE height = ?")
-        .run(record.id as string, "tampered", altered);
+        .prepare("UPDATE blocks SET txs = ? WHERE height = ?")
+        .run(packTxs(text.replaceAll(record.id as string, "tampered")), altered);
       db.close();
       assert.equal(changed.changes, 1);
       const index = AuditIndex.open(join(own.dir, "audit-fresh.db"), node);
