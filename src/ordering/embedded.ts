@@ -1,6 +1,5 @@
 import type { DatabaseSync, StatementSync } from "node:sqlite";
 import type { KeyId, SignedTx } from "../ledger/types.ts";
-import { packTxs, txsText } from "../store/block-txs.ts";
 import type { GroupSync } from "../store/group-sync.ts";
 import { LogDatabase } from "../store/log-database.ts";
 import { type Batch, type BatchHandler, type Orderer, OrdererError } from "./orderer.ts";
@@ -58,7 +57,7 @@ export class EmbeddedOrderer implements Orderer {
         seq INTEGER PRIMARY KEY,
         time INTEGER NOT NULL,
         proposer TEXT NOT NULL,
-        txs TEXT NOT NULL -- zstd-compressed JSON since store schema 4 (see store/block-txs.ts); older rows are text
+        txs TEXT NOT NULL
       );
     `);
     this.insert = this.db.prepare("INSERT INTO batches (seq, time, proposer, txs) VALUES (?, ?, ?, ?)");
@@ -78,7 +77,7 @@ export class EmbeddedOrderer implements Orderer {
     const seq = this.seq + 1;
     // Time never goes backwards along the log, even if the wall clock does.
     const time = Math.max(this.lastTime, this.clock());
-    this.insert.run(seq, time, proposer, packTxs(JSON.stringify(txs)));
+    this.insert.run(seq, time, proposer, JSON.stringify(txs));
     const appended = this.sync.mark();
     this.seq = seq;
     this.lastTime = time;
@@ -151,7 +150,7 @@ export class EmbeddedOrderer implements Orderer {
           continue;
         }
         const rows = (
-          this.selectFrom.all(sub.next, 256) as { seq: number; time: number; proposer: string; txs: unknown }[]
+          this.selectFrom.all(sub.next, 256) as { seq: number; time: number; proposer: string; txs: string }[]
         ).filter((row) => row.seq <= this.deliverable());
         if (rows.length === 0) break;
         for (const row of rows) {
@@ -160,7 +159,7 @@ export class EmbeddedOrderer implements Orderer {
             seq: row.seq,
             time: row.time,
             proposer: row.proposer,
-            txs: JSON.parse(txsText(row.txs, row.seq, "batch")),
+            txs: JSON.parse(row.txs),
           };
           await sub.onBatch(batch);
           sub.next = row.seq + 1;

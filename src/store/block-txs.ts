@@ -14,11 +14,8 @@ export function packTxs(json: string): Uint8Array {
 /** Above any real block (500 txs of at most 64 KiB each): a damaged row cannot make a reader allocate without bound. */
 const MAX_TXS_JSON_BYTES = 64 * 1024 * 1024;
 
-/**
- * The txs JSON of a stored row, whichever schema wrote it. Throws `StoreError("corrupt")` naming the row, e.g.
- * `block 42` (the default kind) or `batch 42` (the embedded orderer's log, which keeps its txs the same way).
- */
-export function txsText(stored: unknown, height: number, kind = "block"): string {
+/** The txs JSON of a stored row, whichever schema wrote it. Throws `StoreError("corrupt")` naming the block. */
+export function txsText(stored: unknown, height: number): string {
   if (typeof stored === "string") return stored;
   if (stored instanceof Uint8Array) {
     try {
@@ -26,9 +23,9 @@ export function txsText(stored: unknown, height: number, kind = "block"): string
     } catch (error) {
       throw new StoreError(
         "corrupt",
-        `${kind} ${height}: its stored txs do not decompress (${(error as Error).message})`,
+        `block ${height}: its stored txs do not decompress (${(error as Error).message})`,
       );
     }
   }
-  throw new StoreError("corrupt", `${kind} ${height}: its stored txs are neither JSON text nor a zstd frame`);
+  throw new StoreError("corrupt", `block ${height}: its stored txs are neither JSON text nor a zstd frame`);
 }
