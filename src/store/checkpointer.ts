@@ -38,7 +38,7 @@ export interface CheckpointerOptions {
    * file's start again) in the first commit after a checkpoint that copied every frame, and that commit syncs the WAL
    * header — an fsync on the writer's thread, up to several a second under load, each as slow as the disk is at that
    * moment. The worker holds a read snapshot between its checkpoints, which makes SQLite skip the rewind; past the
-   * bound it lets go and the WAL rewinds once. Only for a writer that never runs a RESTART or TRUNCATE checkpoint
+   * bound (`walBoundBytes`; the store uses `HELD_WAL_REWIND_BYTES`) it lets go and the WAL rewinds once. Only for a writer that never runs a RESTART or TRUNCATE checkpoint
    * itself while open (those wait for the snapshot): `stopBeforeClose` runs one only after the worker let go.
    */
   rewindOnlyAtBound?: boolean;
