@@ -19,7 +19,7 @@ import { signTreeHead } from "../ledger/sth.ts";
 import { signTx, txId } from "../ledger/tx.ts";
 import type { Block, BlockEntry } from "../ledger/types.ts";
 import { BlockReader } from "./block-reader.ts";
-import { txsText } from "./block-txs.ts";
+import { COMPRESS_FROM_TXS, txsText } from "./block-txs.ts";
 import { LedgerStore, nonceKey, SqliteState, StoreError } from "./ledger-store.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "careledger-store-"));
@@ -142,23 +142,35 @@ test("a block that does not follow the head is refused and leaves nothing behind
   store.close();
 });
 
-test("a block's txs are stored zstd-compressed (a BLOB ~4× smaller) and read back as the same JSON", () => {
+test("a block of 64 txs or more is stored zstd-compressed (a BLOB ~4× smaller), a smaller one as text; both read back as their JSON", () => {
   const path = join(dir, "packed.db");
   const store = LedgerStore.open(path);
-  const entries = Array.from({ length: 40 }, (_, i) => entry(500 + i));
-  const b0 = makeBlock(0, "0".repeat(64), EMPTY_FRONTIER, entries);
+  const large = Array.from({ length: COMPRESS_FROM_TXS }, (_, i) => entry(500 + i));
+  const small = Array.from({ length: COMPRESS_FROM_TXS - 1 }, (_, i) => entry(600 + i));
+  const b0 = makeBlock(0, "0".repeat(64), EMPTY_FRONTIER, large);
   store.commitBlock(b0.block, b0.hash, b0.nodes, b0.sth);
-  const json = JSON.stringify(entries);
-  assert.equal(store.blockRow(0)?.txs, json);
-  assert.deepEqual([...store.blocks(0)][0]?.block.txs, entries);
+  const b1 = makeBlock(1, b0.hash, b0.frontier, small);
+  store.commitBlock(b1.block, b1.hash, b1.nodes, b1.sth);
+  const json = [JSON.stringify(large), JSON.stringify(small)];
+  assert.deepEqual([store.blockRow(0)?.txs, store.blockRow(1)?.txs], json);
+  assert.deepEqual(
+    [...store.blocks(0)].map((b) => b.block.txs),
+    [large, small],
+  );
   store.close();
   const raw = new DatabaseSync(path, { readOnly: true });
-  const row = raw.prepare("SELECT txs FROM blocks WHERE height = 0").get() as { txs: unknown };
+  const rows = raw.prepare("SELECT txs FROM blocks ORDER BY height").all() as { txs: unknown }[];
   raw.close();
-  assert.ok(row.txs instanceof Uint8Array, "stored as bytes, not text");
-  assert.ok(row.txs.byteLength * 2.5 < Buffer.byteLength(json), `${row.txs.byteLength} bytes for ${json.length}`);
+  const packed = rows[0]?.txs;
+  assert.ok(packed instanceof Uint8Array, "the large block is stored as bytes");
+  assert.ok(packed.byteLength * 2.5 < Buffer.byteLength(json[0] as string), `${packed.byteLength} bytes`);
+  assert.equal(rows[1]?.txs, json[1], "the small one as its text");
   const reader = BlockReader.open(path);
-  assert.equal(reader.blockRow(0)?.txs, json, "the read-only reader of other threads decompresses too");
+  assert.deepEqual(
+    [reader.blockRow(0)?.txs, reader.blockRow(1)?.txs],
+    json,
+    "the read-only reader of other threads decompresses too",
+  );
   reader.close();
 });
 
@@ -189,11 +201,12 @@ test("a schema-3 store (txs as JSON text) opens: its blocks read as before, new 
   const reopened = LedgerStore.open(path);
   assert.equal(reopened.head()?.hash, head?.hash);
   assert.deepEqual(reopened.getBlock(0)?.txs, all.slice(0, 3));
-  const next = makeBlock(2, head?.hash as string, reopened.frontier(), [entry(800)]);
+  const more = Array.from({ length: COMPRESS_FROM_TXS }, (_, i) => entry(800 + i));
+  const next = makeBlock(2, head?.hash as string, reopened.frontier(), more);
   reopened.commitBlock(next.block, next.hash, next.nodes, next.sth);
   assert.deepEqual(
     [...reopened.blocks(0)].map((b) => b.block.txs.length),
-    [3, 3, 1],
+    [3, 3, COMPRESS_FROM_TXS],
   );
   reopened.close();
   assert.deepEqual(schema(), { value: "4", kinds: ["text", "text", "blob"] });

@@ -4,7 +4,7 @@ import type { StateStore } from "../contract/index.ts";
 import { fromHex } from "../ledger/encoding.ts";
 import { EMPTY_FRONTIER, type Frontier, type MerkleNodeReader } from "../ledger/merkle.ts";
 import type { Block, BlockEntry, BlockHeader, Hex32, SignedTreeHead } from "../ledger/types.ts";
-import { packTxs, txsText } from "./block-txs.ts";
+import { storedTxs, txsText } from "./block-txs.ts";
 import { ScalableBloom } from "./bloom.ts";
 import { CHECKPOINTED_WRITER_PRAGMAS, Checkpointer } from "./checkpointer.ts";
 import { StoreError } from "./errors.ts";
@@ -390,7 +390,7 @@ export class LedgerStore implements MerkleNodeReader {
     let written = NOTHING_WRITTEN;
     this.db.exec("BEGIN IMMEDIATE");
     try {
-      s.blockPut.run(block.height, hash, JSON.stringify(header), packTxs(JSON.stringify(txs)));
+      s.blockPut.run(block.height, hash, JSON.stringify(header), storedTxs(JSON.stringify(txs), txs.length));
       if (packed.length > 0) s.merklePut.run(block.height, start, packed);
       this.state.flush(s.statePut, s.stateDel);
       if (sth) s.metaPut.run("sth", JSON.stringify(sth));
