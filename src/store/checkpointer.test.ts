@@ -169,9 +169,10 @@ test("rewindOnlyAtBound: commits between checkpoints never rewind the WAL (no he
     assert.ok(held.commits > 150, `${held.commits} commits`);
     assert.equal(held.rewinds, 0, "no commit rewound the WAL");
     assert.ok(held.folded, "the worker's checkpoints copied the rows into the database file all the same");
-    // Without the option the same stream rewinds the WAL after nearly every checkpoint (every 250 ms).
-    const plain = await rewindsUnderCommits(dir, "plain.db", {}, 1500);
-    assert.ok(plain.rewinds >= 2, `${plain.rewinds} rewinds without the option`);
+    // Without the option the same stream rewinds the WAL after checkpoints that copied every frame (on an idle
+    // machine nearly every one, every 250 ms; a busy one lands commits during them, so fewer).
+    const plain = await rewindsUnderCommits(dir, "plain.db", {}, 3000);
+    assert.ok(plain.rewinds >= 1, `${plain.rewinds} rewinds without the option`);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
