@@ -2,10 +2,10 @@ import { constants, zstdCompressSync, zstdDecompressSync } from "node:zlib";
 import { StoreError } from "./errors.ts";
 
 /**
- * How a block's txs are kept in its row: their JSON, zstd-compressed (schema 4) from `COMPRESS_FROM_TXS` txs. Access-log txs shrink ~4× (753 to
- * ~195 bytes a tx), which every node writes twice (its WAL, then the checkpoint) for every tx; level 1 costs ~2 µs a
- * tx. Rows from schema 3 hold the JSON as text and are read as they are. The frames are standard zstd (RFC 8878): any
- * `zstd -d` reads them.
+ * How a block's txs are kept in its row: their JSON, zstd-compressed (schema 4) from `COMPRESS_FROM_TXS` txs.
+ * Access-log txs shrink ~4× (753 to ~195 bytes a tx), which every node writes twice (its WAL, then the checkpoint);
+ * level 1 costs ~1.2 µs a tx in a block of 120. Rows from schema 3 hold the JSON as text and are read as they are.
+ * The frames are standard zstd (RFC 8878): any `zstd -d` reads them.
  */
 export function packTxs(json: string): Uint8Array {
   return zstdCompressSync(Buffer.from(json, "utf8"), { params: { [constants.ZSTD_c_compressionLevel]: 1 } });

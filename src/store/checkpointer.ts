@@ -27,25 +27,26 @@ const RELEASE_WAIT_MS = 2000;
 let shared: { worker: Worker; users: number } | undefined;
 let nextId = 1;
 
-/**
- * Runs WAL checkpoints for one database on a worker thread. The writing connection turns its own automatic
- * checkpoints off (`PRAGMA wal_autocheckpoint = 0`), which otherwise run — with two fsyncs — inside whichever
- * COMMIT crosses the threshold, stalling the main thread for tens of milliseconds.
- */
 export interface CheckpointerOptions {
   /**
    * Keep the writer's commits from rewinding the WAL until it reaches the bound. SQLite rewinds (writes from the
    * file's start again) in the first commit after a checkpoint that copied every frame, and that commit syncs the WAL
    * header — an fsync on the writer's thread, up to several a second under load, each as slow as the disk is at that
    * moment. The worker holds a read snapshot between its checkpoints, which makes SQLite skip the rewind; past the
-   * bound (`walBoundBytes`; the store uses `HELD_WAL_REWIND_BYTES`) it lets go and the WAL rewinds once. Only for a writer that never runs a RESTART or TRUNCATE checkpoint
-   * itself while open (those wait for the snapshot): `stopBeforeClose` runs one only after the worker let go.
+   * bound (`walBoundBytes`; the store uses `HELD_WAL_REWIND_BYTES`) it lets go and the WAL rewinds once. Only for a
+   * writer that never runs a RESTART or TRUNCATE checkpoint itself while open (those wait for the snapshot):
+   * `stopBeforeClose` runs one only after the worker let go.
    */
   rewindOnlyAtBound?: boolean;
   /** The WAL size past which the worker makes it rewind (default `WAL_BOUND_BYTES`). */
   walBoundBytes?: number;
 }
 
+/**
+ * Runs WAL checkpoints for one database on a worker thread. The writing connection turns its own automatic
+ * checkpoints off (`PRAGMA wal_autocheckpoint = 0`), which otherwise run — with two fsyncs — inside whichever
+ * COMMIT crosses the threshold, stalling the main thread for tens of milliseconds.
+ */
 export class Checkpointer {
   private readonly id = nextId++;
   private stopped = false;
