@@ -62,4 +62,38 @@ describe("where a node checks signatures", () => {
     const heads = await Promise.all([a, b].map((n) => call(n.app, "GET", "/ledger/head")));
     assert.equal(heads[0]?.json.hash, heads[1]?.json.hash);
   });
+
+  test("a node with its own pool checks a request's txs where its machine load says, and /metrics tells", async () => {
+    const net = newNetwork(join(work.path, "own"), "Own pool practice");
+    const a = await openTestNode(net.dir, { orderer: new ScriptedOrderer() });
+    opened.push(a);
+    const figures = () => {
+      const text = a.node.metrics.render();
+      const read = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, "m").exec(text)?.[1]);
+      return {
+        busy: read("careledger_machine_busy"),
+        inline: read("careledger_signatures_checked_on_node_thread"),
+        workers: read("careledger_signatures_checked_on_workers"),
+      };
+    };
+    const registered = registerTx(net);
+    assert.equal((await call(a.app, "POST", "/ledger/tx", registered.tx)).status, 200);
+    // The machine's load is not ours to set: each request is judged by the flag read around it (ticks are 500 ms
+    // apart), over a few seconds so that an idle spell, if the machine has one, is seen too.
+    const seen = new Set<number>();
+    const until = performance.now() + 3000;
+    while (performance.now() < until) {
+      const before = figures();
+      const txs = Array.from({ length: 3 }, () => accessLogTx(net, registered.patient));
+      assert.equal((await call(a.app, "POST", "/ledger/txs", txs)).status, 200);
+      const after = figures();
+      assert.ok(after.busy === 0 || after.busy === 1, `careledger_machine_busy is ${after.busy}`);
+      if (after.busy !== before.busy) continue;
+      seen.add(after.busy);
+      const moved = { inline: after.inline - before.inline, workers: after.workers - before.workers };
+      assert.deepEqual(moved, after.busy === 1 ? { inline: 3, workers: 0 } : { inline: 0, workers: 3 });
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    assert.ok(seen.size > 0, "requests were judged");
+  });
 });

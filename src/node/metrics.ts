@@ -9,6 +9,9 @@ export class Metrics {
     { values: Float64Array; next: number; filled: number; sum: number; count: number }
   >();
 
+  /** Read at each render: figures other parts keep themselves (where signatures were checked, the machine's load). */
+  private readonly collectors: ((metrics: Metrics) => void)[] = [];
+
   /** How long the event loop was kept from running (GC, long synchronous work): the tail every request shares. */
   private readonly loopDelay = monitorEventLoopDelay({ resolution: 5 });
 
@@ -37,12 +40,18 @@ export class Metrics {
     w.count++;
   }
 
+  /** Runs `collect` at every render, before the figures are written out (it sets gauges). */
+  addCollector(collect: (metrics: Metrics) => void): void {
+    this.collectors.push(collect);
+  }
+
   counter(name: string): number {
     return this.counters.get(name) ?? 0;
   }
 
   render(): string {
     const lines: string[] = [];
+    for (const collect of this.collectors) collect(this);
     // Since the last scrape, in ms (the histogram records ns).
     this.gauges.set("careledger_event_loop_delay_p99_ms", this.loopDelay.percentile(99) / 1e6);
     this.gauges.set("careledger_event_loop_delay_max_ms", this.loopDelay.max / 1e6);

@@ -218,6 +218,13 @@ export async function openNode(dir: string, options: OpenOptions = {}): Promise<
       },
     });
     nodeRef = node;
+    // Where this node's signature checks run (its thread or the pool's workers) and whether it counts the machine as
+    // busy — the two decide which (see verify-pool.ts).
+    node.metrics.addCollector((metrics) => {
+      metrics.set("careledger_signatures_checked_on_node_thread", pool.checked.inline);
+      metrics.set("careledger_signatures_checked_on_workers", pool.checked.onWorkers);
+      if (machineLoad) metrics.set("careledger_machine_busy", machineLoad.busy ? 1 : 0);
+    });
     if (!store.head()) node.applyGenesis(genesis);
     node.start();
   } catch (error) {
