@@ -5,7 +5,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
-import { Etcd3 } from "etcd3";
+import { etcdClient } from "./etcd-client.ts";
 import { freeServerPort, startLocalEtcdCluster } from "./etcd-launcher.ts";
 
 test("freeServerPort: distinct, bindable ports below the kernel's ephemeral range", async () => {
@@ -26,7 +26,7 @@ test("freeServerPort: distinct, bindable ports below the kernel's ephemeral rang
 test("members commit their backend about once a second however often they are written to", async (t) => {
   const dir = mkdtempSync(join(tmpdir(), "careledger-etcd-launcher-"));
   const cluster = await startLocalEtcdCluster(join(dir, "etcd"), 1);
-  const client = new Etcd3({ hosts: cluster.endpoints });
+  const client = etcdClient(cluster.endpoints);
   t.after(async () => {
     client.close();
     await cluster.stop();

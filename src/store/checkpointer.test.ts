@@ -122,8 +122,9 @@ test("stopBeforeClose waits for the worker to let go: the writer's close is the 
 });
 
 /**
- * Commits a small row every few ms for `ms` (and at least `minCommits` times) while a checkpointer with `options` serves the database, and counts the
- * WAL's rewinds: each writes a new header, with the checkpoint sequence number (bytes 12–15) one higher.
+ * Commits a small row every few ms for `ms` (and at least `minCommits` times) while a checkpointer with `options`
+ * serves the database, and counts the WAL's rewinds: each writes a new header, with the checkpoint sequence number
+ * (bytes 12–15) one higher.
  */
 async function rewindsUnderCommits(
   dir: string,

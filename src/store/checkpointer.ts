@@ -1,6 +1,6 @@
 import type { DatabaseSync } from "node:sqlite";
 import { Worker } from "node:worker_threads";
-import { WAL_BOUND_BYTES } from "./wal-bound.ts";
+import { HELD_WAL_REWIND_BYTES, WAL_BOUND_BYTES } from "./wal-bound.ts";
 
 /**
  * What the writing connection of a database served by a `Checkpointer` sets: WAL, no checkpoints inside its own
@@ -33,12 +33,15 @@ export interface CheckpointerOptions {
    * file's start again) in the first commit after a checkpoint that copied every frame, and that commit syncs the WAL
    * header — an fsync on the writer's thread, up to several a second under load, each as slow as the disk is at that
    * moment. The worker holds a read snapshot between its checkpoints, which makes SQLite skip the rewind; past the
-   * bound (`walBoundBytes`; the store uses `HELD_WAL_REWIND_BYTES`) it lets go and the WAL rewinds once. Only for a
+   * bound (`walBoundBytes`) it lets go and the WAL rewinds once. Only for a
    * writer that never runs a RESTART or TRUNCATE checkpoint itself while open (those wait for the snapshot):
    * `stopBeforeClose` runs one only after the worker let go.
    */
   rewindOnlyAtBound?: boolean;
-  /** The WAL size past which the worker makes it rewind (default `WAL_BOUND_BYTES`). */
+  /**
+   * The WAL size past which the worker makes it rewind (default `HELD_WAL_REWIND_BYTES` with `rewindOnlyAtBound`,
+   * else `WAL_BOUND_BYTES`).
+   */
   walBoundBytes?: number;
 }
 
@@ -72,7 +75,7 @@ export class Checkpointer {
       add: this.id,
       path,
       rewindOnlyAtBound: options.rewindOnlyAtBound ?? false,
-      walBoundBytes: options.walBoundBytes ?? WAL_BOUND_BYTES,
+      walBoundBytes: options.walBoundBytes ?? (options.rewindOnlyAtBound ? HELD_WAL_REWIND_BYTES : WAL_BOUND_BYTES),
     } satisfies CheckpointMessage);
   }
 

@@ -10,7 +10,6 @@ import { CHECKPOINTED_WRITER_PRAGMAS, Checkpointer } from "./checkpointer.ts";
 import { StoreError } from "./errors.ts";
 import { GroupSync } from "./group-sync.ts";
 import { inWriteTransaction } from "./transaction.ts";
-import { HELD_WAL_REWIND_BYTES } from "./wal-bound.ts";
 
 export { StoreError };
 
@@ -82,9 +81,7 @@ export class LedgerStore implements MerkleNodeReader {
     this.stmts = prepareStatements(db);
     this.sync = new GroupSync(path);
     this.sync.flushNow();
-    this.checkpointer = readOnly
-      ? undefined
-      : new Checkpointer(path, { rewindOnlyAtBound: true, walBoundBytes: HELD_WAL_REWIND_BYTES });
+    this.checkpointer = readOnly ? undefined : new Checkpointer(path, { rewindOnlyAtBound: true });
     this.state = new SqliteState(this.stmts.stateGet, this.stmts.stateResourceKeys);
     this.headCache = this.readHead();
     for (const row of db.prepare("SELECT height, start FROM merkle_blocks ORDER BY height").iterate()) {

@@ -1,7 +1,6 @@
 import { DatabaseSync } from "node:sqlite";
 import { CHECKPOINTED_WRITER_PRAGMAS, Checkpointer } from "./checkpointer.ts";
 import { GroupSync } from "./group-sync.ts";
-import { HELD_WAL_REWIND_BYTES } from "./wal-bound.ts";
 
 /**
  * The connection, flush and checkpoints of a log kept beside a node's store — the embedded orderer's batches, an
@@ -30,7 +29,7 @@ export class LogDatabase {
       this.sync = new GroupSync(path);
       // What a crashed process left in the WAL goes to disk before anything is read from it.
       this.sync.flushNow();
-      this.checkpointer = new Checkpointer(path, { rewindOnlyAtBound: true, walBoundBytes: HELD_WAL_REWIND_BYTES });
+      this.checkpointer = new Checkpointer(path, { rewindOnlyAtBound: true });
     }
   }
 
